@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the integration tests need (real sshd, socat ptys, cross toolchains, qemu-user).
+set -euo pipefail
+PKGS="openssh-server openssh-client socat"
+missing=""
+for p in $PKGS; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing system packages:$missing (run as root or install them)" >&2
+        exit 1
+    fi
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
