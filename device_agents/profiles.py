@@ -1,0 +1,166 @@
+"""Board profiles: one TOML file per board kind in `profiles/`, validated with pydantic.
+
+A profile is data, not code: what the board is (arch, CPU, memory), how TVM targets it,
+which cross toolchain builds for it, how its energy is estimated when it has no sensor,
+and how to reach it by default. Every bad field is reported with file and field name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+PROFILE_VERSION = 1
+
+Arch = Literal["x86_64", "aarch64", "riscv64"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TargetSpec(_Strict):
+    """TVM target: either a tag TVM ships, or the fields of a dict target (0.27 rejects CLI strings)."""
+
+    tag: str | None = None
+    kind: str = "llvm"
+    mtriple: str | None = None
+    mcpu: str | None = None
+    mattr: list[str] = Field(default_factory=list)
+    num_cores: int | None = Field(default=None, alias="num-cores", ge=1)
+
+    def as_tvm(self) -> str | dict[str, Any]:
+        """What `tvm.target.Target(...)` accepts: the tag string, or the dict form."""
+        if self.tag:
+            return self.tag
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.mtriple:
+            out["mtriple"] = self.mtriple
+        if self.mcpu:
+            out["mcpu"] = self.mcpu
+        if self.mattr:
+            out["mattr"] = list(self.mattr)
+        if self.num_cores:
+            out["num-cores"] = self.num_cores
+        return out
+
+
+class ToolchainSpec(_Strict):
+    """Cross toolchain prefix ('' builds natively), e.g. 'aarch64-linux-gnu-'."""
+
+    prefix: str = ""
+    extra_ldflags: list[str] = Field(default_factory=list)
+
+
+class CpuSpec(_Strict):
+    model: str
+    cores: int = Field(ge=1)
+    max_mhz: int | None = Field(default=None, ge=1)
+    simd_width_bytes: int = Field(default=16, ge=1)
+
+
+class MemorySpec(_Strict):
+    total_mb: int = Field(ge=1)
+    budget_mb: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> MemorySpec:
+        if self.budget_mb > self.total_mb:
+            raise ValueError(f"budget_mb ({self.budget_mb}) exceeds total_mb ({self.total_mb})")
+        return self
+
+
+class PowerModel(_Strict):
+    """Fallback energy estimate (labelled energy_source='model'): P = idle_w + per_core_w * busy cores."""
+
+    idle_w: float = Field(ge=0)
+    per_core_w: float = Field(ge=0)
+
+
+class TransportSpec(_Strict):
+    """How to reach a board of this kind by default; a farm file may override per board."""
+
+    kind: Literal["local", "ssh", "serial"]
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
+    device: str | None = None
+    baud: int | None = Field(default=None, ge=50)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> TransportSpec:
+        if self.kind == "ssh" and not self.host:
+            raise ValueError("ssh transport needs 'host'")
+        if self.kind == "serial" and not self.device:
+            raise ValueError("serial transport needs 'device'")
+        return self
+
+
+class BoardProfile(_Strict):
+    version: int = PROFILE_VERSION
+    name: str
+    description: str = ""
+    arch: Arch
+    emulated: bool = False
+    target: TargetSpec
+    toolchain: ToolchainSpec = ToolchainSpec()
+    cpu: CpuSpec
+    memory: MemorySpec
+    power: PowerModel
+    transport: TransportSpec
+
+    @model_validator(mode="after")
+    def _check_version(self) -> BoardProfile:
+        if self.version != PROFILE_VERSION:
+            raise ValueError(f"unsupported profile version {self.version} (expected {PROFILE_VERSION})")
+        return self
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line naming the file and each bad field."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_profile(data: dict[str, Any], source: str) -> BoardProfile:
+    try:
+        return BoardProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_profile_file(path: Path) -> BoardProfile:
+    """Load and validate one profile TOML file."""
+    if not path.is_file():
+        raise ConfigError(f"profile file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_profile(data, str(path))
+
+
+def available_profiles(directory: Path = PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def load_profile(name_or_path: str, directory: Path = PROFILES_DIR) -> BoardProfile:
+    """A profile by board-kind name (from `profiles/`) or by path to a TOML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        return load_profile_file(candidate)
+    path = directory / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(available_profiles(directory)) or "none"
+        raise ConfigError(f"unknown board profile '{name_or_path}' (known: {known})")
+    return load_profile_file(path)
