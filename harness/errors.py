@@ -52,3 +52,23 @@ class ProtocolMismatchError(AgentError):
 
 class NotBuiltError(HiltError):
     """A subcommand exists in the plan but is not built yet."""
+
+
+class FarmError(HiltError):
+    """The emulated board farm cannot be built, started or stopped (host set-up, mirror, state)."""
+
+
+class HostKeyError(TransportError):
+    """An SSH host key is unknown or does not match known_hosts (strict checking refused it)."""
+
+
+class AgentTimeoutError(TransportError):
+    """The agent did not answer a request within its timeout (the line or the agent is dead)."""
+
+
+class RemoteError(AgentError):
+    """The agent answered a typed error; `kind` is its type (e.g. runner_timeout, hash_mismatch)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"agent error {kind}: {message}")
+        self.kind = kind

@@ -1,0 +1,99 @@
+"""`hilt prune`: run a cascade schedule on a model and write the pruned model and its stage log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.cli.common import console
+
+
+def prune(
+    model: str = typer.Option(
+        ..., "--model", help="HF checkpoint dir, pruned dir, or demo-gpt2 / demo-llama."
+    ),
+    schedule: Path = typer.Option(..., "--schedule", help="Schedule JSON (version 1)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (must not exist; written atomically)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Calibration safetensors (input_ids, labels); default: demo calib split."
+    ),
+    eval_data: Path | None = typer.Option(
+        None, "--eval-data", help="Evaluation safetensors; default: demo val."
+    ),
+    calib_n: int = typer.Option(512, help="Demo calibration examples."),
+    eval_n: int = typer.Option(1000, help="Demo evaluation examples."),
+    threads: int | None = typer.Option(None, help="torch threads."),
+) -> None:
+    """Run a cascade pruning schedule on a model."""
+    from harness.prune.job import prune_to_dir
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("loading", total=None)
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        log = prune_to_dir(
+            model,
+            schedule,
+            out,
+            data_path=data,
+            eval_path=eval_data,
+            calib_n=calib_n,
+            eval_n=eval_n,
+            threads=threads,
+            progress=on_progress,
+        )
+    table = Table(title=f"{log.schedule}: {log.family}, {log.compression:.2f}x fewer parameters")
+    for col in (
+        "stage",
+        "targets",
+        "params",
+        "loss pruned",
+        "loss recovered",
+        "acc pruned",
+        "acc recovered",
+        "s",
+    ):
+        table.add_column(col)
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    table.add_row(
+        "dense",
+        "",
+        f"{log.dense_params:,}",
+        f"{log.dense_calib_loss:.3f}",
+        "",
+        pct(log.dense_accuracy),
+        "",
+        "",
+    )
+    for s in log.stages:
+        table.add_row(
+            str(s.index),
+            ", ".join(s.targets),
+            f"{s.params_after:,}",
+            f"{s.calib_loss_after_prune:.3f}",
+            f"{s.calib_loss_after_recovery:.3f}",
+            pct(s.accuracy_after_prune),
+            pct(s.accuracy_after_recovery),
+            f"{s.seconds_total:.1f}",
+        )
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)

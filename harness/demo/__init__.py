@@ -1,0 +1,1 @@
+"""The built-in demo models: two small transformer classifiers trained on the bearing-fault task."""

@@ -1,0 +1,1 @@
+"""Cascade pruning: removal, manifest, criteria, recovery, schedules and the cascade runner."""

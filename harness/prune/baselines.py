@@ -1,0 +1,66 @@
+"""Methods as schedules: cascade and the baselines differ only in the schedule the runner gets.
+
+All methods get the same total recovery budget (steps), so accuracy differences come from what
+was removed and when importance was estimated, not from more training.
+"""
+
+from __future__ import annotations
+
+from harness.errors import ScheduleError
+from harness.prune.schedule import Schedule
+
+METHODS = ("cascade", "one-shot", "layer-only", "width-flap", "width-taylor")
+
+
+def _recovery(steps: int, rank: int, lr: float, batch_size: int) -> dict:
+    return {"rank": rank, "alpha": 2.0 * rank, "steps": steps, "lr": lr, "batch_size": batch_size}
+
+
+def method_template(
+    method: str,
+    total_steps: int,
+    *,
+    rank: int = 8,
+    lr: float = 2e-3,
+    batch_size: int = 32,
+    calib_batches: int = 4,
+    layer_criterion: str = "block_influence",
+    head_criterion: str = "taylor",
+    channel_criterion: str = "taylor",
+) -> tuple[Schedule, dict[str, float]]:
+    """A schedule template (ratios are placeholders) and its split between granularities."""
+
+    def rec(steps: int) -> dict:
+        return _recovery(steps, rank, lr, batch_size)
+
+    layer = {"granularity": "layer", "ratio": 1.0, "criterion": layer_criterion}
+    head = {"granularity": "head", "ratio": 1.0, "criterion": head_criterion}
+    channel = {"granularity": "channel", "ratio": 1.0, "criterion": channel_criterion}
+    if method == "cascade":
+        base, extra = divmod(total_steps, 3)
+        steps = [base, base, base + extra]
+        stages = [dict(t, recovery=rec(s)) for t, s in zip((layer, head, channel), steps, strict=True)]
+        split = {"layer": 1.0, "head": 1.0, "channel": 1.0}
+    elif method == "one-shot":
+        stages = [{"targets": [layer, head, channel], "recovery": rec(total_steps)}]
+        split = {"layer": 1.0, "head": 1.0, "channel": 1.0}
+    elif method == "layer-only":
+        stages = [dict(layer, criterion="block_influence", recovery=rec(total_steps))]
+        split = {"layer": 1.0}
+    elif method == "width-flap":
+        targets = [
+            dict(head, criterion="flap", scope="global"),
+            dict(channel, criterion="flap", scope="global"),
+        ]
+        stages = [{"targets": targets, "recovery": rec(total_steps)}]
+        split = {"head": 1.0, "channel": 1.0}
+    elif method == "width-taylor":
+        targets = [dict(head, criterion="taylor"), dict(channel, criterion="taylor")]
+        stages = [{"targets": targets, "recovery": rec(total_steps)}]
+        split = {"head": 1.0, "channel": 1.0}
+    else:
+        raise ScheduleError(f"unknown method {method!r}; use one of: {', '.join(METHODS)}")
+    schedule = Schedule.model_validate(
+        {"version": 1, "name": method, "stages": stages, "calibration": {"batches": calib_batches}}
+    )
+    return schedule, split

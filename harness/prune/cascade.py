@@ -1,0 +1,230 @@
+"""The cascade runner: score -> remove -> recover, stage by stage, with a stage-by-stage log.
+
+Every method (cascade, one-shot, layer-only, width-only) is a schedule for this one runner.
+Within a stage all targets are scored on the model as it is at the start of the stage, width
+removals are applied first and layer removal last (indices stay valid), then LoRA recovery runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from harness.models.adapters import get_adapter
+from harness.prune import criteria
+from harness.prune.calib import calibration_batches, mean_batch_loss, task_of
+from harness.prune.recovery import recover
+from harness.prune.schedule import Schedule, check_against_model
+from harness.prune.select import apply_attention, apply_channels, apply_layers
+from harness.prune.stats import count_parameters, forward_flops
+
+log = logging.getLogger(__name__)
+STAGE_LOG_VERSION = 1
+
+
+class _Data(Protocol):
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+
+class StageRecord(BaseModel):
+    index: int
+    targets: list[str]
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    calib_loss_before: float
+    calib_loss_after_prune: float
+    calib_loss_after_recovery: float
+    accuracy_after_prune: float | None
+    accuracy_after_recovery: float | None
+    recovery_steps: int
+    recovery_loss_first: float | None
+    recovery_loss_last: float | None
+    seconds_scoring: float
+    seconds_recovery: float
+    seconds_total: float
+
+
+class StageLog(BaseModel):
+    version: Literal[1] = STAGE_LOG_VERSION
+    schedule: str
+    task: str
+    family: str
+    seq_len: int
+    dense_params: int
+    dense_flops: int
+    dense_calib_loss: float
+    dense_accuracy: float | None
+    stages: list[StageRecord]
+    final_params: int
+    final_flops: int
+    final_accuracy: float | None
+    compression: float
+    seconds_total: float
+
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def _accuracy(model: nn.Module, data: _Data | None, batch_size: int = 128) -> float | None:
+    if data is None or task_of(model) != "sequence-classification":
+        return None
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(data.labels), batch_size):
+            ids = data.input_ids[i : i + batch_size]
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            correct += int((out.logits.argmax(-1) == data.labels[i : i + batch_size]).sum())
+    model.train(was)
+    return correct / max(1, len(data.labels))
+
+
+def validate_for_model(model: nn.Module, schedule: Schedule) -> None:
+    """Refuse, before any work, a schedule that would empty a layer or the model."""
+    ad = get_adapter(model)
+    n = ad.num_layers()
+    check_against_model(
+        schedule,
+        layers=n,
+        heads=[ad.attention_shape(i).num_kv_groups for i in range(n)],
+        channels=[ad.num_channels(i) for i in range(n)],
+        gqa=ad.gqa,
+        heads_per_group=min(ad.attention_shape(i).heads_per_group for i in range(n)),
+    )
+
+
+def prune_stage(model: nn.Module, stage_targets: list, batches: list, seed: int) -> None:
+    """Score every target on the current model, then remove (widths first, layers last)."""
+    ad = get_adapter(model)
+    crits = {t.granularity: t.criterion for t in stage_targets}
+    need_grad = "taylor" in (crits.get("head"), crits.get("channel"))
+    stats = criteria.collect_stats(
+        ad, batches, gradients=need_grad, head_contrib=crits.get("head") == "output_norm"
+    )
+    layer_scores = None
+    for t in stage_targets:
+        if t.granularity == "layer":
+            layer_scores = criteria.layer_scores(ad, stats, t.criterion, batches, seed)
+    head_scores = chan_scores = None
+    for t in stage_targets:
+        if t.granularity == "head":
+            head_scores = criteria.group_scores(ad, criteria.head_scores(ad, stats, t.criterion, seed))
+        elif t.granularity == "channel":
+            chan_scores = criteria.channel_scores(ad, stats, t.criterion, seed)
+    for t in stage_targets:
+        if t.granularity == "head":
+            apply_attention(ad, head_scores, t.ratio, t.scope, t.attention_unit)
+        elif t.granularity == "channel":
+            apply_channels(ad, chan_scores, t.ratio, t.scope)
+    for t in stage_targets:
+        if t.granularity == "layer":
+            apply_layers(ad, layer_scores, t.ratio)
+
+
+def run_cascade(
+    model: nn.Module,
+    schedule: Schedule,
+    data: _Data,
+    *,
+    eval_data: _Data | None = None,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, StageLog]:
+    """Run `schedule` on `model` (modified in place and returned), scoring/recovering on `data`.
+
+    Accuracy in the log is measured on `eval_data` (classification models only; None otherwise).
+    """
+    validate_for_model(model, schedule)
+    t0 = time.perf_counter()
+    cal = schedule.calibration
+    batches = calibration_batches(data.input_ids, data.labels, cal.batches, cal.batch_size, cal.seed)
+    seq_len = int(data.input_ids.shape[1])
+    ad = get_adapter(model)
+    dense_params, dense_flops = count_parameters(model), forward_flops(model, seq_len)
+    dense_loss = mean_batch_loss(model, batches)
+    dense_acc = _accuracy(model, eval_data)
+    records: list[StageRecord] = []
+    total_steps = max(1, schedule.total_recovery_steps())
+    steps_done = 0
+    for si, stage in enumerate(schedule.stages):
+        ts = time.perf_counter()
+        if progress:
+            progress(f"stage {si + 1}/{len(schedule.stages)}: scoring", steps_done, total_steps)
+        p0, f0 = count_parameters(model), forward_flops(model, seq_len)
+        loss0 = mean_batch_loss(model, batches)
+        prune_stage(model, stage.targets, batches, cal.seed + si)
+        t_score = time.perf_counter() - ts
+        loss1 = mean_batch_loss(model, batches)
+        acc1 = _accuracy(model, eval_data)
+
+        def on_step(step: int, loss: float, si: int = si, base: int = steps_done) -> None:
+            if progress:
+                progress(
+                    f"stage {si + 1}/{len(schedule.stages)}: recovery loss {loss:.3f}",
+                    base + step + 1,
+                    total_steps,
+                )
+
+        tr = time.perf_counter()
+        model, losses = recover(model, stage.recovery, data.input_ids, data.labels, cal.seed + si, on_step)
+        steps_done += stage.recovery.steps
+        t_rec = time.perf_counter() - tr
+        loss2 = mean_batch_loss(model, batches) if losses else loss1
+        acc2 = _accuracy(model, eval_data) if losses else acc1
+        records.append(
+            StageRecord(
+                index=si,
+                targets=[f"{t.granularity}:{t.ratio:g}:{t.criterion}:{t.scope}" for t in stage.targets],
+                params_before=p0,
+                params_after=count_parameters(model),
+                flops_before=f0,
+                flops_after=forward_flops(model, seq_len),
+                calib_loss_before=loss0,
+                calib_loss_after_prune=loss1,
+                calib_loss_after_recovery=loss2,
+                accuracy_after_prune=acc1,
+                accuracy_after_recovery=acc2,
+                recovery_steps=stage.recovery.steps,
+                recovery_loss_first=losses[0] if losses else None,
+                recovery_loss_last=losses[-1] if losses else None,
+                seconds_scoring=t_score,
+                seconds_recovery=t_rec,
+                seconds_total=time.perf_counter() - ts,
+            )
+        )
+        log.info(
+            "stage %d: params %d -> %d, loss %.4f -> %.4f -> %.4f",
+            si,
+            p0,
+            records[-1].params_after,
+            loss0,
+            loss1,
+            loss2,
+        )
+    final_params = count_parameters(model)
+    stage_log = StageLog(
+        schedule=schedule.name,
+        task=task_of(model),
+        family=ad.family,
+        seq_len=seq_len,
+        dense_params=dense_params,
+        dense_flops=dense_flops,
+        dense_calib_loss=dense_loss,
+        dense_accuracy=dense_acc,
+        stages=records,
+        final_params=final_params,
+        final_flops=forward_flops(model, seq_len),
+        final_accuracy=records[-1].accuracy_after_recovery,
+        compression=dense_params / final_params,
+        seconds_total=time.perf_counter() - t0,
+    )
+    return model, stage_log

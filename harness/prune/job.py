@@ -1,0 +1,115 @@
+"""`hilt prune` as one function: load model, schedule and data, run the cascade, write atomically.
+
+The output directory appears only when everything is written: work happens in a hidden sibling
+directory that is renamed into place at the end (and removed if anything fails or is interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from harness.errors import DataError, HiltError
+from harness.models import load_model
+from harness.prune.cascade import Progress, StageLog, run_cascade, validate_for_model
+from harness.prune.manifest import save_pruned
+from harness.prune.schedule import load_schedule, save_schedule
+
+log = logging.getLogger(__name__)
+STAGE_LOG_FILE = "stage_log.json"
+SCHEDULE_FILE = "schedule.json"
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Token ids and labels (the fields of harness.data.ClassificationData the runner uses)."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+
+def load_token_data(path: str | Path) -> TokenData:
+    """A safetensors file with int64 `input_ids` [N, L] and `labels` [N]."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
+    for name in ("input_ids", "labels"):
+        if name not in tensors:
+            raise DataError(f"{path}: missing tensor `{name}` (need input_ids [N, L] and labels [N])")
+    ids, labels = tensors["input_ids"], tensors["labels"]
+    if ids.dim() != 2 or labels.dim() != 1 or len(ids) != len(labels) or len(ids) == 0:
+        raise DataError(
+            f"{path}: need input_ids [N, L] and labels [N] with N > 0, "
+            f"got {tuple(ids.shape)} and {tuple(labels.shape)}"
+        )
+    if ids.dtype.is_floating_point or labels.dtype.is_floating_point:
+        raise DataError(f"{path}: input_ids and labels must be integer tensors")
+    return TokenData(ids.long(), labels.long())
+
+
+def _demo_data(split: str, n: int | None) -> TokenData:
+    from harness.data import load_demo_split
+
+    d = load_demo_split(split, n)  # type: ignore[arg-type]
+    return TokenData(d.input_ids, d.labels)
+
+
+def _check_fits(model: torch.nn.Module, data: TokenData, what: str) -> None:
+    vocab = model.config.vocab_size
+    if int(data.input_ids.max()) >= vocab or int(data.input_ids.min()) < 0:
+        raise DataError(f"{what} has token ids outside the model's vocabulary (0..{vocab - 1})")
+    num_labels = getattr(model.config, "num_labels", None)
+    if type(model).__name__.endswith("ForSequenceClassification") and int(data.labels.max()) >= num_labels:
+        raise DataError(f"{what} has labels >= the model's {num_labels} classes")
+
+
+def prune_to_dir(
+    model_path: str | Path,
+    schedule_path: str | Path,
+    out_dir: str | Path,
+    *,
+    data_path: str | Path | None = None,
+    eval_path: str | Path | None = None,
+    calib_n: int | None = 512,
+    eval_n: int | None = 1000,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> StageLog:
+    """Run a schedule on a model and write the pruned model, the schedule and the stage log to `out_dir`."""
+    out = Path(out_dir)
+    if out.exists():
+        raise HiltError(f"output directory {out} already exists; choose a new --out")
+    schedule = load_schedule(schedule_path)
+    loaded = load_model(model_path)
+    validate_for_model(loaded.model, schedule)
+    calib = load_token_data(data_path) if data_path else _demo_data("calib", calib_n)
+    evald = load_token_data(eval_path) if eval_path else (None if data_path else _demo_data("val", eval_n))
+    _check_fits(loaded.model, calib, "calibration data")
+    if evald is not None:
+        _check_fits(loaded.model, evald, "evaluation data")
+    if threads:
+        torch.set_num_threads(threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model, stage_log = run_cascade(loaded.model, schedule, calib, eval_data=evald, progress=progress)
+        save_pruned(model, work, loaded.task)
+        save_schedule(schedule, work / SCHEDULE_FILE)
+        (work / STAGE_LOG_FILE).write_text(stage_log.model_dump_json(indent=2) + "\n")
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("wrote pruned model to %s", out)
+    return stage_log

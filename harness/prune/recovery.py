@@ -1,0 +1,80 @@
+"""Low-rank recovery: LoRA (peft) on every remaining linear map, trained briefly, then merged.
+
+Merging (`merge_and_unload`) before the next stage means the next stage scores the repaired
+model with plain Linear/Conv1D weights, so removal and the manifest never see LoRA modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from harness.models.adapters import get_adapter
+from harness.prune.calib import batch_loss, cycle_batches, task_of
+from harness.prune.schedule import Recovery
+
+log = logging.getLogger(__name__)
+
+
+def recover(
+    model: nn.Module,
+    recovery: Recovery,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[nn.Module, list[float]]:
+    """Train LoRA adapters for `recovery.steps` steps and merge them; returns (merged model, losses)."""
+    if recovery.steps == 0:
+        return model, []
+    from peft import LoraConfig, get_peft_model
+
+    adapter = get_adapter(model)
+    targets = adapter.lora_targets() + (["score"] if task_of(model) == "sequence-classification" else [])
+    config = LoraConfig(
+        r=recovery.rank,
+        lora_alpha=recovery.alpha,
+        lora_dropout=recovery.dropout,
+        target_modules=targets,
+        fan_in_fan_out=adapter.family == "gpt2",
+        bias="none",
+    )
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = get_peft_model(model, config)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recovery.lr, weight_decay=0.0)
+    warmup = max(1, recovery.steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, recovery.steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    batches = cycle_batches(input_ids, labels, recovery.batch_size, seed)
+    losses: list[float] = []
+    peft_model.train()
+    base = peft_model.get_base_model()
+    for step in range(recovery.steps):
+        loss = batch_loss(base, next(batches))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if on_step:
+            on_step(step, losses[-1])
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    for p in merged.parameters():
+        p.requires_grad_(True)
+    log.info("recovery: %d steps, loss %.4f -> %.4f", recovery.steps, losses[0], losses[-1])
+    return merged, losses

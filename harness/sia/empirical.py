@@ -1,0 +1,245 @@
+"""The empirical SIA test on one granularity (DESIGN.md, "SIA, concretely").
+
+For sampled units: criterion score vs measured loss increase of removing each alone (fidelity).
+For random subsets at each ratio: sum of single-removal increases vs the measured increase of
+removing the subset together (additivity). After removing each ratio's lowest-ranked units:
+Kendall tau of the criterion ranking of the survivors before vs after (rank stability), without
+and with a short recovery. Cost is counted in batch forward passes and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.sia.probe import Probe
+from harness.sia.stats import Estimate, kendall_ci, median_ci, spearman_ci
+from harness.sia.verdict import Thresholds, horizon, judge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmpiricalConfig:
+    """Sample sizes and seeds of one check; the defaults keep a demo model under 2 minutes."""
+
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75)  # fractions of units removed
+    max_units: int = 48  # units measured alone (all of them when there are fewer)
+    subsets_per_ratio: int = 10
+    recovery_steps: int = 0  # > 0 also measures rank stability after a short LoRA recovery
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class RatioResult:
+    removed_fraction: float
+    additivity_spearman: Estimate
+    additivity_error: Estimate
+    stability: Estimate
+    stability_recovered: Estimate | None
+    predicted: list[float] = field(default_factory=list)  # sum of singles, per subset
+    measured: list[float] = field(default_factory=list)  # measured increase, per subset
+    verdict: str = "violated"
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def keep_ratio(self) -> float:
+        return round(1.0 - self.removed_fraction, 6)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "removed_fraction": self.removed_fraction,
+            "keep_ratio": self.keep_ratio,
+            "additivity_spearman": self.additivity_spearman.to_dict(),
+            "additivity_error": self.additivity_error.to_dict(),
+            "stability": self.stability.to_dict(),
+            "stability_recovered": None
+            if self.stability_recovered is None
+            else self.stability_recovered.to_dict(),
+            "predicted": [round(v, 6) for v in self.predicted],
+            "measured": [round(v, 6) for v in self.measured],
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass
+class GranularityResult:
+    granularity: str
+    criterion: str
+    n_units: int
+    n_sampled: int
+    base_loss: float
+    fidelity: Estimate
+    ratios: list[RatioResult]
+    horizon_removed: float
+    forward_passes: int
+    seconds: float
+    single_increase: list[float] = field(default_factory=list)
+    sampled_scores: list[float] = field(default_factory=list)
+
+    @property
+    def min_keep_ratio(self) -> float:
+        """The smallest schedule `ratio` (fraction kept) this granularity may be pruned to."""
+        return round(1.0 - self.horizon_removed, 6)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "granularity": self.granularity,
+            "criterion": self.criterion,
+            "n_units": self.n_units,
+            "n_sampled": self.n_sampled,
+            "base_loss": self.base_loss,
+            "fidelity": self.fidelity.to_dict(),
+            "ratios": [r.to_dict() for r in self.ratios],
+            "horizon_removed": self.horizon_removed,
+            "min_keep_ratio": self.min_keep_ratio,
+            "forward_passes": self.forward_passes,
+            "seconds": round(self.seconds, 2),
+            "single_increase": [round(v, 6) for v in self.single_increase],
+            "sampled_scores": [float(v) for v in self.sampled_scores],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GranularityResult:
+        def est(x: dict | None) -> Estimate | None:
+            if x is None:
+                return None
+            return Estimate(*(float("nan") if x[k] is None else x[k] for k in ("value", "low", "high")))
+
+        ratios = [
+            RatioResult(
+                removed_fraction=r["removed_fraction"],
+                additivity_spearman=est(r["additivity_spearman"]),
+                additivity_error=est(r["additivity_error"]),
+                stability=est(r["stability"]),
+                stability_recovered=est(r["stability_recovered"]),
+                predicted=r["predicted"],
+                measured=r["measured"],
+                verdict=r["verdict"],
+                reasons=r["reasons"],
+            )
+            for r in d["ratios"]
+        ]
+        return cls(
+            granularity=d["granularity"],
+            criterion=d["criterion"],
+            n_units=d["n_units"],
+            n_sampled=d["n_sampled"],
+            base_loss=d["base_loss"],
+            fidelity=est(d["fidelity"]),
+            ratios=ratios,
+            horizon_removed=d["horizon_removed"],
+            forward_passes=d["forward_passes"],
+            seconds=d["seconds"],
+            single_increase=d.get("single_increase", []),
+            sampled_scores=d.get("sampled_scores", []),
+        )
+
+
+def _lowest_removal(probe: Probe, scores: np.ndarray, fraction: float) -> list[int]:
+    """The lowest-ranked `fraction` of units, never emptying a layer (or the whole model)."""
+    units = probe.units()
+    target = int(round(fraction * len(units)))
+    left: dict[int, int] = {}
+    for u in units:
+        left[u.layer] = left.get(u.layer, 0) + 1
+    whole_layers = all(u.index == u.layer and not u.channels for u in units)
+    removed: list[int] = []
+    for i in np.argsort(scores, kind="stable"):
+        if len(removed) >= target:
+            break
+        if whole_layers:
+            if len(units) - len(removed) <= 1:
+                break
+        elif left[units[i].layer] <= 1:
+            continue
+        left[units[i].layer] -= 1
+        removed.append(int(i))
+    return removed
+
+
+def run_empirical(
+    probe: Probe,
+    config: EmpiricalConfig,
+    thresholds: Thresholds,
+    granularity: str,
+    criterion: str,
+    progress: Callable[[str], None] | None = None,
+) -> GranularityResult:
+    """Measure fidelity, additivity and rank stability on one probe and judge every ratio."""
+    start = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    rng = np.random.default_rng(config.seed)
+    units = probe.units()
+    n = len(units)
+    pool = np.arange(n) if n <= config.max_units else np.sort(rng.choice(n, config.max_units, replace=False))
+    base = probe.loss()
+    scores = probe.scores()
+    say(f"{granularity}: {len(pool)} single removals")
+    single = np.array([probe.loss([int(i)]) - base for i in pool])
+    fidelity = spearman_ci(scores[pool], single, config.bootstrap, config.seed)
+
+    results: list[RatioResult] = []
+    for ratio in config.ratios:
+        k = max(1, int(round(ratio * len(pool))))
+        predicted, measured = [], []
+        say(f"{granularity}: additivity at {ratio:.0%} removed")
+        for _ in range(config.subsets_per_ratio):
+            chosen = rng.choice(len(pool), min(k, len(pool)), replace=False)
+            predicted.append(float(single[chosen].sum()))
+            measured.append(probe.loss([int(pool[c]) for c in chosen]) - base)
+        pred, meas = np.array(predicted), np.array(measured)
+        add_rho = spearman_ci(pred, meas, config.bootstrap, config.seed)
+        rel = np.abs(meas - pred) / np.maximum(np.abs(meas), 1e-8)
+        add_err = median_ci(rel, config.bootstrap, config.seed)
+
+        say(f"{granularity}: rank stability at {ratio:.0%} removed")
+        removed = _lowest_removal(probe, scores, ratio)
+        survivors = probe.surviving(removed)
+        after = probe.pruned(removed, recovery_steps=0)
+        stability = kendall_ci(scores[survivors], after.scores(), config.bootstrap, config.seed)
+        probe.forward_passes += after.forward_passes
+        stability_rec = None
+        if config.recovery_steps > 0:
+            rec = probe.pruned(removed, recovery_steps=config.recovery_steps)
+            stability_rec = kendall_ci(scores[survivors], rec.scores(), config.bootstrap, config.seed)
+            probe.forward_passes += rec.forward_passes
+        judged = stability_rec if stability_rec is not None else stability
+        verdict, reasons = judge(fidelity, add_rho, add_err, judged, thresholds)
+        results.append(
+            RatioResult(
+                removed_fraction=float(ratio),
+                additivity_spearman=add_rho,
+                additivity_error=add_err,
+                stability=stability,
+                stability_recovered=stability_rec,
+                predicted=predicted,
+                measured=measured,
+                verdict=verdict,
+                reasons=reasons,
+            )
+        )
+    hz = horizon([r.removed_fraction for r in results], [r.verdict for r in results])
+    return GranularityResult(
+        granularity=granularity,
+        criterion=criterion,
+        n_units=n,
+        n_sampled=len(pool),
+        base_loss=float(base),
+        fidelity=fidelity,
+        ratios=results,
+        horizon_removed=hz,
+        forward_passes=probe.forward_passes,
+        seconds=time.perf_counter() - start,
+        single_increase=[float(v) for v in single],
+        sampled_scores=[float(v) for v in scores[pool]],
+    )

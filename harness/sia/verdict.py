@@ -1,0 +1,86 @@
+"""Thresholds that turn SIA metrics into holds / violated per ratio, and the predictable horizon.
+
+Defaults (all configurable):
+- `fidelity_min` 0.2: Spearman between the criterion and single-removal loss. Low fidelity means the
+  criterion does not rank what removal costs; it is reported, and fails a ratio only below this floor.
+- `additivity_spearman_min` 0.5: Spearman, over random subsets, between the sum of single-removal
+  losses and the measured loss of removing the subset together.
+- `additivity_error_max` 0.6: median relative error |measured - sum of singles| / |measured|.
+  Independent units give ~0; units whose removals interact (super-additive collapse) push it to 1.
+- `stability_min` 0.5: Kendall tau of the criterion ranking of surviving units before vs after
+  removing that ratio's lowest-ranked units (with the short recovery when one is configured).
+A ratio *holds* when every point estimate clears its threshold; it is *uncertain* when it holds but
+a 95% interval crosses a threshold (with `conservative=True` that counts as violated).
+The predictable horizon is the largest removed fraction r such that every tested ratio ≤ r holds:
+a schedule stage may keep no less than `1 - horizon` of that granularity's units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from harness.sia.stats import Estimate
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    fidelity_min: float = 0.2
+    additivity_spearman_min: float = 0.5
+    additivity_error_max: float = 0.6
+    stability_min: float = 0.5
+    conservative: bool = False
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return asdict(self)
+
+
+def _ge(est: Estimate, floor: float) -> tuple[bool, bool]:
+    """(passes, certain) for a metric that must be at least `floor`; nan fails."""
+    if math.isnan(est.value):
+        return False, True
+    ok = est.value >= floor
+    certain = math.isnan(est.low) or (est.low >= floor if ok else est.high < floor)
+    return ok, certain
+
+
+def _le(est: Estimate, ceiling: float) -> tuple[bool, bool]:
+    if math.isnan(est.value):
+        return False, True
+    ok = est.value <= ceiling
+    certain = math.isnan(est.high) or (est.high <= ceiling if ok else est.low > ceiling)
+    return ok, certain
+
+
+def judge(
+    fidelity: Estimate,
+    additivity_spearman: Estimate,
+    additivity_error: Estimate,
+    stability: Estimate,
+    th: Thresholds,
+) -> tuple[str, list[str]]:
+    """'holds' | 'uncertain' | 'violated', with the reasons for anything short of 'holds'."""
+    checks = {
+        "criterion fidelity": _ge(fidelity, th.fidelity_min),
+        "additivity (Spearman)": _ge(additivity_spearman, th.additivity_spearman_min),
+        "additivity (median relative error)": _le(additivity_error, th.additivity_error_max),
+        "rank stability": _ge(stability, th.stability_min),
+    }
+    failed = [name for name, (ok, _) in checks.items() if not ok]
+    if failed:
+        return "violated", [f"{name} fails its threshold" for name in failed]
+    unsure = [name for name, (_, certain) in checks.items() if not certain]
+    if unsure:
+        reasons = [f"{name}: 95% interval crosses its threshold" for name in unsure]
+        return ("violated" if th.conservative else "uncertain"), reasons
+    return "holds", []
+
+
+def horizon(ratios_removed: list[float], verdicts: list[str]) -> float:
+    """Largest removed fraction up to which every tested ratio holds (0.0 if the first fails)."""
+    best = 0.0
+    for r, v in sorted(zip(ratios_removed, verdicts, strict=True)):
+        if v == "violated":
+            break
+        best = r
+    return best

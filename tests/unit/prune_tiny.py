@@ -1,0 +1,78 @@
+"""Tiny random models of every supported family, shared by the models/prune tests."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    MistralConfig,
+    MistralForSequenceClassification,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification,
+)
+
+VOCAB = 40
+PAD = 39
+SEQ = 12
+FAMILIES = ("gpt2", "llama", "qwen2", "mistral")
+
+
+def tiny_config(family: str, layers: int = 3):
+    common = dict(vocab_size=VOCAB, pad_token_id=PAD, num_labels=3, initializer_range=0.2)
+    if family == "gpt2":
+        return GPT2Config(
+            n_layer=layers,
+            n_embd=32,
+            n_head=4,
+            n_inner=48,
+            n_positions=32,
+            bos_token_id=0,
+            eos_token_id=0,
+            **common,
+        )
+    kw = dict(
+        hidden_size=32, intermediate_size=40, num_hidden_layers=layers, max_position_embeddings=32, **common
+    )
+    if family == "llama":
+        return LlamaConfig(num_attention_heads=8, num_key_value_heads=2, **kw)  # 4 query heads per KV group
+    if family == "qwen2":
+        return Qwen2Config(num_attention_heads=4, num_key_value_heads=2, **kw)  # q/k/v biases
+    if family == "mistral":
+        return MistralConfig(num_attention_heads=6, num_key_value_heads=3, head_dim=4, **kw)
+    raise ValueError(family)
+
+
+def tiny_model(family: str, task: str = "sequence-classification", layers: int = 3, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, layers)
+    classes = {
+        ("gpt2", "sequence-classification"): GPT2ForSequenceClassification,
+        ("gpt2", "causal-lm"): GPT2LMHeadModel,
+        ("llama", "sequence-classification"): LlamaForSequenceClassification,
+        ("llama", "causal-lm"): LlamaForCausalLM,
+        ("qwen2", "sequence-classification"): Qwen2ForSequenceClassification,
+        ("qwen2", "causal-lm"): Qwen2ForCausalLM,
+        ("mistral", "sequence-classification"): MistralForSequenceClassification,
+    }
+    model = classes[(family, task)](cfg)
+    with torch.no_grad():  # biases start at zero; make them matter so bias slicing is tested
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.2)
+    return model.eval()
+
+
+def tokens(n: int = 4, seq: int = SEQ, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB - 1, (n, seq), generator=g)
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits

@@ -1,0 +1,192 @@
+"""SIA: structural verdicts per family, and the empirical test on models whose independence is known."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from harness.sia import Thresholds, check_sia, structural_verdict
+from harness.sia.empirical import EmpiricalConfig, run_empirical
+from harness.sia.probe import Probe, Unit
+from harness.sia.run import CalibrationSpec
+from harness.sia.stats import Estimate
+from harness.sia.verdict import horizon, judge
+from tests.unit.prune_tiny import PAD, tiny_model, tokens
+
+torch.set_num_threads(1)
+
+
+# ---- structural verdicts ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("family", "attention", "ffn"),
+    [
+        ("gpt2", "independent", "single-path"),
+        ("llama", "coupled", "gated"),
+        ("qwen2", "coupled", "gated"),
+        ("mistral", "coupled", "gated"),
+    ],
+)
+def test_structural_verdict(family: str, attention: str, ffn: str) -> None:
+    v = structural_verdict(tiny_model(family))
+    assert v.family == family
+    assert v.attention == attention
+    assert v.ffn == ffn
+    assert ("head" in v.coupled) == (attention == "coupled")
+    assert ("channel" in v.coupled) == (ffn == "gated")
+    assert len(v.reasons) == 2 and all(r.split(":")[0] in ("head", "channel") for r in v.reasons)
+
+
+# ---- constructed models ----------------------------------------------------------------
+class HeadsModel(torch.nn.Module):
+    """n heads read the input; each writes `width` output dims, combined additively or multiplicatively."""
+
+    def __init__(self, n: int, width: int, coupled: bool, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.n, self.width, self.coupled = n, width, coupled
+        # head i gets a distinct strength so importance differs between heads
+        strength = torch.linspace(0.2, 1.5, n)[torch.randperm(n, generator=g)]
+        self.heads = torch.nn.Parameter(torch.randn(n, 8, width, generator=g) * strength[:, None, None] / 3)
+        self.readout = torch.nn.Parameter(torch.randn(n, width, width, generator=g))  # block-diagonal
+        self.mask = torch.ones(n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.einsum("bi,niw->bnw", x, self.heads)  # per head outputs
+        h = h * self.mask[None, :, None]
+        if self.coupled:  # every output is a product over heads: units interact multiplicatively
+            return torch.prod(1.0 + h, dim=1)  # [b, width]
+        return torch.einsum("bnw,nwv->bnv", h, self.readout).reshape(x.shape[0], -1)
+
+
+class ToyProbe(Probe):
+    """Probe over a HeadsModel: removal zeroes a head; score is the head's output norm."""
+
+    def __init__(
+        self, model: HeadsModel, x: torch.Tensor, y: torch.Tensor, alive: list[int] | None = None
+    ) -> None:
+        self.model, self.x, self.y = model, x, y
+        self.alive = alive if alive is not None else list(range(model.n))
+        self.forward_passes = 0
+
+    def units(self) -> list[Unit]:
+        return [Unit(layer=0, index=i) for i in self.alive]
+
+    def _loss(self, removed_heads: Sequence[int]) -> float:
+        self.forward_passes += 1
+        mask = torch.zeros(self.model.n)
+        mask[self.alive] = 1.0
+        mask[list(removed_heads)] = 0.0
+        self.model.mask = mask
+        with torch.no_grad():
+            return float(((self.model(self.x) - self.y) ** 2).mean())
+
+    def loss(self, removed: Sequence[int] = ()) -> float:
+        return self._loss([self.alive[i] for i in removed])
+
+    def scores(self) -> np.ndarray:
+        base = self._loss([])
+        return np.array([self._loss([h]) - base for h in self.alive]) + 1e-3 * np.arange(len(self.alive))
+
+    def surviving(self, removed: Sequence[int]) -> list[int]:
+        return [i for i in range(len(self.alive)) if i not in set(removed)]
+
+    def pruned(self, removed: Sequence[int], recovery_steps: int) -> ToyProbe:
+        return ToyProbe(self.model, self.x, self.y, [self.alive[i] for i in self.surviving(removed)])
+
+
+def _toy(coupled: bool) -> ToyProbe:
+    model = HeadsModel(n=16, width=4, coupled=coupled, seed=0)
+    x = torch.randn(256, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x)  # the full model is the target: removal increases the loss
+    return ToyProbe(model, x, y)
+
+
+CFG = EmpiricalConfig(ratios=(0.25, 0.5, 0.75), subsets_per_ratio=12, bootstrap=200, seed=3)
+
+
+def test_independent_heads_hold_at_every_ratio() -> None:
+    result = run_empirical(_toy(coupled=False), CFG, Thresholds(), "head", "output_norm")
+    for r in result.ratios:
+        assert r.verdict == "holds", (r.removed_fraction, r.reasons)
+        assert r.additivity_error.value < 1e-4  # disjoint dims: removals add up exactly
+        assert r.additivity_spearman.value > 0.95
+    assert result.fidelity.value > 0.95
+    assert result.horizon_removed == 0.75
+
+
+def test_multiplicatively_coupled_heads_are_violated() -> None:
+    result = run_empirical(_toy(coupled=True), CFG, Thresholds(), "head", "output_norm")
+    assert any(r.verdict == "violated" for r in result.ratios)
+    worst = max(r.additivity_error.value for r in result.ratios)
+    assert worst > Thresholds().additivity_error_max
+    assert result.horizon_removed < 0.75
+
+
+def test_cost_is_counted() -> None:
+    probe = _toy(coupled=False)
+    result = run_empirical(probe, CFG, Thresholds(), "head", "output_norm")
+    # base + scores(17) + 16 singles + 3 ratios x 12 subsets + 3 re-scorings (13 .. 5 alive each)
+    assert result.forward_passes >= 1 + 16 + 36
+    assert result.forward_passes == probe.forward_passes
+
+
+# ---- verdict logic ---------------------------------------------------------------------
+def test_horizon_stops_at_first_violation() -> None:
+    assert horizon([0.25, 0.5, 0.75], ["holds", "uncertain", "violated"]) == 0.5
+    assert horizon([0.25, 0.5, 0.75], ["violated", "holds", "holds"]) == 0.0
+    assert horizon([0.5, 0.25], ["holds", "holds"]) == 0.5
+
+
+def test_judge_names_failing_metric_and_respects_conservative() -> None:
+    good = Estimate(0.9, 0.8, 0.95)
+    err_ok = Estimate(0.1, 0.05, 0.2)
+    verdict, reasons = judge(good, good, Estimate(0.9, 0.8, 1.0), good, Thresholds())
+    assert verdict == "violated" and "relative error" in reasons[0]
+    shaky = Estimate(0.6, 0.3, 0.8)  # passes 0.5 but its interval crosses it
+    assert judge(good, shaky, err_ok, good, Thresholds())[0] == "uncertain"
+    assert judge(good, shaky, err_ok, good, Thresholds(conservative=True))[0] == "violated"
+
+
+# ---- real adapters ---------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_check_sia_on_tiny_models_runs_and_caches(family: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HILT_CACHE", str(tmp_path))
+    model = tiny_model(family, layers=3)
+    ids = tokens(n=32, seed=2)
+    labels = torch.arange(32) % 3
+    cfg = EmpiricalConfig(ratios=(0.25, 0.5), subsets_per_ratio=4, bootstrap=50, recovery_steps=2)
+    calib = CalibrationSpec(batches=2, batch_size=16, channel_groups=4)
+    report = check_sia(model, ids, labels, config=cfg, calibration=calib)
+    assert [r.granularity for r in report.results] == ["layer", "head", "channel"]
+    heads = report.results[1]
+    expected_units = 3 * (4 if family == "gpt2" else 2)  # MHA heads vs KV groups
+    assert heads.n_units == expected_units
+    assert report.results[2].n_units == 3 * 4
+    for r in report.results:
+        assert 0.0 <= r.horizon_removed <= 0.5
+        assert r.forward_passes > 0
+        assert all(x.stability_recovered is not None for x in r.ratios)
+    again = check_sia(model, ids, labels, config=cfg, calibration=calib)  # served from the cache
+    assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(report.to_dict(), sort_keys=True)
+    assert len(list((tmp_path / "sia").glob("*.json"))) == 3
+    assert PAD not in ids
+
+
+def test_masked_loss_restores_weights() -> None:
+    from harness.prune.calib import calibration_batches
+    from harness.sia.probe import ModelProbe
+
+    model = tiny_model("llama", layers=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = tokens(n=16, seed=4)
+    probe = ModelProbe(model, "channel", "wanda", calibration_batches(ids, torch.arange(16) % 3, 1, 16))
+    base = probe.loss()
+    assert probe.loss([0, 1, 2]) != base
+    assert probe.loss() == base
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
