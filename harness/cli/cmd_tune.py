@@ -1,0 +1,137 @@
+"""`hilt tune`: auto-tune a cascade schedule for a board with Optuna, measuring every candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from harness.cli.common import console
+
+
+def tune(
+    model: str = typer.Option(..., "--model", help="Model directory, or demo-gpt2 / demo-llama."),
+    board: str | None = typer.Option(None, "--board", help="Board name in the farm (default farm: 'local')."),
+    farm: str | None = typer.Option(
+        None, "--farm", help="Farm file (default: $HILT_FARM, ./farm.toml, local)."
+    ),
+    profile: str | None = typer.Option(None, "--profile", help="Use the farm's boards of this profile."),
+    trials: int = typer.Option(
+        10, "--trials", min=1, help="Finished trials wanted in the study (all workers)."
+    ),
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop this worker after S seconds."),
+    storage: str | None = typer.Option(None, "--storage", help="sqlite:///PATH or postgresql://... URL."),
+    study: str = typer.Option("hilt", "--study", help="Study name; workers with the same name join it."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | gp | random"),
+    objective: str = typer.Option(
+        "pareto", "--objective", help="pareto, or one of accuracy|latency|memory|energy"
+    ),
+    energy: bool = typer.Option(False, "--energy", help="Optimise energy too (even if only modelled)."),
+    latency_stat: str = typer.Option("p50", "--latency", help="p50 | p90"),
+    slo_ms: float | None = typer.Option(None, "--slo-ms", help="Latency SLO (constraint)."),
+    compression: float | None = typer.Option(
+        None, "--compression", help="Fixed total compression, e.g. 13.8."
+    ),
+    max_stages: int = typer.Option(3, "--max-stages", min=1, max=4),
+    max_steps: int = typer.Option(60, "--max-steps", min=0, help="Most LoRA steps per stage."),
+    round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
+    search_order: bool = typer.Option(False, "--search-order", help="Also search the stage order."),
+    no_sia: bool = typer.Option(False, "--no-sia", help="Do not constrain stages by SIA's horizon."),
+    calib: Path | None = typer.Option(None, "--calib", help=".npz calibration data (non-demo models)."),
+    val: Path | None = typer.Option(None, "--val", help=".npz validation data (non-demo models)."),
+    val_n: int = typer.Option(500, "--val-n", help="Validation examples used for accuracy."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),
+) -> None:
+    """Search cascade schedules; every candidate is pruned, compiled with TVM and measured on the board."""
+    import warnings
+
+    import optuna
+
+    from tuner.objectives import parse_objectives
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from tuner.space import SpaceConfig
+    from tuner.tune import TuneRequest
+    from tuner.tune import tune as run_tune
+
+    req = TuneRequest(
+        model=model,
+        study=study,
+        storage=storage,
+        farm=farm,
+        board=board,
+        profile=profile,
+        trials=trials,
+        timeout_s=timeout,
+        sampler=sampler,
+        seed=seed,
+        objectives=parse_objectives(objective, energy, latency_stat),
+        space=SpaceConfig(
+            max_stages=max_stages,
+            compression=compression,
+            search_order=search_order,
+            max_steps=max_steps,
+            round_to=round_to,
+        ),  # fmt: skip
+        latency_slo_ms=slo_ms,
+        use_sia=not no_sia,
+        calib=calib,
+        val=val,
+        val_n=val_n,
+        work_dir=out,
+    )
+    best: dict = {}
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("starting", total=trials)
+
+        def event(kind: str, data: dict) -> None:
+            n = data.get("trial")
+            if kind == "step":
+                progress.update(task, description=f"trial {n}: {data['step']}")
+            elif kind == "trial_completed":
+                progress.advance(task)
+                acc, lat = data["accuracy"], data["latency_ms"]
+                if acc > best.get("accuracy", -1):
+                    best.update(accuracy=acc, latency=lat, trial=n)
+                progress.console.print(
+                    f"trial {n}: accuracy {acc:.3f}, latency {lat:.2f} ms, peak {data['peak_rss_mb']:.0f} MB "
+                    f"on {data['board']} (x{data['compression']:.2f}); "
+                    f"best accuracy {best['accuracy']:.3f} (#{best['trial']})"
+                )
+            elif kind in ("trial_rejected", "trial_failed"):
+                if kind == "trial_rejected":
+                    progress.advance(task)
+                progress.console.print(f"[yellow]trial {n} {kind.split('_')[1]}:[/yellow] {data['reason']}")
+
+        result = run_tune(req, event)
+    front = Table(title=f"Pareto front of study '{study}' ({len(result.study.trials)} trials)")
+    for col in ("trial", "accuracy", "latency ms", "peak MB", "compression", "bundle"):
+        front.add_column(col)
+    from tuner.study import best_schedules
+
+    for t in best_schedules(result.study):
+        a = t.user_attrs
+        row = (f"{a['accuracy']:.3f}", f"{a['latency_ms']:.2f}", f"{a['peak_rss_mb']:.0f}")
+        front.add_row(str(t.number), *row, f"{a.get('compression', 1):.2f}x", str(a.get("bundle", ""))[:12])
+    console.print(front)
+    stats = result.pipeline.stats
+    console.print(f"caches: prune {stats['prune_hits']} hits / {stats['prune_misses']} misses, "
+                  f"compile {stats['compile_hits']} hits / {stats['compile_misses']} misses")  # fmt: skip
+    if result.best_json:
+        console.print(f"best schedule and bundle: {result.best_json}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)

@@ -1,0 +1,153 @@
+"""The tuner's search space, constraints, objectives and board leases."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import optuna
+import pytest
+
+from harness.errors import ConfigError, ScheduleError
+from harness.prune.schedule import Schedule, kept_count
+from tests.unit.prune_tiny import tiny_model
+from tuner.constraints import Limits, measured_violations, stage_sia_violation
+from tuner.objectives import parse_objectives
+from tuner.space import SpaceConfig, round_channel_widths, suggest_schedule
+from tuner.store import ResultsStore, resolve_url
+
+
+def _schedules(cfg: SpaceConfig, n: int = 25) -> list[Schedule]:
+    model = tiny_model("gpt2", layers=4)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(suggest_schedule(trial, cfg, model))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_sampled_schedules_are_valid_and_coarse_to_fine() -> None:
+    order = {"layer": 0, "head": 1, "channel": 2}
+    seen_counts = set()
+    for s in _schedules(SpaceConfig(max_stages=4)):
+        grans = [t.granularity for st in s.stages for t in st.targets]
+        assert grans == sorted(grans, key=order.get)
+        assert 1 <= len(s.stages) <= 4
+        seen_counts.add(len(s.stages))
+        for st in s.stages:
+            assert 0.2 <= st.targets[0].ratio <= 1.0
+            assert st.recovery.steps % 10 == 0 and st.recovery.rank in (4, 8, 16)
+            assert st.targets[0].criterion != "random"
+    assert len(seen_counts) >= 3
+
+
+def test_fixed_compression_schedules_reach_the_target() -> None:
+    from harness.prune.manifest import count_parameters
+    from harness.prune.targets import shape_twin, simulate_params
+
+    model = tiny_model("gpt2", layers=4)
+    dense = count_parameters(model)
+    twin = shape_twin(model)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    reached = 0
+    for _ in range(10):
+        trial = study.ask()
+        try:
+            s = suggest_schedule(trial, SpaceConfig(max_stages=3, compression=2.0), model)
+        except ScheduleError as exc:  # e.g. channels alone cannot reach 2x: the trial is rejected
+            assert "out of reach" in str(exc)
+            continue
+        reached += 1
+        assert dense / simulate_params(twin, s) >= 2.0
+        assert trial.user_attrs["compression_planned"] >= 2.0
+    assert reached >= 3
+
+
+def test_round_channel_widths_gives_multiples() -> None:
+    s = Schedule.model_validate(
+        {
+            "version": 1,
+            "stages": [{"granularity": "channel", "ratio": 0.53}, {"granularity": "channel", "ratio": 0.7}],
+        }
+    )
+    r = round_channel_widths(s, [768] * 4, 16)
+    w1 = kept_count(r.stages[0].targets[0].ratio, 768)
+    w2 = kept_count(r.stages[1].targets[0].ratio, w1)
+    assert w1 % 16 == 0 and w2 % 16 == 0
+    assert abs(w1 - 0.53 * 768) <= 8
+
+
+def test_space_config_errors() -> None:
+    with pytest.raises(ScheduleError, match="max_stages"):
+        SpaceConfig(max_stages=5)
+    with pytest.raises(ScheduleError, match="compression target"):
+        SpaceConfig(compression=0.5)
+    with pytest.raises(ScheduleError, match="unknown granularity"):
+        SpaceConfig(granularities=("block",))
+
+
+def test_sia_violation_and_measured_constraints() -> None:
+    s = Schedule.model_validate({"version": 1, "stages": [{"granularity": "head", "ratio": 0.4}]})
+    v, why = stage_sia_violation(s.stages[0], {"head": 0.5})
+    assert v == pytest.approx(0.1) and "horizon is 50%" in why
+    v, why = stage_sia_violation(s.stages[0], {"head": 0.75})
+    assert v < 0 and why is None
+    mem, lat = measured_violations(12.0, 600.0, Limits(memory_budget_mb=500, latency_slo_ms=10.0))
+    assert mem == pytest.approx(0.2) and lat == pytest.approx(0.2)
+    assert measured_violations(5.0, 100.0, Limits(500))[1] < 0
+
+
+def test_objective_parsing() -> None:
+    assert parse_objectives("pareto", False, "p50").directions == ["maximize", "minimize", "minimize"]
+    assert parse_objectives("pareto", True, "p90").names[-1] == "energy"
+    with pytest.raises(ConfigError, match="unknown objective"):
+        parse_objectives("speed", False, "p50")
+    with pytest.raises(ConfigError, match="p50 or p90"):
+        parse_objectives("latency", False, "p75")
+
+
+def test_storage_url_errors(tmp_path) -> None:
+    assert resolve_url(str(tmp_path / "x.db")).startswith("sqlite:///")
+    with pytest.raises(ConfigError, match="neither sqlite"):
+        resolve_url("redis://localhost")
+
+
+def _hammer(url: str, holder: str, rounds: int, q: mp.Queue) -> None:
+    store = ResultsStore(url)
+    spans = []
+    for _ in range(rounds):
+        lease = store.lease_any(["b0", "b1"], holder, ttl_s=60, wait_s=30, poll_s=0.01)
+        assert lease is not None
+        t0 = time.time()
+        time.sleep(0.01)
+        spans.append((lease.board, t0, time.time()))
+        store.release(lease)
+    q.put(spans)
+
+
+def test_leases_are_exclusive_across_processes(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'leases.db'}"
+    ResultsStore(url)
+    q: mp.Queue = mp.get_context("fork").Queue()
+    procs = [mp.get_context("fork").Process(target=_hammer, args=(url, f"w{i}", 15, q)) for i in range(3)]
+    for p in procs:
+        p.start()
+    spans = [s for _ in procs for s in q.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for board in ("b0", "b1"):
+        mine = sorted((a, b) for name, a, b in spans if name == board)
+        for (_, end), (start, _) in zip(mine, mine[1:], strict=False):
+            assert start >= end - 1e-3, "a board was leased twice at once"
+    assert len(spans) == 45
+
+
+def test_expired_lease_can_be_taken(tmp_path) -> None:
+    store = ResultsStore(f"sqlite:///{tmp_path / 'l.db'}")
+    assert store.try_lease("b", "a", ttl_s=0.05)
+    assert store.try_lease("b", "c", ttl_s=10) is None
+    time.sleep(0.1)
+    assert store.try_lease("b", "c", ttl_s=10)

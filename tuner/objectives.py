@@ -1,0 +1,55 @@
+"""Objectives and constraints of a tuning study, read from a trial's persisted user attributes.
+
+Objectives are measured, never estimated: accuracy on the validation split, latency and peak
+memory from the board's measurement record, energy only when asked (a modelled energy figure is
+reported, not optimised, unless the user says so). Constraints follow Optuna's convention: a value
+> 0 is a violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+from harness.errors import ConfigError
+
+DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "memory": "minimize", "energy": "minimize"}
+ATTR = {"accuracy": "accuracy", "latency": "latency_ms", "memory": "peak_rss_mb", "energy": "energy_mj"}
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    names: tuple[str, ...] = ("accuracy", "latency", "memory")
+    latency_stat: str = "p50"  # p50 | p90
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.names if n not in DIRECTIONS]
+        if bad or not self.names:
+            raise ConfigError(
+                f"unknown objective {bad[0] if bad else '(none)'}; use: {', '.join(DIRECTIONS)}"
+            )
+        if self.latency_stat not in ("p50", "p90"):
+            raise ConfigError(f"latency statistic must be p50 or p90, got {self.latency_stat!r}")
+
+    @property
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[n] for n in self.names]
+
+    def values(self, attrs: dict) -> list[float]:
+        return [float(attrs[ATTR[n]]) for n in self.names]
+
+
+def parse_objectives(objective: str, energy: bool, latency_stat: str) -> ObjectiveSpec:
+    """`pareto` (accuracy, latency, memory [+ energy]) or one named objective."""
+    if objective == "pareto":
+        names = ("accuracy", "latency", "memory") + (("energy",) if energy else ())
+    else:
+        names = (objective,)
+    return ObjectiveSpec(names=names, latency_stat=latency_stat)
+
+
+def constraints_func(trial: FrozenTrial) -> Sequence[float]:
+    """SIA horizon, memory budget and latency SLO violations, persisted by the trial pipeline."""
+    return trial.user_attrs.get("constraints", [1.0, 1.0, 1.0])

@@ -1,0 +1,125 @@
+"""The search space: an Optuna trial in, a validated cascade schedule out.
+
+Define-by-run: the number of stages (1..max), each stage's granularity, criterion, LoRA rank and
+steps; ratios either searched directly or, for a fixed total compression (e.g. 13.8x), solved from
+a searched split between granularities. Stages run coarse to fine unless the order is searched.
+Channel widths can be rounded to a hardware multiple so compiled shapes repeat across candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import optuna
+from torch import nn
+
+from harness.errors import ScheduleError
+from harness.prune.schedule import CRITERIA, Schedule, kept_count
+
+FINENESS = {"layer": 0, "head": 1, "channel": 2}
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    max_stages: int = 3
+    granularities: tuple[str, ...] = ("layer", "head", "channel")
+    compression: float | None = None  # fixed total-parameter compression; None searches ratios
+    search_order: bool = False
+    ratio_low: float = 0.2
+    ranks: tuple[int, ...] = (4, 8, 16)
+    max_steps: int = 60
+    step_size: int = 10
+    lr: float = 2e-3
+    round_to: int | None = None  # FFN widths rounded to this multiple (None: no rounding)
+    calib_batches: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_stages <= 4:
+            raise ScheduleError(f"max_stages must be 1..4, got {self.max_stages}")
+        if self.compression is not None and self.compression < 1:
+            raise ScheduleError(f"compression target must be >= 1, got {self.compression}")
+        bad = [g for g in self.granularities if g not in FINENESS]
+        if bad or not self.granularities:
+            raise ScheduleError(
+                f"unknown granularity {bad[0] if bad else '(none)'}; use layer, head, channel"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stage_slots(trial: optuna.Trial, cfg: SpaceConfig) -> list[dict]:
+    n = trial.suggest_int("n_stages", 1, cfg.max_stages)
+    slots = []
+    for i in range(n):
+        g = trial.suggest_categorical(f"s{i}_granularity", list(cfg.granularities))
+        crits = [c for c in CRITERIA[g] if c != "random"]
+        slots.append(
+            {
+                "slot": i,
+                "granularity": g,
+                "criterion": trial.suggest_categorical(f"s{i}_{g}_criterion", crits),
+                "rank": trial.suggest_categorical(f"s{i}_rank", list(cfg.ranks)),
+                "steps": trial.suggest_int(f"s{i}_steps", 0, cfg.max_steps, step=cfg.step_size),
+                "ratio": None if cfg.compression else trial.suggest_float(f"s{i}_ratio", cfg.ratio_low, 1.0),
+            }
+        )
+    order = "coarse_to_fine"
+    if cfg.search_order:
+        order = trial.suggest_categorical("order", ["coarse_to_fine", "as_sampled"])
+    if order == "coarse_to_fine":
+        slots.sort(key=lambda s: (FINENESS[s["granularity"]], s["slot"]))
+    return slots
+
+
+def _schedule(slots: list[dict], cfg: SpaceConfig, name: str) -> Schedule:
+    stages = [
+        {
+            "granularity": s["granularity"],
+            "ratio": s["ratio"] if s["ratio"] is not None else 1.0,
+            "criterion": s["criterion"],
+            "recovery": {"rank": s["rank"], "alpha": 2.0 * s["rank"], "steps": s["steps"], "lr": cfg.lr},
+        }
+        for s in slots
+    ]
+    return Schedule.model_validate(
+        {"version": 1, "name": name, "stages": stages, "calibration": {"batches": cfg.calib_batches}}
+    )
+
+
+def round_channel_widths(schedule: Schedule, dense_widths: list[int], multiple: int) -> Schedule:
+    """Adjust per-layer channel ratios so every kept FFN width is a multiple of `multiple`."""
+    data = schedule.model_dump()
+    width = min(dense_widths)
+    for stage in data["stages"]:
+        for t in stage["targets"]:
+            if t["granularity"] != "channel" or t["scope"] != "per_layer":
+                continue
+            k = kept_count(t["ratio"], width)
+            k = max(multiple, int(round(k / multiple)) * multiple)
+            k = min(k, width)
+            t["ratio"] = k / width
+            width = k
+    return Schedule.model_validate(data)
+
+
+def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) -> Schedule:
+    """A schedule for this trial (raises ScheduleError when the sampled shape cannot be realised)."""
+    slots = _stage_slots(trial, cfg)
+    name = f"trial-{trial.number}"
+    schedule = _schedule(slots, cfg, name)
+    if cfg.compression:
+        from harness.prune.targets import schedule_for_compression
+
+        present = sorted({s["granularity"] for s in slots}, key=FINENESS.get)
+        split = {g: trial.suggest_float(f"split_{g}", 0.25, 4.0, log=True) for g in present}
+        schedule, achieved = schedule_for_compression(model, cfg.compression, schedule, split)
+        trial.set_user_attr("compression_planned", achieved)
+    if cfg.round_to:
+        from harness.models.adapters import get_adapter
+
+        ad = get_adapter(model)
+        schedule = round_channel_widths(
+            schedule, [ad.num_channels(i) for i in range(ad.num_layers())], cfg.round_to
+        )
+    return schedule

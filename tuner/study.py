@@ -1,0 +1,235 @@
+"""Create or join a study and run trials: samplers, heartbeats, resume, the live view's callbacks.
+
+A study lives in an Optuna RDB storage (SQLite by default, PostgreSQL for many hosts). Workers
+that run `tune` with the same storage and study name join it; a worker killed mid-trial leaves a
+RUNNING trial that the heartbeat marks FAILED (and re-queues once), so a resumed study continues
+where it stopped and counts no trial twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from harness.errors import ConfigError, HiltError, ScheduleError
+from tuner.objectives import ObjectiveSpec, constraints_func
+from tuner.pipeline import Infeasible, TrialPipeline
+from tuner.space import SpaceConfig, suggest_schedule
+from tuner.store import resolve_url
+
+log = logging.getLogger(__name__)
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+Event = Callable[[str, dict], None]
+
+
+def make_sampler(name: str, seed: int | None, n_startup: int = 8) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(
+            multivariate=True,
+            group=True,
+            seed=seed,
+            n_startup_trials=n_startup,
+            constraints_func=constraints_func,
+        )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=10, seed=seed, constraints_func=constraints_func)
+    if name == "gp":
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=n_startup, constraints_func=constraints_func
+        )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; use one of: {', '.join(SAMPLERS)}")
+
+
+def make_storage(url: str | None, heartbeat_s: int | None = None, grace_s: int | None = None) -> RDBStorage:
+    """RDB storage with heartbeats ($HILT_HEARTBEAT_S, default 10 s; stale after 3 beats)."""
+    heartbeat_s = heartbeat_s or int(os.environ.get("HILT_HEARTBEAT_S", "10"))
+    grace_s = grace_s or 3 * heartbeat_s
+    return RDBStorage(
+        resolve_url(url),
+        engine_kwargs={"connect_args": {"timeout": 30}} if (resolve_url(url)).startswith("sqlite") else None,
+        heartbeat_interval=heartbeat_s,
+        grace_period=grace_s,
+        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+    )
+
+
+def open_study(
+    name: str, storage: RDBStorage, objectives: ObjectiveSpec, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        directions=objectives.directions,
+        load_if_exists=True,
+    )
+    existing = [d.name.lower() for d in study.directions]
+    if existing != objectives.directions:
+        raise ConfigError(
+            f"study '{name}' exists with objectives {existing}; this run asks for {objectives.directions} — "
+            "use another --study name"
+        )
+    return study
+
+
+@dataclass
+class RunSettings:
+    trials: int
+    timeout_s: float | None = None
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    objectives: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+class Surplus(HiltError):
+    """The study already has its trials (finished or claimed by running workers): nothing to do."""
+
+
+def claim_slot(trial: optuna.Trial, pipeline: TrialPipeline, wanted: int) -> None:
+    """Under a database lock, count finished + claimed running trials; claim one slot or raise Surplus.
+
+    This is what makes N trials across many workers exactly N: a trial counts once it has claimed.
+    """
+    store = pipeline.store
+    lock = f"claim:{trial.study.study_name}"
+    lease = store.lease_any([lock], pipeline.cfg.holder, ttl_s=60, wait_s=120, poll_s=0.05)
+    if lease is None:
+        raise Surplus("could not take the study's claim lock within 120 s")
+    try:
+        taken = 0
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number == trial.number:
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                taken += 1
+            elif t.state == TrialState.RUNNING and t.user_attrs.get("claimed"):
+                taken += 1
+        if taken >= wanted:
+            trial.study.stop()
+            trial.set_user_attr("surplus", f"study already has {taken} of {wanted} trials; not run")
+            raise Surplus(f"study already has {taken} of {wanted} trials")
+        trial.set_user_attr("claimed", True)
+    finally:
+        store.release(lease)
+
+
+def make_objective(
+    pipeline: TrialPipeline,
+    settings: RunSettings,
+    dense_model,  # noqa: ANN001
+    event: Event,
+) -> Callable[[optuna.Trial], list[float] | float]:
+    """The Optuna objective: schedule → pipeline → objective values; failures keep their reason."""
+
+    def objective(trial: optuna.Trial) -> list[float] | float:
+        t0 = time.perf_counter()
+        claim_slot(trial, pipeline, settings.trials)
+        event("trial_started", {"trial": trial.number})
+
+        def say(msg: str) -> None:
+            event("step", {"trial": trial.number, "step": msg})
+
+        try:
+            schedule = suggest_schedule(trial, settings.space, dense_model)
+        except ScheduleError as exc:
+            trial.set_user_attr("rejected", f"schedule: {exc}")
+            event("trial_rejected", {"trial": trial.number, "reason": str(exc)})
+            raise optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("schedule", json.loads(schedule.model_dump_json()))
+        try:
+            if pipeline.cfg.use_sia:  # reject before building anything when stage 1 is beyond its horizon
+                model0 = pipeline._load(pipeline.cfg.model_dir) if dense_model is None else dense_model
+                pipeline.check_stage(model0, schedule, 0)
+            outcome = pipeline.run(schedule, trial.number, say)
+        except Infeasible as exc:
+            trial.set_user_attr("rejected", f"sia: {exc}")
+            trial.set_user_attr("constraints", [exc.violation, 0.0, 0.0])
+            event("trial_rejected", {"trial": trial.number, "reason": str(exc)})
+            raise optuna.TrialPruned(str(exc)) from None
+        except Surplus:
+            raise
+        except HiltError as exc:
+            trial.set_user_attr("failed_step", str(exc))
+            event("trial_failed", {"trial": trial.number, "reason": str(exc)})
+            raise
+        for k, v in outcome.attrs.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("stage_logs", outcome.stage_logs)
+        trial.set_user_attr("overhead_s", time.perf_counter() - t0)
+        values = settings.objectives.values(
+            {**outcome.attrs, "latency_ms": outcome.attrs["latency_p90_ms"]}
+            if settings.objectives.latency_stat == "p90"
+            else outcome.attrs
+        )
+        event("trial_completed", {"trial": trial.number, "values": values, **outcome.attrs})
+        return values if len(values) > 1 else values[0]
+
+    return objective
+
+
+def run_study(
+    study: optuna.Study,
+    pipeline: TrialPipeline,
+    settings: RunSettings,
+    dense_model,  # noqa: ANN001
+    event: Event | None = None,
+) -> optuna.Study:
+    """Run trials until the study holds `settings.trials` finished ones (all workers together)."""
+    event = event or (lambda _k, _d: None)
+    objective = make_objective(pipeline, settings, dense_model, event)
+    stop = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    remaining = settings.trials - finished(study)
+    if remaining <= 0:
+        return study
+    study.optimize(
+        objective,
+        n_trials=3 * remaining + 2,  # failed trials do not count; this bounds a run of failures
+        timeout=settings.timeout_s,
+        callbacks=[stop],
+        catch=(HiltError,),  # a failed step fails its trial (reason in user attrs), not the worker
+        gc_after_trial=True,
+    )
+    return study
+
+
+def best_schedules(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible Pareto-optimal trials (Optuna already drops constraint-violating ones)."""
+    try:
+        return list(study.best_trials)
+    except ValueError:
+        return []
+
+
+def write_best(study: optuna.Study, out_dir: Path) -> Path | None:
+    """Write the chosen trial's schedule, pruned model path and bundle hash; returns the JSON path."""
+    best = best_schedules(study)
+    if not best:
+        return None
+    first = max(best, key=lambda t: t.user_attrs.get("accuracy", 0.0))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "best_schedule.json").write_text(json.dumps(first.user_attrs["schedule"], indent=2))
+    summary = {
+        "trial": first.number,
+        "values": first.values,
+        **{
+            k: first.user_attrs.get(k)
+            for k in ("accuracy", "latency_ms", "peak_rss_mb", "bundle", "pruned_dir", "board")
+        },
+    }
+    path = out_dir / "best.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path

@@ -1,0 +1,122 @@
+"""`hilt tune` as a library call: resolve model, data, boards and storage, then run the study."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from harness.errors import ConfigError
+from tuner.constraints import Limits
+from tuner.data import task_data
+from tuner.objectives import ObjectiveSpec
+from tuner.pipeline import PipelineConfig, TrialPipeline
+from tuner.space import SpaceConfig
+from tuner.store import ResultsStore, worker_id
+from tuner.study import RunSettings, make_sampler, make_storage, open_study, run_study, write_best
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneRequest:
+    model: str
+    study: str = "hilt"
+    storage: str | None = None
+    farm: str | None = None
+    board: str | None = None
+    profile: str | None = None
+    trials: int = 10
+    timeout_s: float | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    objectives: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    latency_slo_ms: float | None = None
+    use_sia: bool = True
+    sia_settings: dict = field(default_factory=dict)
+    calib: Path | None = None
+    val: Path | None = None
+    val_n: int | None = 500
+    work_dir: Path = Path("hilt-runs")
+    bench_options: object | None = None
+    compile_options: object | None = None
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    best_json: Path | None
+    pipeline: TrialPipeline
+
+
+def resolve_model_dir(model: str) -> Path:
+    from harness.demo.models import DEMO_MODELS, demo_model_dir
+
+    if model in DEMO_MODELS:
+        d = demo_model_dir(model)
+        if not d.is_dir():
+            raise ConfigError(f"demo model {model} is not trained yet; run `hilt demo train` first")
+        return d
+    d = Path(model).expanduser()
+    if not d.is_dir():
+        raise ConfigError(f"model directory {d} does not exist")
+    return d
+
+
+def select_boards(farm_path: str | None, board: str | None, profile: str | None) -> list:
+    """The boards a study measures on: one profile only (a study tunes for one board kind)."""
+    from device_agents.inventory import find_farm
+
+    farm = find_farm(farm_path)
+    if board:
+        chosen = farm.board(board)
+        same = [b for b in farm.boards if b.profile.name == chosen.profile.name]
+        return [chosen] + [b for b in same if b.name != chosen.name]
+    boards = [b for b in farm.boards if profile is None or b.profile.name == profile]
+    if not boards:
+        raise ConfigError(f"{farm.source}: no board with profile '{profile}'")
+    kinds = sorted({b.profile.name for b in boards})
+    if len(kinds) > 1:
+        raise ConfigError(f"{farm.source} mixes profiles {kinds}: pick one with --board or --profile")
+    return boards
+
+
+def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
+    from harness.models import load_model
+
+    model_dir = resolve_model_dir(req.model)
+    boards = select_boards(req.farm, req.board, req.profile)
+    data = task_data(req.model, req.calib, req.val, req.val_n)
+    storage = make_storage(req.storage)
+    store = ResultsStore(req.storage)
+    study = open_study(req.study, storage, req.objectives, make_sampler(req.sampler, req.seed))
+    study.set_user_attr("model", str(model_dir))
+    study.set_user_attr("profile", boards[0].profile.name)
+    study.set_user_attr("boards", [b.name for b in boards])
+    study.set_user_attr("objectives", list(req.objectives.names))
+    study.set_user_attr("space", req.space.to_dict())
+    study_dir = req.work_dir / req.study
+    cfg = PipelineConfig(
+        model_dir=model_dir,
+        work_dir=req.work_dir,
+        study=req.study,
+        boards=boards,
+        limits=Limits(boards[0].profile.memory.budget_mb, req.latency_slo_ms),
+        use_sia=req.use_sia,
+        sia_settings=req.sia_settings,
+        bench_options=req.bench_options,
+        compile_options=req.compile_options,
+        holder=worker_id(),
+    )
+    pipeline = TrialPipeline(cfg, data, store)
+    dense = load_model(model_dir).model
+    settings = RunSettings(
+        trials=req.trials, timeout_s=req.timeout_s, space=req.space, objectives=req.objectives
+    )
+    run_study(study, pipeline, settings, dense, event)
+    best = write_best(study, study_dir)
+    return TuneResult(study=study, best_json=best, pipeline=pipeline)
