@@ -83,6 +83,17 @@ class PowerModel(_Strict):
     per_core_w: float = Field(ge=0)
 
 
+class SerialLogin(_Strict):
+    """A serial console to log in on before starting the agent (copied over the line if absent)."""
+
+    user: str = Field(min_length=1)
+    password_env: str | None = None  # name of the environment variable that holds the password
+    shell_prompts: list[str] = Field(default_factory=lambda: ["$ ", "# "], min_length=1)
+    python: str = "python3"
+    agent_dir: str = ".cache/hilt-agent"
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
 class TransportSpec(_Strict):
     """How to reach a board of this kind by default; a farm file may override per board."""
 
@@ -93,6 +104,7 @@ class TransportSpec(_Strict):
     key_file: str | None = None
     device: str | None = None
     baud: int | None = Field(default=None, ge=50)
+    login: SerialLogin | None = None  # serial only: log in and start the agent, instead of beforehand
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> TransportSpec:
@@ -100,6 +112,8 @@ class TransportSpec(_Strict):
             raise ValueError("ssh transport needs 'host'")
         if self.kind == "serial" and not self.device:
             raise ValueError("serial transport needs 'device'")
+        if self.login is not None and self.kind != "serial":
+            raise ValueError("'login' applies to serial transports only")
         return self
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the integration tests need (real sshd, socat ptys, cross toolchains, qemu-user).
 set -euo pipefail
-PKGS="openssh-server openssh-client socat"
+PKGS="openssh-server openssh-client socat qemu-user-static binfmt-support debootstrap g++ g++-aarch64-linux-gnu g++-riscv64-linux-gnu binutils prometheus prometheus-pushgateway chromium postgresql"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

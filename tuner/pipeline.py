@@ -135,6 +135,13 @@ class TrialPipeline:
             criteria=criteria,
             config=cfg,
         )
+        sia_dir = self.cfg.work_dir / self.cfg.study / "sia"  # kept for the deployment report
+        sia_dir.mkdir(parents=True, exist_ok=True)
+        for r in report.results:
+            path = sia_dir / f"{report.model_hash[:16]}-{r.granularity}.json"
+            if not path.exists():
+                data = {**report.to_dict(), "results": [r.to_dict()], "model_dir_digest": None}
+                path.write_text(json.dumps(data, indent=2))
         return {r.granularity: r.horizon_removed for r in report.results}
 
     def check_stage(self, model: nn.Module, schedule: Schedule, index: int) -> float:
@@ -261,12 +268,42 @@ class TrialPipeline:
             return data, board.name, wait
         raise NoBoardError("bench failed on every board tried: " + "; ".join(lost))
 
+    def measure_dense(self, say: Say) -> dict:
+        """Accuracy and a board measurement of the unpruned model: the report's "dense" column."""
+        accuracy = self.evaluate(self.cfg.model_dir)
+        bundle_dir = self.compile(self.cfg.model_dir, say)
+        record, board, _ = self.bench(bundle_dir, say, None)
+        return {
+            "accuracy": accuracy,
+            "latency_ms": record["summary"]["median_ns"] / 1e6,
+            "latency_p90_ms": record["summary"]["p90_ns"] / 1e6,
+            "peak_rss_mb": record["peak_rss_kb"] / 1024.0,
+            "energy_mj": 1000.0
+            * float(
+                (record.get("energy") or {}).get("active_j_per_inference")
+                or (record.get("energy") or {}).get("total_j_per_inference")
+                or 0.0
+            ),
+            "board": board,
+            "bundle": record["artifact"],
+            "params": _count_params(self._load(self.cfg.model_dir)),
+        }
+
     def run(self, schedule: Schedule, trial_number: int | None, say: Say) -> TrialOutcome:
+        t = [time.perf_counter()]
         model_dir, logs, sia_slack = self.prune(schedule, say)
+        t.append(time.perf_counter())
         say("evaluating")
         accuracy = self.evaluate(model_dir)
+        t.append(time.perf_counter())
         bundle_dir = self.compile(model_dir, say)
+        t.append(time.perf_counter())
         record, board, wait = self.bench(bundle_dir, say, trial_number)
+        t.append(time.perf_counter())
+        step_seconds = {
+            k: round(b - a, 4)
+            for k, a, b in zip(("prune", "evaluate", "compile", "bench"), t[:-1], t[1:], strict=True)
+        }
         summary = record["summary"]
         latency_ms = summary["median_ns"] / 1e6
         p90_ms = summary["p90_ns"] / 1e6
@@ -288,10 +325,15 @@ class TrialPipeline:
             "params": logs[-1]["final_params"] if logs else None,
             "compression": 1.0,
             "constraints": [sia_slack, mem_v, lat_v],
+            "step_seconds": step_seconds,
         }
         if logs:
             attrs["compression"] = logs[0]["dense_params"] / logs[-1]["final_params"]
         return TrialOutcome(attrs=attrs, stage_logs=logs)
+
+
+def _count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 class _ValData:

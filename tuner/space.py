@@ -26,6 +26,7 @@ class SpaceConfig:
     compression: float | None = None  # fixed total-parameter compression; None searches ratios
     search_order: bool = False
     ratio_low: float = 0.2
+    ratio_step: float | None = None  # e.g. 0.05: a grid, so repeated schedules hit the prune cache
     ranks: tuple[int, ...] = (4, 8, 16)
     max_steps: int = 60
     step_size: int = 10

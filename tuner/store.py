@@ -64,6 +64,16 @@ leases = Table(
     Column("expires", Float, nullable=True),
 )
 
+nightly_runs = Table(
+    "hilt_nightly_runs",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("suite", String(255), index=True),
+    Column("created", Float),
+    Column("baseline", Integer, default=0),  # 1 once promoted with --update-baseline
+    Column("summary", JSON),
+)
+
 artifacts = Table(
     "hilt_artifacts",
     metadata,
@@ -162,6 +172,43 @@ class ResultsStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(artifacts).where(artifacts.c.bundle == bundle)).first()
             return None if row is None else dict(row._mapping)
+
+    # ---- nightly runs --------------------------------------------------------------------
+    def add_run(self, name: str, suite: str, summary: dict) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(nightly_runs).values(
+                        name=name, suite=suite, created=time.time(), baseline=0, summary=summary
+                    )
+                )
+        except IntegrityError:
+            raise ConfigError(
+                f"a nightly run named '{name}' already exists; pick another --run name"
+            ) from None
+
+    def promote(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            res = conn.execute(update(nightly_runs).where(nightly_runs.c.name == name).values(baseline=1))
+            if res.rowcount != 1:
+                raise ConfigError(f"no nightly run named '{name}' to promote")
+
+    def runs(self, suite: str) -> list[dict]:
+        """Runs of a suite, oldest first."""
+        q = select(nightly_runs).where(nightly_runs.c.suite == suite).order_by(nightly_runs.c.created)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def baseline_run(self, suite: str, which: str, exclude: str | None = None) -> str | None:
+        """`latest`: the newest promoted run (else the newest earlier run); otherwise a run by name."""
+        runs = [r for r in self.runs(suite) if r["name"] != exclude]
+        if which != "latest":
+            if not any(r["name"] == which for r in runs):
+                raise ConfigError(f"baseline run '{which}' not found for suite '{suite}'")
+            return which
+        promoted = [r for r in runs if r["baseline"]]
+        pick = promoted or runs
+        return pick[-1]["name"] if pick else None
 
     # ---- leases ------------------------------------------------------------------------
     def _ensure_board(self, board: str) -> None:

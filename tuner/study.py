@@ -169,7 +169,9 @@ def make_objective(
         for k, v in outcome.attrs.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("stage_logs", outcome.stage_logs)
-        trial.set_user_attr("overhead_s", time.perf_counter() - t0)
+        total = time.perf_counter() - t0
+        trial.set_user_attr("trial_seconds", total)
+        trial.set_user_attr("overhead_s", total - sum(outcome.attrs["step_seconds"].values()))
         values = settings.objectives.values(
             {**outcome.attrs, "latency_ms": outcome.attrs["latency_p90_ms"]}
             if settings.objectives.latency_stat == "p90"

@@ -37,6 +37,7 @@ class TuneRequest:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     latency_slo_ms: float | None = None
     use_sia: bool = True
+    sia_restrict_space: bool = True  # also drop what SIA forbids on the dense model from the space
     sia_settings: dict = field(default_factory=dict)
     calib: Path | None = None
     val: Path | None = None
@@ -44,6 +45,7 @@ class TuneRequest:
     work_dir: Path = Path("hilt-runs")
     bench_options: object | None = None
     compile_options: object | None = None
+    command: str = ""
 
 
 @dataclass
@@ -85,6 +87,27 @@ def select_boards(farm_path: str | None, board: str | None, profile: str | None)
     return boards
 
 
+def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> SpaceConfig:  # noqa: ANN001
+    """Drop granularities SIA forbids on the dense model (horizon 0 under the default criterion) and
+    raise the ratio floor to the widest horizon left: schedules that stage 1 would reject are never
+    proposed. Later stages are still checked on the model as pruned so far."""
+    from dataclasses import replace
+
+    from harness.prune.schedule import DEFAULT_CRITERION
+
+    grans = list(space.granularities)
+    horizons = pipeline.horizons(dense, grans, {g: DEFAULT_CRITERION[g] for g in grans})
+    allowed = tuple(g for g in grans if horizons.get(g, 0.0) > 0.0)
+    log.info("SIA horizons on the dense model: %s; searching %s", horizons, allowed)
+    if not allowed:
+        raise ConfigError(
+            f"SIA allows no pruning of this model at the tested ratios (horizons {horizons}); "
+            "use --no-sia to search anyway"
+        )
+    floor = max(space.ratio_low, 1.0 - max(horizons[g] for g in allowed))
+    return replace(space, granularities=allowed, ratio_low=round(floor, 6))
+
+
 def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
     from harness.models import load_model
 
@@ -99,6 +122,8 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     study.set_user_attr("boards", [b.name for b in boards])
     study.set_user_attr("objectives", list(req.objectives.names))
     study.set_user_attr("space", req.space.to_dict())
+    study.set_user_attr("command", req.command)
+    study.set_user_attr("work_dir", str(req.work_dir))
     study_dir = req.work_dir / req.study
     cfg = PipelineConfig(
         model_dir=model_dir,
@@ -114,6 +139,13 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     )
     pipeline = TrialPipeline(cfg, data, store)
     dense = load_model(model_dir).model
+    space = req.space
+    if req.use_sia and req.sia_restrict_space:
+        space = sia_restricted_space(pipeline, dense, space)
+        study.set_user_attr("space", space.to_dict())
+    if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
+        say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
+        study.set_user_attr("dense", pipeline.measure_dense(say))
     settings = RunSettings(
         trials=req.trials, timeout_s=req.timeout_s, space=req.space, objectives=req.objectives
     )

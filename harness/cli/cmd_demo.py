@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import typer
 from rich.table import Table
@@ -30,7 +32,16 @@ def _set_threads(threads: int) -> None:
 
 def _summary(records: list[DemoRecord]) -> Table:
     table = Table(title="demo models: dense accuracy on the held-out test split")
-    for col in ("model", "params", "layers", "test acc", "val acc", "train s", "steps"):
+    for col in (
+        "model",
+        "params",
+        "layers",
+        "test acc",
+        "val acc",
+        "train s (wall)",
+        "train s (CPU)",
+        "steps",
+    ):
         table.add_column(col, justify="right" if col != "model" else "left")
     for r in records:
         table.add_row(
@@ -40,6 +51,7 @@ def _summary(records: list[DemoRecord]) -> Table:
             f"{100 * r.test_accuracy:.2f}%",
             f"{100 * r.val_accuracy:.2f}%",
             f"{r.train_seconds:.0f}",
+            "-" if r.train_cpu_seconds is None else f"{r.train_cpu_seconds:.0f}",
             str(r.steps),
         )
     return table
@@ -76,12 +88,34 @@ def train(
 
 
 @demo_app.command("run")
-def run(threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default).")) -> None:
-    """Make sure both demo models exist (training them if needed) and print their dense accuracy."""
+def run(
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: torch's default)."),
+    trials: int = typer.Option(
+        8, "--trials", min=0, help="Tuning trials on the local board (0: models only)."
+    ),
+    emulated_trials: int = typer.Option(2, "--emulated-trials", help="Tuning trials on the emulated board."),
+    emulated: bool = typer.Option(True, "--emulated/--no-emulated", help="Also tune on an emulated aarch64."),
+    out: Path = typer.Option(Path("hilt-runs/demo"), "--out"),
+) -> None:
+    """The main job: demo models (trained if absent), tune on local (+ emulated aarch64), reports."""
+    import time
+
+    from tuner.main_job import run_main_job
+
     _set_threads(threads)
+    t0 = time.monotonic()
+    with console.status("demo") as status:
+        res = run_main_job(out, trials, emulated_trials, emulated, lambda msg: status.update(msg))
     records = [read_record(ensure_demo_model(name)) for name in DEMO_MODELS]
     console.print(_summary(records))
     console.print(_per_class(records))
+    for step, seconds in res.seconds.items():
+        console.print(f"{step}: {seconds:.0f} s")
+    for study, path in res.reports.items():
+        console.print(f"report {study}: {path}")
+    for note in res.skipped:
+        console.print(f"[yellow]skipped:[/yellow] {note}")
+    console.print(f"main job took {time.monotonic() - t0:.0f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -51,8 +51,11 @@ def tune(
     val_n: int = typer.Option(500, "--val-n", help="Validation examples used for accuracy."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here."),
 ) -> None:
     """Search cascade schedules; every candidate is pruned, compiled with TVM and measured on the board."""
+    import shlex
+    import sys
     import warnings
 
     import optuna
@@ -90,6 +93,7 @@ def tune(
         val=val,
         val_n=val_n,
         work_dir=out,
+        command="hilt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     best: dict = {}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
@@ -115,7 +119,18 @@ def tune(
                     progress.advance(task)
                 progress.console.print(f"[yellow]trial {n} {kind.split('_')[1]}:[/yellow] {data['reason']}")
 
-        result = run_tune(req, event)
+        metrics = None
+        if metrics_port is not None:
+            from reports.metrics import HiltMetrics
+
+            metrics = HiltMetrics()
+            progress.console.print(f"metrics on http://127.0.0.1:{metrics.serve(metrics_port)}/metrics")
+            event = metrics.tune_event_hook(study, event)
+        try:
+            result = run_tune(req, event)
+        finally:
+            if metrics is not None:
+                metrics.stop()
     front = Table(title=f"Pareto front of study '{study}' ({len(result.study.trials)} trials)")
     for col in ("trial", "accuracy", "latency ms", "peak MB", "compression", "bundle"):
         front.add_column(col)

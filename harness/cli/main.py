@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; any HiltError becomes one red line on stderr and exit code 2."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns a typer.Exit's code here
+        if isinstance(rc, int):
+            return rc
     except HiltError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2

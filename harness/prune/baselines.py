@@ -27,19 +27,30 @@ def method_template(
     layer_criterion: str = "block_influence",
     head_criterion: str = "taylor",
     channel_criterion: str = "taylor",
+    head_scope: str = "per_layer",
+    cascade_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    cascade_order: tuple[str, str, str] = ("layer", "head", "channel"),
 ) -> tuple[Schedule, dict[str, float]]:
-    """A schedule template (ratios are placeholders) and its split between granularities."""
+    """A schedule template (ratios are placeholders) and its split between granularities.
+
+    `cascade_weights` divides the cascade's recovery budget between its three stages, which run in
+    `cascade_order` (coarse to fine by default, as in the paper).
+    """
 
     def rec(steps: int) -> dict:
         return _recovery(steps, rank, lr, batch_size)
 
     layer = {"granularity": "layer", "ratio": 1.0, "criterion": layer_criterion}
-    head = {"granularity": "head", "ratio": 1.0, "criterion": head_criterion}
+    head = {"granularity": "head", "ratio": 1.0, "criterion": head_criterion, "scope": head_scope}
     channel = {"granularity": "channel", "ratio": 1.0, "criterion": channel_criterion}
     if method == "cascade":
-        base, extra = divmod(total_steps, 3)
-        steps = [base, base, base + extra]
-        stages = [dict(t, recovery=rec(s)) for t, s in zip((layer, head, channel), steps, strict=True)]
+        total_w = sum(cascade_weights)
+        steps = [int(total_steps * w / total_w) for w in cascade_weights]
+        steps[-1] += total_steps - sum(steps)
+        by_name = {"layer": layer, "head": head, "channel": channel}
+        if sorted(cascade_order) != sorted(by_name):
+            raise ScheduleError(f"cascade order {cascade_order} must name layer, head and channel once each")
+        stages = [dict(by_name[g], recovery=rec(s)) for g, s in zip(cascade_order, steps, strict=True)]
         split = {"layer": 1.0, "head": 1.0, "channel": 1.0}
     elif method == "one-shot":
         stages = [{"targets": [layer, head, channel], "recovery": rec(total_steps)}]

@@ -137,12 +137,15 @@ def run_cascade(
     data: _Data,
     *,
     eval_data: _Data | None = None,
+    recovery_data: _Data | None = None,
     progress: Progress | None = None,
 ) -> tuple[nn.Module, StageLog]:
-    """Run `schedule` on `model` (modified in place and returned), scoring/recovering on `data`.
+    """Run `schedule` on `model` (modified in place and returned), scoring and recovering on `data`.
 
-    Accuracy in the log is measured on `eval_data` (classification models only; None otherwise).
+    `recovery_data` (default: `data`) is what LoRA trains on. Accuracy in the log is measured on
+    `eval_data` (classification models only; None otherwise).
     """
+    rec_data = recovery_data if recovery_data is not None else data
     validate_for_model(model, schedule)
     t0 = time.perf_counter()
     cal = schedule.calibration
@@ -175,7 +178,9 @@ def run_cascade(
                 )
 
         tr = time.perf_counter()
-        model, losses = recover(model, stage.recovery, data.input_ids, data.labels, cal.seed + si, on_step)
+        model, losses = recover(
+            model, stage.recovery, rec_data.input_ids, rec_data.labels, cal.seed + si, on_step
+        )
         steps_done += stage.recovery.steps
         t_rec = time.perf_counter() - tr
         loss2 = mean_batch_loss(model, batches) if losses else loss1

@@ -115,7 +115,7 @@ def collect_stats(
             else:
                 with torch.no_grad():
                     loss = batch_loss(model, b)
-            total += float(loss) * len(b.labels)
+            total += float(loss.detach()) * len(b.labels)
             count += len(b.labels)
     finally:
         for h in handles:
@@ -132,7 +132,10 @@ def _per_head(values: torch.Tensor, head_dim: int) -> torch.Tensor:
 
 
 def head_scores(
-    adapter: ArchitectureAdapter, stats: CalibStats, criterion: str, seed: int = 0
+    adapter: ArchitectureAdapter,
+    stats: CalibStats,
+    criterion: str,
+    seed: int = 0,
 ) -> list[torch.Tensor]:
     """Per layer, one score per current query head."""
     g = torch.Generator().manual_seed(seed)

@@ -82,7 +82,7 @@ def simulate_params(model: nn.Module, schedule: Schedule) -> int:
     return count_parameters(sim)
 
 
-def _largest(fits, lo: float, hi: float, iters: int = 30) -> float:
+def _largest(fits, lo: float, hi: float, iters: int = 20) -> float:
     """Largest x in [lo, hi] with fits(x), assuming fits(lo) and monotonicity."""
     if fits(hi):
         return hi

@@ -199,7 +199,10 @@ def run_empirical(
             measured.append(probe.loss([int(pool[c]) for c in chosen]) - base)
         pred, meas = np.array(predicted), np.array(measured)
         add_rho = spearman_ci(pred, meas, config.bootstrap, config.seed)
-        rel = np.abs(meas - pred) / np.maximum(np.abs(meas), 1e-8)
+        # relative to the larger of the two, floored at 5% of the base loss: removals whose effect is
+        # below that floor are harmless whether or not they add up, and must not read as violations
+        floor = max(1e-3, 0.05 * abs(base))
+        rel = np.abs(meas - pred) / np.maximum(np.maximum(np.abs(meas), np.abs(pred)), floor)
         add_err = median_ci(rel, config.bootstrap, config.seed)
 
         say(f"{granularity}: rank stability at {ratio:.0%} removed")

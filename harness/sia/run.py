@@ -27,6 +27,7 @@ from harness.sia.verdict import Thresholds
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
+ALGORITHM_VERSION = 2  # bump when a metric's definition changes: cached results are then recomputed
 GRANULARITIES = ("layer", "head", "channel")
 
 
@@ -138,6 +139,7 @@ def check_sia(
         input_ids, labels, calibration.batches, calibration.batch_size, calibration.seed
     )
     settings = {
+        "algorithm": ALGORITHM_VERSION,
         "config": config.to_dict(),
         "thresholds": thresholds.to_dict(),
         "calibration": vars(calibration),

@@ -5,8 +5,10 @@ Defaults (all configurable):
   criterion does not rank what removal costs; it is reported, and fails a ratio only below this floor.
 - `additivity_spearman_min` 0.5: Spearman, over random subsets, between the sum of single-removal
   losses and the measured loss of removing the subset together.
-- `additivity_error_max` 0.6: median relative error |measured - sum of singles| / |measured|.
-  Independent units give ~0; units whose removals interact (super-additive collapse) push it to 1.
+- `additivity_error_max` 0.6: median relative error |measured - sum of singles| divided by the
+  larger of the two (floored at 5% of the base loss, so harmless removals are not judged on noise).
+  Independent units give ~0; units whose removals interact (super-additive collapse) push it to 1:
+  0.6 means the measured loss is 2.5x what the singles predict.
 - `stability_min` 0.5: Kendall tau of the criterion ranking of surviving units before vs after
   removing that ratio's lowest-ranked units (with the short recovery when one is configured).
 A ratio *holds* when every point estimate clears its threshold; it is *uncertain* when it holds but

@@ -1,0 +1,154 @@
+"""Measure on a board: ship the runtime and a bundle (only what the agent lacks), run, record.
+
+Also `check_boards`: hello to every farm board in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device_agents import agent as wire
+from device_agents.inventory import Board, Farm
+from device_agents.records import MeasurementRecord
+from device_agents.transports import Transport, open_transport
+from harness.errors import ArtifactError, ConfigError, HiltError, NotBuiltError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    warmup: int = 5
+    min_iters: int = 20
+    min_seconds: float = 1.0
+    threads: int = 1
+    cores: tuple[int, ...] = ()
+    idle_seconds: float = 0.5
+    timeout_s: float = 300.0
+    power: bool = True
+    meter: dict[str, Any] | None = None
+
+
+def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
+    """A verified bundle's hash and its files (those `metadata.json` lists, plus metadata.json)."""
+    from harness.compile.bundle import load_bundle
+
+    bundle = load_bundle(directory)
+    files = {name: bundle.directory / name for name in sorted(bundle.metadata.files)}
+    files["metadata.json"] = bundle.directory / "metadata.json"
+    return bundle.sha256, files
+
+
+def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str, **extra: Any) -> str:
+    """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash."""
+    if tree in transport.request("has", {"hashes": [tree]}, timeout=10.0)["held"]:
+        return tree
+    hashes = {n: wire.sha256_file(str(p)) for n, p in files.items()}
+    held = set(transport.request("has", {"hashes": sorted(set(hashes.values()))}, timeout=30.0)["held"])
+    for name, path in files.items():
+        if hashes[name] not in held:
+            log.info("board %s: uploading %s (%d bytes)", transport.name, name, path.stat().st_size)
+            transport.upload(path)
+    transport.request("install", {"kind": kind, "hash": tree, "files": hashes, **extra}, timeout=120.0)
+    return tree
+
+
+def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
+    """The board runtime (hilt-runner + TVM runtime libraries) for an arch, built or cached."""
+    try:
+        from harness.runtime import build_runtime
+    except ImportError as exc:
+        raise NotBuiltError(f"the board runtime is not available ({exc}); issue 5 builds it") from None
+    pkg = build_runtime(arch)
+    directory = Path(pkg.directory)
+    files = {name: directory / name for name in sorted(pkg.files)}
+    if wire.RUNNER_NAME not in files:
+        raise ArtifactError(f"runtime for {arch} in {directory} has no {wire.RUNNER_NAME}")
+    tree = wire.tree_hash(dict(pkg.files))
+    versions = {"arch": arch, **{str(k): str(v) for k, v in dict(pkg.versions).items()}}
+    return tree, files, versions
+
+
+def run_bench(
+    transport: Transport, board: Board, bundle: Path | None, options: BenchOptions
+) -> MeasurementRecord:
+    """On an open transport: ship what is missing, bench a bundle (or the runner's self-test), record."""
+    hello = transport.hello
+    arch = str(hello.get("arch"))
+    if arch != board.profile.arch:
+        raise ConfigError(
+            f"board {board.name} reports arch {arch} but its profile '{board.profile.name}' says "
+            f"{board.profile.arch}; fix the farm file"
+        )
+    rt_tree, rt_files, versions = runtime_files(arch)
+    ship_tree(transport, "runtime", rt_files, rt_tree, versions=versions)
+    args: dict[str, Any] = {
+        "runtime": rt_tree,
+        "warmup": options.warmup,
+        "min_iters": options.min_iters,
+        "min_seconds": options.min_seconds,
+        "threads": options.threads,
+        "cores": list(options.cores),
+        "idle_seconds": options.idle_seconds,
+        "power": options.power,
+        "power_model": board.profile.power.model_dump(),
+    }
+    if options.meter:
+        args["meter"] = options.meter
+    if bundle is None:
+        args["selftest"] = True
+        artifact = "selftest"
+    else:
+        artifact, files = bundle_tree(bundle)
+        ship_tree(transport, "bundle", files, artifact)
+        args["bundle"] = artifact
+    result = transport.request("bench", args, timeout=options.timeout_s)
+    record = MeasurementRecord.from_agent(
+        result,
+        board=board.name,
+        profile=board.profile.name,
+        transport=transport.kind,
+        artifact=artifact,
+        runtime=rt_tree,
+        hello=hello,
+    )
+    return record.model_copy(update={"emulated": board.profile.emulated})
+
+
+def bench_board(board: Board, bundle: Path | None, options: BenchOptions | None = None) -> MeasurementRecord:
+    """Open the board, measure one bundle (None: the runner's self-test), close."""
+    with open_transport(board) as transport:
+        return run_bench(transport, board, bundle, options or BenchOptions())
+
+
+@dataclass
+class BoardStatus:
+    board: str
+    profile: str
+    transport: str
+    reachable: bool
+    hello: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def check_board(board: Board) -> BoardStatus:
+    status = BoardStatus(board.name, board.profile.name, board.transport.kind, False)
+    try:
+        with open_transport(board) as transport:
+            status.hello = dict(transport.hello)
+            status.reachable = True
+    except HiltError as exc:
+        status.error = str(exc)
+    return status
+
+
+def check_boards(farm: Farm, workers: int = 8) -> list[BoardStatus]:
+    """Hello to each board in parallel; one status per board, in farm order."""
+    if not farm.boards:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(farm.boards))) as pool:
+        return list(pool.map(check_board, farm.boards))

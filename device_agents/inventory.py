@@ -1,0 +1,164 @@
+"""Board inventory: the farm file (`farm.toml`) naming each board, its profile and how to reach it.
+
+Stable API (other helpers write farm files and call these):
+- `load_farm(path) -> Farm`; `parse_farm(data, source) -> Farm`; `default_farm() -> Farm` (one board
+  "local" from the `local` profile); `find_farm(path_or_None) -> Farm` (explicit path, else
+  `$HILT_FARM`, else `./farm.toml`, else the default farm).
+- `Farm.board(name) -> Board`; `Board.name`, `Board.profile` (a `BoardProfile`),
+  `Board.transport` (a `BoardTransport`: the profile's default transport merged with the farm's override).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from device_agents.profiles import BoardProfile, TransportSpec, format_validation_error, load_profile
+from harness.errors import ConfigError
+
+FARM_VERSION = 1
+
+
+class BoardTransport(TransportSpec):
+    """TransportSpec plus what a farm adds: host-key policy, agent location, timeouts."""
+
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    python: str = "python3"
+    agent_dir: str = ".cache/hilt-agent"
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+
+class FarmBoardEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    profile: str = Field(min_length=1)
+    transport: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class FarmFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    board: list[FarmBoardEntry] = Field(default_factory=list)
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != FARM_VERSION:
+            raise ValueError(f"unsupported farm file version {v} (expected {FARM_VERSION})")
+        return v
+
+
+class Board(BaseModel):
+    """A board resolved against its profile: everything needed to reach and describe it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    profile: BoardProfile
+    transport: BoardTransport
+    tags: list[str] = Field(default_factory=list)
+
+
+class Farm(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    boards: list[Board]
+
+    def board(self, name: str) -> Board:
+        for b in self.boards:
+            if b.name == name:
+                return b
+        known = ", ".join(b.name for b in self.boards) or "none"
+        raise ConfigError(f"{self.source}: no board named '{name}' (known: {known})")
+
+    def names(self) -> list[str]:
+        return [b.name for b in self.boards]
+
+
+def _resolve(entry: FarmBoardEntry, index: int, source: str, base_dir: Path | None) -> Board:
+    where = f"{source}: board[{index}] '{entry.name}'"
+    profile_ref = entry.profile
+    if base_dir is not None and profile_ref.endswith(".toml") and not Path(profile_ref).is_absolute():
+        profile_ref = str(base_dir / profile_ref)
+    try:
+        profile = load_profile(profile_ref)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: profile: {exc}") from None
+    merged = profile.transport.model_dump(exclude_none=True)
+    if entry.transport:
+        if "kind" in entry.transport and entry.transport["kind"] != merged.get("kind"):
+            merged = {}  # another kind of transport: the profile's fields do not apply
+        merged.update(entry.transport)
+    try:
+        transport = BoardTransport.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(f"{where}: transport", exc)) from None
+    return Board(name=entry.name, profile=profile, transport=transport, tags=entry.tags)
+
+
+def parse_farm(data: dict[str, Any], source: str, base_dir: Path | None = None) -> Farm:
+    """Validate a farm file's data; every bad field is one error naming file, board and field."""
+    try:
+        farm = FarmFile.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            if len(loc) >= 2 and loc[0] == "board" and isinstance(loc[1], int):
+                boards = data.get("board") or []
+                name = (
+                    boards[loc[1]].get("name", "?")
+                    if loc[1] < len(boards) and isinstance(boards[loc[1]], dict)
+                    else "?"
+                )
+                label = f"board[{loc[1]}] '{name}'." + ".".join(str(p) for p in loc[2:])
+            else:
+                label = ".".join(str(p) for p in loc) or "<root>"
+            parts.append(f"{label}: {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(parts)) from None
+    seen: set[str] = set()
+    for b in farm.board:
+        if b.name in seen:
+            raise ConfigError(f"{source}: board name '{b.name}' appears twice")
+        seen.add(b.name)
+    boards = [_resolve(b, i, source, base_dir) for i, b in enumerate(farm.board)]
+    return Farm(source=source, boards=boards)
+
+
+def load_farm(path: Path | str) -> Farm:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"farm file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_farm(data, str(path), base_dir=path.parent)
+
+
+def default_farm() -> Farm:
+    """Without a farm file: this machine, as board 'local'."""
+    return parse_farm(
+        {"version": FARM_VERSION, "board": [{"name": "local", "profile": "local"}]}, "<default farm>"
+    )
+
+
+def find_farm(path: Path | str | None = None) -> Farm:
+    """The farm to use: an explicit path, else $HILT_FARM, else ./farm.toml, else the default farm."""
+    if path:
+        return load_farm(path)
+    env = os.environ.get("HILT_FARM")
+    if env:
+        return load_farm(env)
+    if Path("farm.toml").is_file():
+        return load_farm("farm.toml")
+    return default_farm()

@@ -1,0 +1,183 @@
+"""Measurement record: what one benchmark of one artifact on one board produced, versioned JSON.
+
+All latency samples are kept; the summary (median, p90, p99, CV) is derived from them so it can
+never disagree with the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
+
+from harness.errors import ConfigError
+from harness.versions import package_version
+
+RECORD_VERSION = 1
+EnergySource = Literal["hwmon", "rapl", "jetson", "meter", "model", "none"]
+
+
+class Energy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: EnergySource
+    sensor: str = ""
+    samples: int = 0
+    idle_w: float | None = None
+    mean_w: float | None = None
+    total_j_per_inference: float | None = None
+    active_j_per_inference: float | None = None
+    note: str = ""
+
+
+class BoardFacts(BaseModel):
+    """Governor, frequency and temperatures at one moment (before or after the run)."""
+
+    governors: dict[str, str | None] = Field(default_factory=dict)
+    freqs_khz: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    temps_c: dict[str, float] = Field(default_factory=dict)
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]) of already sorted values."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class LatencySummary(BaseModel):
+    n: int
+    mean_ns: float
+    median_ns: float
+    p90_ns: float
+    p99_ns: float
+    min_ns: int
+    max_ns: int
+    cv: float  # standard deviation / mean
+
+    @classmethod
+    def of(cls, samples: list[int]) -> LatencySummary:
+        s = sorted(samples)
+        mean = sum(s) / len(s)
+        var = sum((x - mean) ** 2 for x in s) / (len(s) - 1) if len(s) > 1 else 0.0
+        return cls(
+            n=len(s),
+            mean_ns=mean,
+            median_ns=percentile(s, 50),
+            p90_ns=percentile(s, 90),
+            p99_ns=percentile(s, 99),
+            min_ns=s[0],
+            max_ns=s[-1],
+            cv=math.sqrt(var) / mean if mean else 0.0,
+        )
+
+
+class MeasurementRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = RECORD_VERSION
+    board: str
+    profile: str
+    transport: str
+    artifact: str  # bundle hash, or "selftest"
+    runtime: str  # runtime tree hash
+    samples_ns: list[int] = Field(min_length=1)
+    warmup: int
+    threads: int
+    cores: list[int] = Field(default_factory=list)
+    peak_rss_kb: int
+    output_checksum: float | None = None
+    output_shape: list[int] = Field(default_factory=list)
+    energy: Energy
+    facts_before: BoardFacts
+    facts_after: BoardFacts
+    throttled: bool
+    throttle_reasons: list[str] = Field(default_factory=list)
+    started_at: datetime
+    finished_at: datetime
+    runner_version: str
+    tvm_version: str
+    agent_version: str
+    protocol: int
+    hilt_version: str
+    board_facts: dict[str, Any] = Field(default_factory=dict)  # from hello: arch, cpu, memory, os
+    emulated: bool = False  # measured on an emulated board (qemu): emulation time, not board time
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def summary(self) -> LatencySummary:
+        return LatencySummary.of(self.samples_ns)
+
+    @classmethod
+    def from_agent(
+        cls, result: dict[str, Any], *, board: str, profile: str, transport: str, artifact: str, runtime: str,
+        hello: dict[str, Any],
+    ) -> MeasurementRecord:  # fmt: skip
+        """Build a record from a `bench` answer and the board's `hello`."""
+        runner = result["runner"]
+        facts = {
+            k: hello.get(k) for k in ("arch", "cpu_model", "cpu_count", "memory_mb", "os", "kernel", "python")
+        }
+        return cls(
+            board=board,
+            profile=profile,
+            transport=transport,
+            artifact=artifact,
+            runtime=runtime,
+            samples_ns=runner["samples_ns"],
+            warmup=runner.get("warmup", 0),
+            threads=runner.get("threads", 1),
+            cores=result.get("cores") or [],
+            peak_rss_kb=runner.get("peak_rss_kb", 0),
+            output_checksum=runner.get("output_checksum"),
+            output_shape=runner.get("output_shape") or [],
+            energy=Energy.model_validate(result["energy"]),
+            facts_before=BoardFacts.model_validate(result["facts_before"]),
+            facts_after=BoardFacts.model_validate(result["facts_after"]),
+            throttled=result["throttled"],
+            throttle_reasons=result.get("throttle_reasons") or [],
+            started_at=datetime.fromtimestamp(result["started_at"], UTC),
+            finished_at=datetime.fromtimestamp(result["finished_at"], UTC),
+            runner_version=str(runner.get("runner_version", "unknown")),
+            tvm_version=str(runner.get("tvm_version", "unknown")),
+            agent_version=str(hello.get("agent_version", "unknown")),
+            protocol=int(hello.get("protocol", 0)),
+            hilt_version=package_version("hilt"),
+            board_facts=facts,
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+
+def load_record(path: Path | str) -> MeasurementRecord:
+    """Read a record; a malformed file is one clear error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read measurement record ({exc})") from None
+    if isinstance(data, dict):
+        data.pop("summary", None)  # derived, recomputed from the samples
+        if data.get("version") != RECORD_VERSION:
+            raise ConfigError(
+                f"{path}: measurement record version {data.get('version')} (expected {RECORD_VERSION})"
+            )
+    try:
+        return MeasurementRecord.model_validate(data)
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise ConfigError(f"{path}: not a valid measurement record ({bad})") from None

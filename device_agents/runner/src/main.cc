@@ -1,0 +1,444 @@
+// hilt-runner: loads a hilt artifact bundle (or runs a fixed self-test), times it, prints one JSON line.
+//
+// Exit codes: 0 ok, 1 bad command line, 2 bundle refused, 3 runtime failure.
+#include <dlpack/dlpack.h>
+#include <sys/resource.h>
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/map.h>
+#include <tvm/ffi/container/shape.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/dtype.h>
+#include <tvm/ffi/extra/json.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/function.h>
+#include <tvm/runtime/tensor.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sha256.h"
+
+#ifndef HILT_RUNNER_VERSION
+#define HILT_RUNNER_VERSION "0.0.0"
+#endif
+#ifndef HILT_TVM_VERSION
+#define HILT_TVM_VERSION "unknown"
+#endif
+
+#if defined(__x86_64__)
+#define HILT_ARCH "x86_64"
+#elif defined(__aarch64__)
+#define HILT_ARCH "aarch64"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define HILT_ARCH "riscv64"
+#else
+#define HILT_ARCH "unknown"
+#endif
+
+namespace {
+
+namespace ffi = tvm::ffi;
+
+constexpr size_t kMaxSamples = 1000000;
+
+struct Options {
+  std::string bundle;
+  bool selftest = false;
+  int warmup = 5;
+  int min_iters = 10;
+  double min_seconds = 1.0;
+  int threads = 0;
+  std::string dump_output;
+};
+
+/*! \brief A failure with its JSON error type and exit code. */
+class RunnerError : public std::runtime_error {
+ public:
+  RunnerError(std::string type, const std::string& message, int exit_code)
+      : std::runtime_error(message), type(std::move(type)), exit_code(exit_code) {}
+  std::string type;
+  int exit_code;
+};
+
+RunnerError Refuse(const std::string& type, const std::string& message) { return {type, message, 2}; }
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  return out;
+}
+
+std::string JsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+void PrintError(const RunnerError& err) {
+  std::cout << "{\"ok\": false, \"error\": {\"type\": \"" << JsonEscape(err.type) << "\", \"message\": \""
+            << JsonEscape(err.what()) << "\"}}" << std::endl;
+}
+
+int64_t ParseInt(const std::string& flag, const std::string& value) {
+  try {
+    size_t pos = 0;
+    long long v = std::stoll(value, &pos);
+    if (pos != value.size() || v < 0) throw std::invalid_argument(value);
+    return v;
+  } catch (const std::exception&) {
+    throw RunnerError("usage", flag + " needs a non-negative integer, got '" + value + "'", 1);
+  }
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw RunnerError("usage", arg + " needs a value", 1);
+      return argv[++i];
+    };
+    if (arg == "--bundle") {
+      opt.bundle = next();
+    } else if (arg == "--selftest") {
+      opt.selftest = true;
+    } else if (arg == "--warmup") {
+      opt.warmup = static_cast<int>(ParseInt(arg, next()));
+    } else if (arg == "--min-iters") {
+      opt.min_iters = static_cast<int>(ParseInt(arg, next()));
+    } else if (arg == "--min-seconds") {
+      std::string v = next();
+      try {
+        opt.min_seconds = std::stod(v);
+      } catch (const std::exception&) {
+        throw RunnerError("usage", "--min-seconds needs a number, got '" + v + "'", 1);
+      }
+    } else if (arg == "--threads") {
+      opt.threads = static_cast<int>(ParseInt(arg, next()));
+    } else if (arg == "--dump-output") {
+      opt.dump_output = next();
+    } else {
+      throw RunnerError("usage",
+                        "unknown argument '" + arg +
+                            "'; usage: hilt-runner (--bundle DIR | --selftest) [--warmup N] [--min-iters N] "
+                            "[--min-seconds S] [--threads T] [--dump-output FILE]",
+                        1);
+    }
+  }
+  if (opt.selftest == !opt.bundle.empty()) {
+    throw RunnerError("usage", "give exactly one of --bundle DIR or --selftest", 1);
+  }
+  if (opt.min_iters < 1) opt.min_iters = 1;
+  return opt;
+}
+
+/*! \brief Warm up, then time calls until both the iteration and the duration minimum are reached. */
+std::vector<int64_t> Measure(const Options& opt, const std::function<void()>& fn) {
+  using Clock = std::chrono::steady_clock;
+  for (int i = 0; i < opt.warmup; ++i) fn();
+  std::vector<int64_t> samples;
+  samples.reserve(static_cast<size_t>(std::max(opt.min_iters, 1024)));
+  const auto start = Clock::now();
+  const auto min_duration = std::chrono::duration<double>(opt.min_seconds);
+  while (samples.size() < kMaxSamples) {
+    const auto t0 = Clock::now();
+    fn();
+    const auto t1 = Clock::now();
+    samples.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    if (static_cast<int>(samples.size()) >= opt.min_iters && (t1 - start) >= min_duration) break;
+  }
+  return samples;
+}
+
+int64_t PeakRssKb() {
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return -1;
+  return static_cast<int64_t>(usage.ru_maxrss);  // kilobytes on Linux
+}
+
+struct Result {
+  std::vector<int64_t> samples;
+  double checksum = 0.0;
+  std::vector<int64_t> shape;
+  int threads = 1;
+};
+
+void PrintResult(const Options& opt, const Result& r) {
+  std::ostringstream os;
+  os << "{\"ok\": true, \"runner_version\": \"" << HILT_RUNNER_VERSION << "\", \"tvm_version\": \""
+     << HILT_TVM_VERSION << "\", \"warmup\": " << opt.warmup
+     << ", \"samples_ns\": [";
+  for (size_t i = 0; i < r.samples.size(); ++i) os << (i ? ", " : "") << r.samples[i];
+  os << "], \"peak_rss_kb\": " << PeakRssKb() << ", \"output_checksum\": " << JsonNumber(r.checksum)
+     << ", \"output_shape\": [";
+  for (size_t i = 0; i < r.shape.size(); ++i) os << (i ? ", " : "") << r.shape[i];
+  os << "], \"threads\": " << r.threads << "}";
+  std::cout << os.str() << std::endl;
+}
+
+// ---------------------------------------------------------------- self-test
+
+Result RunSelftest(const Options& opt) {
+  constexpr int n = 128;
+  std::vector<float> a(n * n), b(n * n), c(n * n);
+  for (int i = 0; i < n * n; ++i) {
+    a[i] = static_cast<float>((i % 17) - 8) / 8.0f;
+    b[i] = static_cast<float>((i % 13) - 6) / 6.0f;
+  }
+  auto matmul = [&]() {
+    for (int i = 0; i < n; ++i) {
+      float* crow = &c[i * n];
+      std::fill(crow, crow + n, 0.0f);
+      for (int k = 0; k < n; ++k) {
+        const float aik = a[i * n + k];
+        const float* brow = &b[k * n];
+        for (int j = 0; j < n; ++j) crow[j] += aik * brow[j];
+      }
+    }
+  };
+  Result r;
+  r.samples = Measure(opt, matmul);
+  for (float v : c) r.checksum += v;
+  r.shape = {n, n};
+  r.threads = 1;
+  return r;
+}
+
+// ---------------------------------------------------------------- bundles
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Refuse("missing_file", "bundle file " + path + " is missing or unreadable");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool FileExists(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return static_cast<bool>(in);
+}
+
+ffi::Map<ffi::Any, ffi::Any> ParseJsonObject(const std::string& path) {
+  std::string text = ReadFile(path);
+  ffi::String err;
+  ffi::Any value = ffi::json::Parse(text, &err);
+  if (!err.empty()) throw Refuse("bad_bundle", path + " is not valid JSON: " + std::string(err));
+  auto obj = value.try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+  if (!obj.has_value()) throw Refuse("bad_bundle", path + " must hold a JSON object");
+  return *obj;
+}
+
+std::string GetString(const ffi::Map<ffi::Any, ffi::Any>& obj, const std::string& key, const std::string& where) {
+  auto it = obj.find(ffi::String(key));
+  if (it == obj.end()) throw Refuse("bad_bundle", where + " lacks \"" + key + "\"");
+  auto s = (*it).second.try_cast<ffi::String>();
+  if (!s.has_value()) throw Refuse("bad_bundle", where + " field \"" + key + "\" must be a string");
+  return std::string(*s);
+}
+
+std::string BaseName(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool IsHexDigest(const std::string& s) {
+  if (s.size() != 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+/*! \brief Check files, hashes and arch before anything is loaded; throws RunnerError (exit 2). */
+void VerifyBundle(const std::string& dir) {
+  const std::string meta_path = dir + "/metadata.json";
+  if (!FileExists(meta_path)) throw Refuse("missing_file", "bundle " + dir + " has no metadata.json");
+  auto meta = ParseJsonObject(meta_path);
+  auto files_it = meta.find(ffi::String("files"));
+  if (files_it == meta.end()) throw Refuse("bad_bundle", "metadata.json lacks \"files\"");
+  auto files = (*files_it).second.try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+  if (!files.has_value()) throw Refuse("bad_bundle", "metadata.json \"files\" must be an object");
+
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const auto& kv : *files) {
+    auto name = kv.first.try_cast<ffi::String>();
+    auto digest = kv.second.try_cast<ffi::String>();
+    if (!name.has_value() || !digest.has_value()) {
+      throw Refuse("bad_bundle", "metadata.json \"files\" must map names to sha256 strings");
+    }
+    std::string n(*name);
+    if (n.empty() || n.find('/') != std::string::npos || n == "metadata.json") {
+      throw Refuse("bad_bundle", "metadata.json lists an invalid file name '" + n + "'");
+    }
+    entries.emplace_back(n, std::string(*digest));
+  }
+  for (const char* required : {"model.so", "input.json", "input.bin"}) {
+    bool listed = std::any_of(entries.begin(), entries.end(), [&](const auto& e) { return e.first == required; });
+    if (!listed) throw Refuse("bad_bundle", std::string("metadata.json does not list ") + required);
+  }
+  std::sort(entries.begin(), entries.end());
+  std::string lines;
+  for (const auto& [name, digest] : entries) {
+    const std::string path = dir + "/" + name;
+    if (!FileExists(path)) throw Refuse("missing_file", "bundle file " + name + " is missing from " + dir);
+    std::string actual = hilt::Sha256File(path);
+    if (actual != digest) {
+      throw Refuse("hash_mismatch", "bundle file " + name + " has sha256 " + actual + ", metadata says " + digest);
+    }
+    lines += name + ":" + digest + "\n";
+  }
+  const std::string bundle_hash = hilt::Sha256String(lines);
+  const std::string dir_name = BaseName(dir);
+  if (IsHexDigest(dir_name) && dir_name != bundle_hash) {
+    throw Refuse("hash_mismatch", "bundle directory is named " + dir_name + " but its contents hash to " + bundle_hash);
+  }
+  const std::string arch = GetString(meta, "arch", "metadata.json");
+  if (arch != HILT_ARCH) {
+    throw Refuse("wrong_arch", "bundle is built for " + arch + " but this runner is " + HILT_ARCH);
+  }
+}
+
+DLDataType ParseDType(const std::string& name) {
+  if (name == "int64") return DLDataType{kDLInt, 64, 1};
+  if (name == "int32") return DLDataType{kDLInt, 32, 1};
+  if (name == "float32") return DLDataType{kDLFloat, 32, 1};
+  throw Refuse("bad_bundle", "input.json dtype '" + name + "' is not one of int64, int32, float32");
+}
+
+ffi::Tensor LoadInput(const std::string& dir) {
+  auto spec = ParseJsonObject(dir + "/input.json");
+  const DLDataType dtype = ParseDType(GetString(spec, "dtype", "input.json"));
+  auto shape_it = spec.find(ffi::String("shape"));
+  if (shape_it == spec.end()) throw Refuse("bad_bundle", "input.json lacks \"shape\"");
+  auto shape_any = (*shape_it).second.try_cast<ffi::Array<ffi::Any>>();
+  if (!shape_any.has_value()) throw Refuse("bad_bundle", "input.json \"shape\" must be a list");
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  for (const ffi::Any& d : *shape_any) {
+    auto v = d.try_cast<int64_t>();
+    if (!v.has_value() || *v < 0) throw Refuse("bad_bundle", "input.json \"shape\" must hold non-negative ints");
+    shape.push_back(*v);
+    numel *= *v;
+  }
+  const std::string data = ReadFile(dir + "/input.bin");
+  const size_t nbytes = static_cast<size_t>(numel) * (dtype.bits / 8);
+  if (data.size() != nbytes) {
+    throw Refuse("bad_bundle", "input.bin has " + std::to_string(data.size()) + " bytes, input.json implies " +
+                                   std::to_string(nbytes));
+  }
+  DLDevice cpu{kDLCPU, 0};
+  ffi::Tensor t = tvm::runtime::Tensor::Empty(ffi::Shape(shape), dtype, cpu);
+  std::memcpy(t.data_ptr(), data.data(), nbytes);
+  return t;
+}
+
+ffi::Tensor FirstTensor(const ffi::Any& out) {
+  if (auto t = out.try_cast<ffi::Tensor>()) return *t;
+  if (auto arr = out.try_cast<ffi::Array<ffi::Any>>()) {
+    if (!arr->empty()) return FirstTensor((*arr)[0]);
+  }
+  throw RunnerError("runtime", "model main returned no tensor", 3);
+}
+
+Result RunBundle(const Options& opt) {
+  VerifyBundle(opt.bundle);
+  ffi::Tensor input = LoadInput(opt.bundle);
+  try {
+    ffi::Module lib = ffi::Module::LoadFromFile(opt.bundle + "/model.so");
+    auto load_exec = lib->GetFunction("vm_load_executable");
+    if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
+    ffi::Module exec = (*load_exec)().cast<ffi::Module>();
+    auto init = exec->GetFunction("vm_initialization");
+    if (!init.has_value()) throw RunnerError("runtime", "VM executable has no vm_initialization", 3);
+    constexpr int kPooledAllocator = 2;
+    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    auto main_fn = exec->GetFunction("main");
+    if (!main_fn.has_value()) throw Refuse("bad_bundle", "model.so has no function \"main\"");
+    ffi::Function fn = *main_fn;
+
+    ffi::Tensor output = FirstTensor(fn(input));
+    Result r;
+    r.samples = Measure(opt, [&]() { output = FirstTensor(fn(input)); });
+    const DLTensor* out = output.GetDLTensorPtr();
+    if (out->dtype.code != kDLFloat || out->dtype.bits != 32) {
+      throw RunnerError("runtime", "model output is not float32", 3);
+    }
+    int64_t numel = 1;
+    for (int i = 0; i < out->ndim; ++i) {
+      r.shape.push_back(out->shape[i]);
+      numel *= out->shape[i];
+    }
+    const float* values = static_cast<const float*>(out->data) + out->byte_offset / sizeof(float);
+    for (int64_t i = 0; i < numel; ++i) r.checksum += values[i];
+    if (!opt.dump_output.empty()) {
+      std::ofstream dump(opt.dump_output, std::ios::binary);
+      dump.write(reinterpret_cast<const char*>(values), numel * sizeof(float));
+      if (!dump) throw RunnerError("runtime", "cannot write " + opt.dump_output, 3);
+    }
+    r.threads = opt.threads;
+    if (auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) {
+      r.threads = (*num_threads)().cast<int>();
+    }
+    return r;
+  } catch (const RunnerError&) {
+    throw;
+  } catch (const ffi::Error& e) {
+    throw RunnerError("runtime", std::string(e.kind()) + ": " + e.message(), 3);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    Options opt = ParseArgs(argc, argv);
+    if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+    Result r = opt.selftest ? RunSelftest(opt) : RunBundle(opt);
+    PrintResult(opt, r);
+    return 0;
+  } catch (const RunnerError& e) {
+    PrintError(e);
+    return e.exit_code;
+  } catch (const std::exception& e) {
+    PrintError(RunnerError("runtime", e.what(), 3));
+    return 3;
+  }
+}

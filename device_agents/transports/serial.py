@@ -1,0 +1,188 @@
+"""Serial transport (pyserial): binary frames with CRC to the board's agent.
+
+The agent is either started on the board beforehand (`python3 agent.py --serial /dev/ttyS0 --baud B`)
+or, when the board's transport has a `login`, through the console: hilt logs in, copies agent.py over
+the line if this version is absent (base64 through the shell), and starts it on the console's tty.
+Lost or corrupted frames are resent: idempotent requests are retried, uploads resume from the
+agent's last acknowledged offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import posixpath
+import shlex
+import time
+from pathlib import Path
+
+import serial
+
+from device_agents.profiles import SerialLogin
+from device_agents.transports.base import AGENT_PATH, Stream, Transport
+from harness.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+
+class SerialTransport(Transport):
+    kind = "serial"
+    framed = True
+    grace_s = 1.5
+    retries = 2
+    hello_timeout_s = 5.0
+    shutdown_on_close = False  # the agent was started on the board beforehand and keeps serving
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        baud: int = 115200,
+        login: SerialLogin | None = None,
+        agent_path: Path | str = AGENT_PATH,
+        **kwargs: int,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.device = device
+        self.baud = baud
+        self.login = login
+        self.agent_path = Path(agent_path)
+        # about one second of line time per chunk (16 KiB .. 256 KiB): acks cost a small share of it
+        self.chunk_size = max(16 << 10, min(256 << 10, baud // 10))
+        self.port: serial.Serial | None = None
+        if login is not None:
+            self.shutdown_on_close = True  # we started it: end it, which returns the console to the shell
+
+    def _byte_time(self) -> float:
+        return 10.0 / self.baud  # 8N1: ten bit times per byte
+
+    def _connect(self) -> Stream:
+        try:
+            port = serial.Serial(self.device, self.baud, timeout=0.1, write_timeout=30)
+        except (serial.SerialException, OSError) as exc:
+            raise TransportError(f"board {self.name}: cannot open serial port {self.device}: {exc}") from None
+        port.reset_input_buffer()
+        self.port = port
+        if self.login is not None:
+            try:
+                ConsoleLogin(self, port, self.login).start_agent()
+            except BaseException:
+                port.close()
+                raise
+
+        def read() -> bytes | None:
+            try:
+                data = port.read(max(1, port.in_waiting))
+            except serial.SerialException as exc:
+                if "returned no data" in str(exc):  # pty whose other end is momentarily gone
+                    return None
+                raise OSError(str(exc)) from None
+            return data or None
+
+        def write(data: bytes) -> None:
+            try:
+                port.write(data)
+                port.flush()
+            except serial.SerialException as exc:
+                raise OSError(str(exc)) from None
+
+        return Stream(read=read, write=write)
+
+    def _disconnect(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+
+
+class ConsoleLogin:
+    """Drive a login prompt and a shell on a serial console just far enough to start the agent."""
+
+    def __init__(self, transport: SerialTransport, port: serial.Serial, login: SerialLogin) -> None:
+        self.t = transport
+        self.port = port
+        self.login = login
+        self.seen = b""
+        self.deadline = time.monotonic() + login.timeout_s
+
+    def _expect(self, patterns: list[str], what: str) -> int:
+        """Read until one of the patterns shows up; index of the one that did."""
+        wanted = [p.encode().lower() for p in patterns]
+        while time.monotonic() < self.deadline:
+            self.seen = (self.seen + self.port.read(max(1, self.port.in_waiting)))[-4096:]
+            low = self.seen.lower()
+            hits = [(low.rfind(p), i) for i, p in enumerate(wanted) if p in low]
+            if hits:
+                pos, index = max(hits)  # the latest prompt is the current one
+                self.seen = self.seen[pos + len(wanted[index]) :]  # what follows belongs to the next step
+                return index
+        tail = self.seen[-120:].decode("utf-8", "replace").replace("\r", "").replace("\n", "\\n")
+        raise TransportError(
+            f"board {self.t.name}: no {what} on {self.t.device} within {self.login.timeout_s:.0f} s "
+            f"(last output: {tail!r})"
+        )
+
+    def _send(self, line: str) -> None:
+        self.port.write(line.encode() + b"\r")
+        self.port.flush()
+
+    def _shell(self, command: str) -> None:
+        self._send(command)
+        self._expect(self.login.shell_prompts, "shell prompt")
+
+    def start_agent(self) -> None:
+        prompts = self.login.shell_prompts
+        self._send("")
+        seen = self._expect(["login:", "password:", *prompts], "login prompt or shell")
+        for _ in range(3):  # a half-finished login from before: answer it empty to get a fresh prompt
+            if seen != 1:
+                break
+            self._send("")
+            seen = self._expect(["login:", "password:", *prompts], "login prompt or shell")
+        if seen == 0:
+            self._send(self.login.user)
+            if self._expect(["password:", *prompts], "password prompt or shell") == 0:
+                password = os.environ.get(self.login.password_env or "", "")
+                if self.login.password_env and not password:
+                    raise TransportError(
+                        f"board {self.t.name}: the console asks for a password; "
+                        f"set ${self.login.password_env}"
+                    )
+                self._send(password)
+                if self._expect(["incorrect", *prompts], "shell after login") == 0:
+                    raise TransportError(f"board {self.t.name}: console login as {self.login.user} refused")
+        self._shell("stty -echo")
+        remote = self._ensure_agent()
+        store = posixpath.join(self.login.agent_dir, "store")
+        # the agent switches the console tty to raw frames; the shell's echo before that is just noise
+        self._send(
+            "exec "
+            + " ".join(
+                shlex.quote(p) for p in (self.login.python, remote, "--serial", "/dev/tty", "--cache", store)
+            )
+        )
+        self._expect(["HILT_AGENT_READY"], "agent start (is python3 on the board?)")
+        self.port.reset_input_buffer()
+
+    def _ensure_agent(self) -> str:
+        data = self.t.agent_path.read_bytes()
+        remote = posixpath.join(self.login.agent_dir, f"agent-{hashlib.sha256(data).hexdigest()[:16]}.py")
+        q = shlex.quote(remote)
+        self._send(f"test -f {q} && echo HILT_''HAVE || echo HILT_''NEED")
+        if self._expect(["HILT_HAVE", "HILT_NEED"], "answer about the agent file") == 0:
+            self._expect(self.login.shell_prompts, "shell prompt")
+            return remote
+        self._expect(self.login.shell_prompts, "shell prompt")
+        log.info("board %s: copying agent.py over the console (%d bytes)", self.t.name, len(data))
+        self._shell(f"mkdir -p {shlex.quote(self.login.agent_dir)}")
+        self._send(f"base64 -d > {q}.tmp <<'HILT_EOF'")
+        encoded = base64.encodebytes(data).decode()
+        for i, line in enumerate(encoded.splitlines()):
+            self._send(line)
+            if i % 32 == 31:  # stay well inside a tty's 4 KiB canonical input buffer
+                time.sleep(0.05 + 32 * 78 * self.t._byte_time())
+        self._send("HILT_EOF")
+        self._expect(self.login.shell_prompts, "shell prompt after the copy")
+        self._shell(f"mv {q}.tmp {q}")
+        return remote

@@ -1,0 +1,70 @@
+"""`hilt bench --board NAME --bundle DIR`: measure one artifact bundle on one board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from harness.cli.common import console
+
+
+def _bench(
+    board: str = typer.Option(..., "--board", help="Board name from the farm file ('local' without one)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Artifact bundle directory."),
+    selftest: bool = typer.Option(False, "--selftest", help="Run the runner's built-in workload instead."),
+    farm: Path | None = typer.Option(None, "--farm", help="Farm file (default: $HILT_FARM, ./farm.toml)."),
+    warmup: int = typer.Option(5, min=0),
+    min_iters: int = typer.Option(20, "--min-iters", min=1),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", min=0.0),
+    threads: int = typer.Option(1, min=1),
+    cores: str = typer.Option("", help="Pin to these CPU indices, e.g. '0,1'."),
+    timeout: float = typer.Option(300.0, help="Seconds before the run is killed."),
+    out: Path | None = typer.Option(None, "--out", help="Write the measurement record (JSON) here."),
+) -> None:
+    """Measure one bundle on one board and print the summary."""
+    from device_agents.bench import BenchOptions, bench_board
+    from device_agents.inventory import find_farm
+    from harness.errors import ConfigError
+
+    if (bundle is None) == (not selftest):
+        raise ConfigError("give exactly one of --bundle DIR or --selftest")
+    try:
+        pinned = tuple(int(c) for c in cores.split(",") if c.strip())
+    except ValueError:
+        raise ConfigError(f"--cores must be comma-separated CPU indices, got '{cores}'") from None
+    options = BenchOptions(
+        warmup=warmup,
+        min_iters=min_iters,
+        min_seconds=min_seconds,
+        threads=threads,
+        cores=pinned,
+        timeout_s=timeout,
+    )
+    record = bench_board(find_farm(farm).board(board), bundle, options)
+    s = record.summary
+    e = record.energy
+    console.print(
+        f"[bold]{record.board}[/bold] {record.artifact[:16]}: median {s.median_ns / 1e6:.3f} ms, "
+        f"p90 {s.p90_ns / 1e6:.3f} ms, p99 {s.p99_ns / 1e6:.3f} ms, CV {s.cv * 100:.1f}% over {s.n} runs; "
+        f"peak RSS {record.peak_rss_kb} kB",
+        highlight=False,
+    )
+    if e.total_j_per_inference is not None:
+        active = (
+            f", active {e.active_j_per_inference * 1e3:.3f} mJ"
+            if e.active_j_per_inference is not None
+            else ""
+        )
+        console.print(
+            f"energy ({e.source}): {e.total_j_per_inference * 1e3:.3f} mJ/inference{active}", highlight=False
+        )
+    if record.throttled:
+        console.print(f"[yellow]throttled:[/yellow] {'; '.join(record.throttle_reasons)}")
+    if out:
+        record.save(out)
+        console.print(f"record written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(_bench)

@@ -1,0 +1,100 @@
+"""`hilt boards list` / `hilt boards check`: what boards exist, and whether each answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from harness.cli.common import console
+
+
+def _list(
+    farm: Path | None = typer.Option(None, "--farm", help="Farm file (default: $HILT_FARM, ./farm.toml)."),
+) -> None:
+    """Board profiles, and the boards of the farm."""
+    from device_agents.inventory import find_farm
+    from device_agents.profiles import available_profiles, load_profile
+
+    table = Table(title="board profiles")
+    table.add_column("profile", no_wrap=True)
+    for col in ("arch", "cpu", "cores", "budget MB", "TVM target", "transport"):
+        table.add_column(col, overflow="fold")
+    for name in available_profiles():
+        p = load_profile(name)
+        target = p.target.as_tvm()
+        target_text = (
+            target if isinstance(target, str) else f"{target.get('mtriple', '')} {target.get('mcpu', '')}"
+        )
+        emu = " (emulated)" if p.emulated else ""
+        table.add_row(
+            name,
+            p.arch + emu,
+            p.cpu.model,
+            str(p.cpu.cores),
+            str(p.memory.budget_mb),
+            target_text,
+            p.transport.kind,
+        )
+    console.print(table)
+    f = find_farm(farm)
+    boards = Table(title=f"farm: {f.source}")
+    for col in ("board", "profile", "transport", "address"):
+        boards.add_column(col, no_wrap=col != "address", overflow="fold")
+    for b in f.boards:
+        t = b.transport
+        addr = {
+            "ssh": f"{t.user + '@' if t.user else ''}{t.host}:{t.port or 22}",
+            "serial": f"{t.device} @ {t.baud or 115200}",
+        }
+        boards.add_row(b.name, b.profile.name, t.kind, addr.get(t.kind, "this machine"))
+    console.print(boards)
+
+
+def _check(
+    farm: Path | None = typer.Option(None, "--farm", help="Farm file (default: $HILT_FARM, ./farm.toml)."),
+) -> None:
+    """Say hello to every farm board in parallel; exit 1 if any is unreachable."""
+    from device_agents.bench import check_boards
+    from device_agents.inventory import find_farm
+
+    statuses = check_boards(find_farm(farm))
+    table = Table(title="boards")
+    for col in (
+        "board",
+        "profile",
+        "transport",
+        "state",
+        "arch",
+        "cpu",
+        "mem MB",
+        "python",
+        "power",
+        "runtimes",
+    ):
+        table.add_column(col)
+    for s in statuses:
+        h = s.hello
+        power = ", ".join(p["source"] for p in h.get("power_sources", [])) or "model"
+        runtimes = ", ".join(r.get("arch", r["hash"][:8]) for r in h.get("runtimes", [])) or "-"
+        state = "[green]ok[/green]" if s.reachable else "[red]down[/red]"
+        table.add_row(
+            s.board, state, s.profile, s.transport, str(h.get("arch", "")), str(h.get("cpu_model", "")),
+            str((h.get("memory_mb") or {}).get("total", "")), str(h.get("python", "")),
+            power if s.reachable else "", runtimes if s.reachable else "",
+        )  # fmt: skip
+    console.print(table)
+    for s in statuses:
+        if not s.reachable:
+            console.print(f"[red]{s.board} unreachable:[/red] {s.error}", highlight=False, soft_wrap=True)
+    if not all(s.reachable for s in statuses):
+        # SystemExit, not typer.Exit: main() runs typer with standalone_mode=False and drops its return code.
+        raise SystemExit(1)
+
+
+def register(app: typer.Typer) -> None:
+    boards = typer.Typer(help="List board profiles and farm boards; check they answer.", no_args_is_help=True)
+    boards.command("list")(_list)
+    boards.command("check")(_check)
+    app.add_typer(boards, name="boards")

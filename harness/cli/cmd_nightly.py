@@ -1,0 +1,82 @@
+"""`hilt nightly`: regression run of a suite across a device farm (JUnit XML, summary, exit 0/1/2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from harness.cli.common import console
+
+
+def nightly(
+    farm: str = typer.Option(..., "--farm", help="Farm file with the boards to run on."),
+    suite: Path = typer.Option(..., "--suite", help="Suite TOML: cases and the profiles they run on."),
+    baseline: str = typer.Option("latest", "--baseline", help="'latest' or a run name."),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="Promote this run to baseline."),
+    run: str | None = typer.Option(None, "--run", help="Name of this run (default: UTC timestamp)."),
+    storage: str | None = typer.Option(None, "--storage", help="Results database URL."),
+    out: Path = typer.Option(Path("hilt-runs/nightly"), "--out", help="Where JUnit XML and summaries go."),
+    min_iters: int = typer.Option(30, "--min-iters", help="Timed iterations per bench (at least)."),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", help="Timed seconds per bench (at least)."),
+    history: int = typer.Option(14, "--history", help="Nights shown in the trend plot."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here."),
+    pushgateway: str | None = typer.Option(None, "--pushgateway", help="Push results to this Pushgateway."),
+) -> None:
+    """Bench every case on every matching board, compare with the baseline, write JUnit XML."""
+    from device_agents.bench import BenchOptions
+    from device_agents.inventory import load_farm
+    from reports.nightly import run_nightly
+    from reports.suite import load_suite
+    from tuner.store import ResultsStore
+
+    the_suite = load_suite(suite)
+    the_farm = load_farm(farm)
+    metrics = None
+    if metrics_port is not None:
+        from reports.metrics import HiltMetrics
+
+        metrics = HiltMetrics()
+        console.print(f"metrics on http://127.0.0.1:{metrics.serve(metrics_port)}/metrics")
+    with console.status(f"nightly {the_suite.name}: benchmarking {len(the_farm.boards)} boards"):
+        options = BenchOptions(min_iters=min_iters, min_seconds=min_seconds)
+        res = run_nightly(
+            the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
+            update_baseline=update_baseline, bench_options=options, history=history,
+        )  # fmt: skip
+    table = Table(title=f"nightly {the_suite.name} run {res.run} vs baseline {res.baseline or 'none'}")
+    for col in ("case", "board", "status", "message"):
+        table.add_column(col)
+    colour = {"regression": "red", "error": "yellow", "pass": "green", "new": "cyan"}
+    for r in res.results:
+        table.add_row(r.case, r.board, f"[{colour[r.status]}]{r.status}[/]", r.message)
+    console.print(table)
+    console.print(f"JUnit XML: {res.junit}; summary: {res.summary_html}")
+    if metrics is not None:
+        for r in res.results:
+            metrics.board_up.labels(r.board).set(0 if r.status == "error" else 1)
+        for (_case, board), rec in res.records.items():
+            metrics.bench_latency.labels(board).observe(rec["summary"]["median_ns"] / 1e9)
+    if pushgateway:
+        from reports.metrics import CaseMetrics, push_nightly
+
+        cases = []
+        for r in res.results:
+            rec = res.records.get((r.case, r.board))
+            s = rec["summary"] if rec else None
+            energy = (rec or {}).get("energy") or {}
+            cases.append(CaseMetrics(
+                r.case, r.board, s["median_ns"] / 1e9 if s else None, s["p90_ns"] / 1e9 if s else None,
+                rec["peak_rss_kb"] * 1024.0 if rec else None, energy.get("total_j_per_inference"),
+                r.status == "regression", r.status == "error",
+            ))  # fmt: skip
+        push_nightly(pushgateway, res.run, cases)
+        console.print(f"pushed {len(cases)} cases to {pushgateway}")
+    if metrics is not None:
+        metrics.stop()
+    raise typer.Exit(res.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nightly")(nightly)

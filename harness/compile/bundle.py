@@ -1,0 +1,181 @@
+"""Artifact bundle: a directory named by its sha256 holding a compiled model and what checks it.
+
+Files: model.so (Relax VM executable, weights baked in), input.json ({"name","shape","dtype"}),
+input.bin (one fixed example input, raw little-endian), expected.bin (PyTorch's float32 logits
+for it), manifest.json (pruning manifest, {} for dense), metadata.json (versions, target, build
+time, and `files`: name -> sha256 of every other file). The bundle hash is sha256 over the sorted
+'name:sha256\\n' lines of `files`; the runner and the agent refuse a bundle whose hash is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_VERSION = 1
+REQUIRED_FILES = ("model.so", "input.json", "input.bin", "expected.bin", "manifest.json")
+DTYPES = {"int64": np.int64, "int32": np.int32, "float32": np.float32}
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class InputSpec(BaseModel):
+    """input.json: the name, shape and dtype of the model's one input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    shape: list[int] = Field(min_length=1)
+    dtype: str
+
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(DTYPES[self.dtype]).itemsize
+
+
+class BundleMetadata(BaseModel):
+    """metadata.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = BUNDLE_VERSION
+    hilt_version: str
+    tvm_version: str
+    tvm_ffi_version: str
+    profile: str
+    target: str | dict[str, Any]
+    arch: str
+    build_time: str  # ISO 8601, UTC
+    build_seconds: float
+    cache_key: str
+    model_family: str = ""
+    tuning: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundle_hash(files: dict[str, str]) -> str:
+    """sha256 over the sorted 'name:sha256\\n' lines (hilt-runner computes the same)."""
+    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    directory: Path
+    sha256: str
+    metadata: BundleMetadata
+    input_spec: InputSpec
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / "model.so"
+
+    def input_array(self) -> np.ndarray:
+        raw = (self.directory / "input.bin").read_bytes()
+        return np.frombuffer(raw, dtype=DTYPES[self.input_spec.dtype]).reshape(self.input_spec.shape)
+
+    def expected(self) -> np.ndarray:
+        return np.frombuffer((self.directory / "expected.bin").read_bytes(), dtype="<f4")
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.directory / "manifest.json").read_text())
+
+
+def write_bundle(
+    staging: Path,
+    dest_root: Path,
+    *,
+    input_name: str,
+    input_array: np.ndarray,
+    expected: np.ndarray,
+    manifest: dict[str, Any],
+    metadata: dict[str, Any],
+) -> Bundle:
+    """Finish a staging dir that already holds model.so, then move it to dest_root/<hash>."""
+    if not (staging / "model.so").is_file():
+        raise ArtifactError(f"{staging} has no model.so; the build did not produce a library")
+    dtype = str(input_array.dtype)
+    if dtype not in DTYPES:
+        raise ArtifactError(f"input dtype {dtype} is not one of {', '.join(DTYPES)}")
+    spec = InputSpec(name=input_name, shape=[int(d) for d in input_array.shape], dtype=dtype)
+    (staging / "input.json").write_text(spec.model_dump_json() + "\n")
+    little = np.ascontiguousarray(input_array).astype(input_array.dtype.newbyteorder("<"))
+    (staging / "input.bin").write_bytes(little.tobytes())
+    (staging / "expected.bin").write_bytes(np.ascontiguousarray(expected, dtype="<f4").tobytes())
+    (staging / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+    files = {name: sha256_file(staging / name) for name in REQUIRED_FILES}
+    meta = BundleMetadata(**metadata, files=files)
+    (staging / "metadata.json").write_text(meta.model_dump_json(indent=2) + "\n")
+    digest = bundle_hash(files)
+    final = dest_root / digest
+    if final.exists():
+        shutil.rmtree(staging)  # same content already there (content addressing)
+    else:
+        dest_root.mkdir(parents=True, exist_ok=True)
+        staging.chmod(0o755)  # mkdtemp makes it private; agents and other users read bundles
+        staging.rename(final)
+    return load_bundle(final)
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Read and verify a bundle: every file present with its recorded sha256, hash matching the name."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ArtifactError(f"bundle {d} is not a directory")
+    meta_path = d / "metadata.json"
+    if not meta_path.is_file():
+        raise ArtifactError(f"bundle {d} has no metadata.json; rebuild it with `hilt compile`")
+    try:
+        meta = BundleMetadata.model_validate_json(meta_path.read_text())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ArtifactError(f"{meta_path}: {loc}: {first['msg']}") from exc
+    if meta.version != BUNDLE_VERSION:
+        raise ArtifactError(f"{meta_path}: bundle version {meta.version}, this hilt reads {BUNDLE_VERSION}")
+    for name in REQUIRED_FILES:
+        if name not in meta.files:
+            raise ArtifactError(f"{meta_path}: `files` does not list {name}")
+    for name, digest in sorted(meta.files.items()):
+        path = d / name
+        if "/" in name or name == "metadata.json":
+            raise ArtifactError(f"{meta_path}: invalid file name {name!r} in `files`")
+        if not path.is_file():
+            raise ArtifactError(f"bundle {d} is missing {name}")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ArtifactError(f"bundle file {path} has sha256 {actual[:12]}…, metadata says {digest[:12]}…")
+    digest = bundle_hash(meta.files)
+    if _HEX64.match(d.name) and d.name != digest:
+        raise ArtifactError(f"bundle {d} is named {d.name[:12]}… but its files hash to {digest[:12]}…")
+    try:
+        spec = InputSpec.model_validate_json((d / "input.json").read_text())
+    except ValidationError as exc:
+        raise ArtifactError(f"{d / 'input.json'}: {exc.errors()[0]['msg']}") from exc
+    if spec.dtype not in DTYPES:
+        raise ArtifactError(f"{d / 'input.json'}: dtype {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    size = (d / "input.bin").stat().st_size
+    if size != spec.nbytes():
+        raise ArtifactError(f"{d / 'input.bin'} has {size} bytes; input.json implies {spec.nbytes()}")
+    return Bundle(directory=d, sha256=digest, metadata=meta, input_spec=spec)

@@ -1,0 +1,274 @@
+"""Model dir + board profile -> artifact bundle, cached by a key over everything that decides the output.
+
+Stages: load (harness.models) -> example input + PyTorch logits -> torch.export -> Relax ->
+[MetaSchedule tuning / tuning database] -> tvm.compile for the profile's target -> export_library
+(cross-compiled for foreign arches) -> bundle. The same candidate for the same target is built once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from device_agents.profiles import BoardProfile, load_profile
+from harness.compile.bundle import Bundle, load_bundle, write_bundle
+from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
+from harness.compile.target import export_kwargs, tvm_target
+from harness.errors import ArtifactError, CompileError
+from harness.runtime.toolchains import host_arch
+from harness.versions import package_version
+
+log = logging.getLogger(__name__)
+
+# Bump when a change here alters what a bundle contains, so old cache entries are not reused.
+COMPILE_VERSION = 2
+MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What, besides the model and the profile, decides the bundle."""
+
+    seq_len: int = 128
+    tune_trials: int = 0
+    database_dir: Path | None = None  # JSON tuning database; default cache_root()/tuning/<arch>
+    use_cache: bool = True
+    threads: int = 1  # torch threads while exporting
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    bundle: Bundle
+    cached: bool
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("HILT_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "hilt").expanduser()
+
+
+def bundles_root() -> Path:
+    """Where bundles live: cache_root()/bundles/<sha256>/."""
+    return _cache_root() / "bundles"
+
+
+def default_database_dir(arch: str) -> Path:
+    return _cache_root() / "tuning" / arch
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_digest(source: Path) -> dict[str, str]:
+    """Hashes of the model files that decide the weights and shapes."""
+    names = {n for n in MODEL_FILES if (source / n).is_file()}
+    names |= {p.name for p in source.glob("*.safetensors")}
+    out = {name: _sha256_file(source / name) for name in sorted(names)}
+    if not out:
+        raise CompileError(f"{source}: none of {', '.join(MODEL_FILES)} found; cannot key the build")
+    return out
+
+
+def cache_key(
+    model_files: dict[str, str], profile: BoardProfile, opts: CompileOptions, tuning_digest: str
+) -> str:
+    """sha256 over everything that determines the bundle's contents."""
+    doc = {
+        "compile_version": COMPILE_VERSION,
+        "model": model_files,
+        "arch": profile.arch,
+        "target": profile.target.as_tvm(),
+        "toolchain": profile.toolchain.model_dump(),
+        "seq_len": opts.seq_len,
+        "example_seed": EXAMPLE_SEED,
+        "tuning": tuning_digest,
+        "versions": {
+            name: package_version(name) for name in ("apache-tvm", "apache-tvm-ffi", "torch", "transformers")
+        },
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _index_path(key: str) -> Path:
+    return bundles_root() / "index" / f"{key}.json"
+
+
+def _cached_bundle(key: str) -> Bundle | None:
+    path = _index_path(key)
+    if not path.is_file():
+        return None
+    try:
+        digest = json.loads(path.read_text())["bundle"]
+        return load_bundle(bundles_root() / digest)
+    except (ArtifactError, KeyError, json.JSONDecodeError, OSError) as exc:
+        log.warning("cache entry %s unusable (%s); rebuilding", path.name, exc)
+        return None
+
+
+def _resolve_profile(profile: str | BoardProfile) -> BoardProfile:
+    return profile if isinstance(profile, BoardProfile) else load_profile(profile)
+
+
+def compile_model(
+    model: str | Path,
+    profile: str | BoardProfile,
+    options: CompileOptions | None = None,
+    progress: Progress | None = None,
+) -> CompileResult:
+    """Build (or fetch from the cache) the bundle for `model` on `profile`."""
+    from harness.models import load_model
+
+    opts = options or CompileOptions()
+    say = progress or (lambda msg: log.info("%s", msg))
+    prof = _resolve_profile(profile)
+    start = time.monotonic()
+    stages: dict[str, float] = {}
+
+    def stage(name: str, t0: float) -> None:
+        stages[name] = round(time.monotonic() - t0, 3)
+
+    if opts.tune_trials > 0 and prof.arch != host_arch():
+        raise CompileError(
+            f"tuning measures kernels on this {host_arch()} host, so it cannot tune for {prof.arch}; "
+            "tune with a host profile (e.g. local) or drop --tune-trials (existing records still apply "
+            "with --database)"
+        )
+    t0 = time.monotonic()
+    loaded = load_model(model)
+    if loaded.task != "sequence-classification":
+        raise CompileError(f"{model}: task {loaded.task} is not compiled yet; only sequence-classification")
+    stage("load", t0)
+
+    tuning = None
+    if opts.tune_trials > 0 or opts.database_dir is not None:
+        from harness.compile.tune import TuningDatabase
+
+        tuning = TuningDatabase(opts.database_dir or default_database_dir(prof.arch))
+    key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
+    if opts.use_cache and opts.tune_trials == 0:
+        hit = _cached_bundle(key)
+        if hit is not None:
+            say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
+            return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+
+    torch.set_num_threads(max(1, opts.threads))
+    t0 = time.monotonic()
+    example = example_input(loaded.model, opts.seq_len)
+    say(f"exporting {loaded.family} model (seq_len {opts.seq_len}) with torch.export")
+    mod = to_relax(loaded.model, example)
+    stage("export", t0)
+
+    target = tvm_target(prof)
+    tuning_info: dict[str, Any] = {}
+    if tuning is not None:
+        t0 = time.monotonic()
+        if opts.tune_trials > 0:
+            say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
+        mod, tuning_info = tuning.apply(mod, target, prof, trials=opts.tune_trials, say=say)
+        stage("tune", t0)
+        # the database may have grown: key the bundle by what it holds now
+        key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
+        if opts.use_cache:
+            hit = _cached_bundle(key)
+            if hit is not None:
+                say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
+                return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+
+    t0 = time.monotonic()
+    say(f"building for {prof.name} ({prof.arch}, target {target})")
+    executable = _build(mod, target, lowered=tuning is not None)
+    stage("build", t0)
+
+    t0 = time.monotonic()
+    root = bundles_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        executable.export_library(str(staging / "model.so"), **export_kwargs(prof))
+    except CompileError:
+        raise
+    except Exception as exc:  # the cross toolchain reports through TVM's own errors
+        raise CompileError(f"linking model.so for {prof.arch} failed: {exc}") from exc
+    stage("link", t0)
+    manifest = _manifest_of(loaded.source)
+    meta = {
+        "hilt_version": package_version("hilt"),
+        "tvm_version": package_version("apache-tvm"),
+        "tvm_ffi_version": package_version("apache-tvm-ffi"),
+        "profile": prof.name,
+        "target": prof.target.as_tvm(),
+        "arch": prof.arch,
+        "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - start, 3),
+        "cache_key": key,
+        "model_family": loaded.family,
+        "tuning": tuning_info,
+    }
+    bundle = write_bundle(
+        staging,
+        root,
+        input_name=example.name,
+        input_array=example.input_ids,
+        expected=example.expected,
+        manifest=manifest,
+        metadata=meta,
+    )
+    index = _index_path(key)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
+    elapsed = time.monotonic() - start
+    say(f"bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)
+
+
+def _build(mod: Any, target: Any, *, lowered: bool = False) -> Any:
+    """tvm.compile; a module already legalized and fused (tuning path) gets only the lowering passes,
+    so fusion cannot merge tuned kernels into new, unscheduled ones."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    if lowered:
+
+        @tvm.transform.module_pass(opt_level=0)
+        def pipeline(m: Any, _ctx: Any) -> Any:
+            with target:
+                passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+                return tvm.transform.Sequential(passes)(m)
+
+    else:
+        pipeline = relax.get_default_pipeline(target)
+    try:
+        return tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    except Exception as exc:  # TVM raises its own error types
+        raise CompileError(f"TVM build failed for {target}: {type(exc).__name__}: {exc}") from exc
+
+
+def _manifest_of(source: Path) -> dict[str, Any]:
+    path = source / "pruning_manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CompileError(f"{path}: not valid JSON ({exc})") from exc

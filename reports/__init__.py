@@ -1,0 +1,1 @@
+"""Deployment reports, nightly regression on a device farm, Prometheus metrics."""

@@ -1,0 +1,163 @@
+"""Nightly regression on a device farm: bench every (case, board), compare with the baseline run, report.
+
+Every board runs its cases in its own thread (one bench at a time per board, boards in parallel);
+each measurement goes to the results database under this run's name; each (case, board) is compared
+with the baseline run's record for the same case and board. A board that is down is an *error* for
+its cases, never a regression, and the other boards go on. Exit code: 0 all good, 1 any regression,
+2 errors only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.errors import HiltError
+from reports.compare import compare
+from reports.junit import CaseResult, validate_junit, write_junit
+from reports.suite import Case, Suite
+from tuner.store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NightlyResult:
+    run: str
+    baseline: str | None
+    results: list[CaseResult]
+    records: dict[tuple[str, str], dict] = field(default_factory=dict)
+    junit: Path | None = None
+    summary_md: Path | None = None
+    summary_html: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.status == "regression" for r in self.results):
+            return 1
+        if any(r.status == "error" for r in self.results):
+            return 2
+        return 0
+
+
+def _bundle_for(case: Case, board, seq_len_default: int = 66) -> Path:  # noqa: ANN001
+    """The case's bundle for this board: prebuilt (arch checked) or compiled now (cached)."""
+    from harness.compile.bundle import load_bundle
+
+    if case.bundle:
+        bundle = load_bundle(case.bundle)
+        arch = bundle.metadata.arch
+        if arch != board.profile.arch:
+            raise HiltError(
+                f"bundle {case.bundle} is built for {arch}, board {board.name} is {board.profile.arch}"
+            )
+        return Path(bundle.directory)
+    from harness.compile.compiler import CompileOptions, compile_model
+
+    opts = CompileOptions(seq_len=case.seq_len or seq_len_default)
+    return Path(compile_model(case.model, board.profile, opts).bundle.directory)
+
+
+def _run_board(board, cases: list[Case], bench_options) -> list[tuple[Case, dict | None, str | None, float]]:  # noqa: ANN001
+    from device_agents.bench import bench_board
+
+    out = []
+    for case in cases:
+        t0 = time.monotonic()
+        try:
+            bundle = _bundle_for(case, board)
+            record = bench_board(board, bundle, bench_options).model_dump(mode="json")
+            out.append((case, record, None, time.monotonic() - t0))
+        except HiltError as exc:
+            log.warning("nightly %s on %s: %s", case.name, board.name, exc)
+            out.append((case, None, str(exc), time.monotonic() - t0))
+    return out
+
+
+def _energy(record: dict) -> float | None:
+    e = record.get("energy") or {}
+    if e.get("source") == "model":  # a modelled figure is not a measurement: never a regression
+        return None
+    return e.get("active_j_per_inference") or e.get("total_j_per_inference")
+
+
+def run_nightly(
+    suite: Suite,
+    farm,  # noqa: ANN001
+    store: ResultsStore,
+    out_dir: Path,
+    *,
+    run: str | None = None,
+    baseline: str = "latest",
+    update_baseline: bool = False,
+    bench_options=None,  # noqa: ANN001
+    history: int = 14,
+) -> NightlyResult:
+    run = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    study = f"nightly:{suite.name}"
+    base_run = store.baseline_run(study, baseline, exclude=run)
+    per_board: dict[str, list[Case]] = {}
+    for case in suite.case:
+        for b in farm.boards:
+            if b.profile.name in case.profiles:
+                per_board.setdefault(b.name, []).append(case)
+    boards = {b.name: b for b in farm.boards}
+    results: list[CaseResult] = []
+    records: dict[tuple[str, str], dict] = {}
+    base_records: dict[tuple[str, str], dict] = {}
+    if base_run:
+        for row in store.measurements(study=study, run=base_run):
+            base_records[(row["record"]["hilt_case"], row["board"])] = row["record"]
+    with ThreadPoolExecutor(max_workers=max(1, len(per_board))) as pool:
+        futures = {
+            name: pool.submit(_run_board, boards[name], cases, bench_options)
+            for name, cases in per_board.items()
+        }
+        for name, fut in futures.items():
+            for case, record, error, seconds in fut.result():
+                if record is None:
+                    results.append(
+                        CaseResult(case.name, name, seconds, "error", error or "failed", error or "")
+                    )
+                    continue
+                record["hilt_case"] = case.name
+                records[(case.name, name)] = record
+                store.add_measurement(record, study=study, board=name, bundle=record["artifact"], run=run)
+                base = base_records.get((case.name, name))
+                med = record["summary"]["median_ns"] / 1e6
+                if base is None:
+                    note = f"median {med:.3f} ms; no baseline record for this case and board"
+                    results.append(CaseResult(case.name, name, seconds, "new", "no baseline", note))
+                    continue
+                cmp = compare(
+                    record["samples_ns"], base["samples_ns"], suite.thresholds,
+                    memory=(record["peak_rss_kb"], base["peak_rss_kb"]),
+                    energy=(_energy(record), _energy(base)) if _energy(record) and _energy(base) else None,
+                )  # fmt: skip
+                details = (
+                    f"median {med:.3f} ms vs {base['summary']['median_ns'] / 1e6:.3f} ms "
+                    f"({cmp.latency_change_pct:+.1f}%, Mann-Whitney p={cmp.latency_p:.2g}); peak memory "
+                    f"{cmp.memory_change_pct:+.1f}%; baseline run {base_run}"
+                )
+                status = "regression" if cmp.regressed else "pass"
+                results.append(
+                    CaseResult(case.name, name, seconds, status, "; ".join(cmp.regressions) or "ok", details)
+                )
+    results.sort(key=lambda r: (r.case, r.board))
+    summary = {"baseline": base_run, "exit": None, "results": [vars(r) for r in results]}
+    res = NightlyResult(run=run, baseline=base_run, results=results, records=records)
+    summary["exit"] = res.exit_code
+    store.add_run(run, study, summary)
+    if update_baseline:
+        store.promote(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res.junit = write_junit(suite.name, run, results, out_dir / "junit.xml")
+    validate_junit(res.junit)
+    from reports.nightly_summary import write_summary
+
+    res.summary_md, res.summary_html = write_summary(suite, store, study, res, out_dir, history)
+    return res
