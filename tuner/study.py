@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.errors import ConfigError, HiltError, ScheduleError
@@ -60,7 +60,7 @@ def make_storage(url: str | None, heartbeat_s: int | None = None, grace_s: int |
         engine_kwargs={"connect_args": {"timeout": 30}} if (resolve_url(url)).startswith("sqlite") else None,
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
 
 

@@ -1,0 +1,164 @@
+"""The tuner across workers and boards: two workers on a real PostgreSQL server, and a board that
+disappears mid-bench (its agent killed while the runner is timing) so the trial retries elsewhere."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tests.unit.prune_tiny import tiny_model, tokens
+from tuner.store import ResultsStore
+
+pytestmark = pytest.mark.timeout(1500)
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dist")
+    tiny_model("gpt2", layers=3).save_pretrained(root / "tiny")
+    for name, seed in (("calib", 1), ("val", 2)):
+        np.savez(
+            root / f"{name}.npz",
+            input_ids=tokens(n=64, seed=seed).numpy(),
+            labels=(torch.arange(64) % 3).numpy(),
+        )
+    return {"root": root, "model": root / "tiny", "calib": root / "calib.npz", "val": root / "val.npz"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if not PG_BIN or os.geteuid() != 0:
+        pytest.skip("needs Debian's postgresql package and root (to run the server as user postgres)")
+    base = Path(
+        tempfile.mkdtemp(prefix="hilt-pg-")
+    )  # pytest's tmp root is 0700: user postgres can't enter it
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    shutil.chown(base, "postgres")
+    shutil.chown(sock, "postgres")
+    port = _free_port()
+
+    def as_pg(*cmd: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120
+        )
+
+    as_pg(f"{PG_BIN[-1]}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres")
+    as_pg(f"{PG_BIN[-1]}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+          f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
+    as_pg(f"{PG_BIN[-1]}/createdb", "-h", "127.0.0.1", "-p", str(port), "hilt")
+    yield f"postgresql://postgres@127.0.0.1:{port}/hilt"
+    as_pg(f"{PG_BIN[-1]}/pg_ctl", "-D", str(data), "-m", "fast", "stop")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_workers_on_postgresql(task, postgres, tmp_path) -> None:
+    args = [
+        sys.executable, "-m", "harness.cli.main", "tune", "--model", str(task["model"]), "--calib",
+        str(task["calib"]), "--val", str(task["val"]), "--trials", "4", "--storage", postgres,
+        "--study", "pg", "--max-steps", "10", "--max-stages", "2", "--no-sia",
+    ]  # fmt: skip
+    workers = []
+    for i in range(2):
+        workers.append(subprocess.Popen([*args, "--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        time.sleep(2)
+    for w in workers:
+        out, _ = w.communicate(timeout=1200)
+        assert w.returncode == 0, out
+    study = optuna.load_study(study_name="pg", storage=postgres)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    rows = [r for r in ResultsStore(postgres).measurements(study="pg") if r["trial_number"] is not None]
+    assert sorted(r["trial_number"] for r in rows) == sorted(
+        t.number for t in study.get_trials(states=(TrialState.COMPLETE,))
+    )
+    spans = sorted((r["record"]["started_at"], r["record"]["finished_at"]) for r in rows)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, "the one local board ran two benches at once"
+
+
+def _runner_pids() -> dict[int, int]:
+    """hilt-runner processes timing a bundle: pid -> parent (the agent) pid."""
+    out = {}
+    for status in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            cmd = Path(status).read_bytes().split(b"\0")
+            if cmd and cmd[0].endswith(b"hilt-runner") and b"--bundle" in cmd:
+                pid = int(status.split("/")[2])
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                out[pid] = ppid
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def test_board_lost_mid_bench_retries_on_another(task, tmp_path) -> None:
+    from device_agents.bench import BenchOptions
+    from tuner.space import SpaceConfig
+    from tuner.tune import TuneRequest, tune
+
+    farm = tmp_path / "farm.toml"
+    farm.write_text('version = 1\n[[board]]\nname = "flaky"\nprofile = "local"\n'
+                    '[[board]]\nname = "good"\nprofile = "local"\n')  # fmt: skip
+    seen: list[int] = []
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # the 2nd bundle bench (trial 0's, after the dense one) loses its board
+        while not stop.is_set():
+            for pid, agent in _runner_pids().items():
+                if pid not in seen:
+                    seen.append(pid)
+                    if len(seen) == 2:
+                        for victim in (agent, pid):
+                            try:
+                                os.kill(victim, signal.SIGKILL)
+                            except ProcessLookupError:
+                                pass
+                        killed.append(agent)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    db = tmp_path / "hilt.db"
+    try:
+        req = TuneRequest(
+            model=str(task["model"]), study="lost", storage=f"sqlite:///{db}", farm=str(farm),
+            profile="local", trials=1, calib=task["calib"], val=task["val"], use_sia=False,
+            work_dir=tmp_path / "runs",
+            space=SpaceConfig(max_stages=1, max_steps=0),
+            bench_options=BenchOptions(min_iters=200, min_seconds=3.0, timeout_s=60),
+        )  # fmt: skip
+        tune(req)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    assert killed, "the watcher never saw the trial's bench"
+    study = optuna.load_study(study_name="lost", storage=f"sqlite:///{db}")
+    (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert trial.user_attrs["board"] == "good"
+    rows = [r for r in ResultsStore(f"sqlite:///{db}").measurements(study="lost") if r["trial_number"] == 0]
+    assert len(rows) == 1 and rows[0]["board"] == "good"  # measured once, on the board that stayed
+    assert ResultsStore(f"sqlite:///{db}").holders() == {"flaky": None, "good": None, "claim:lost": None}
