@@ -67,7 +67,7 @@ class PipelineConfig:
     use_sia: bool = True
     sia_settings: dict = field(default_factory=dict)
     max_board_retries: int = 2
-    lease_ttl_s: float = 1800.0
+    lease_ttl_s: float = 60.0  # renewed while held, so a killed worker frees its board within a minute
     lease_wait_s: float = 600.0
     bench_options: object | None = None  # device_agents.bench.BenchOptions
     compile_options: object | None = None  # harness.compile.compiler.CompileOptions
@@ -227,6 +227,19 @@ class TrialPipeline:
         self.store.add_artifact(bundle.sha256, board.profile.name, {"directory": str(bundle.directory)})
         return Path(bundle.directory)
 
+    def _keep_alive(self, lease) -> Callable[[], None]:  # noqa: ANN001
+        """Renew a lease every third of its TTL while the bench runs; returns the stop function."""
+        import threading
+
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.cfg.lease_ttl_s / 3):
+                self.store.renew(lease, self.cfg.lease_ttl_s)
+
+        threading.Thread(target=beat, daemon=True, name=f"lease-{lease.board}").start()
+        return stop.set
+
     def bench(self, bundle_dir: Path, say: Say, trial_number: int | None) -> tuple[dict, str, float]:
         """Lease a board, bench, record; retry on another board if one is lost.
 
@@ -246,6 +259,7 @@ class TrialPipeline:
             if lease is None:
                 raise NoBoardError(f"no board of profile {candidates[0].profile.name} came free in time")
             board = next(b for b in candidates if b.name == lease.board)
+            stop_renewal = self._keep_alive(lease)
             try:
                 say(f"benchmarking on {board.name}")
                 record = bench_board(board, bundle_dir, options)
@@ -256,6 +270,7 @@ class TrialPipeline:
                 attempts += 1
                 continue
             finally:
+                stop_renewal()
                 self.store.release(lease)
             data = record.model_dump(mode="json")
             self.store.add_measurement(

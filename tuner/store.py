@@ -97,6 +97,16 @@ def resolve_url(url: str | None) -> str:
     return url
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def worker_id() -> str:
     """A holder name unique to this process on this host."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -218,9 +228,40 @@ class ResultsStore:
         except IntegrityError:
             pass
 
+    def _reap_dead_local_holder(self, board: str) -> None:
+        """A holder on this host whose process is gone (kill -9) releases at once, not at expiry."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(leases.c.holder).where(leases.c.board == board)).first()
+        holder = row[0] if row else None
+        if not holder or holder.count(":") < 2:
+            return
+        host, pid = holder.split(":")[0], holder.split(":")[1]
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            return
+        log.warning("lease on %s held by dead process %s: released", board, holder)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(leases)
+                .where(leases.c.board == board)
+                .where(leases.c.holder == holder)
+                .values(holder=None, acquired=None, expires=None)
+            )
+
+    def renew(self, lease: Lease, ttl_s: float) -> bool:
+        """Push a held lease's expiry forward; False if it was lost (expired and taken)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(leases)
+                .where(leases.c.board == lease.board)
+                .where(leases.c.holder == lease.holder)
+                .values(expires=time.time() + ttl_s)
+            )
+            return res.rowcount == 1
+
     def try_lease(self, board: str, holder: str, ttl_s: float) -> Lease | None:
         """Take the board if it is free or its lease expired; None if someone else holds it."""
         self._ensure_board(board)
+        self._reap_dead_local_holder(board)
         now = time.time()
         with self.engine.begin() as conn:
             res = conn.execute(

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from harness.errors import ConfigError, HiltError, ScheduleError
 from tuner.objectives import ObjectiveSpec, constraints_func
@@ -55,6 +56,17 @@ def make_storage(url: str | None, heartbeat_s: int | None = None, grace_s: int |
     """RDB storage with heartbeats ($HILT_HEARTBEAT_S, default 10 s; stale after 3 beats)."""
     heartbeat_s = heartbeat_s or int(os.environ.get("HILT_HEARTBEAT_S", "10"))
     grace_s = grace_s or 3 * heartbeat_s
+    for attempt in range(5):  # workers starting together on a fresh database race to create its schema
+        try:
+            return _rdb(url, heartbeat_s, grace_s)
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == 4:
+                raise ConfigError(f"cannot open the study storage {resolve_url(url)}: {exc}") from None
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _rdb(url: str | None, heartbeat_s: int, grace_s: int) -> RDBStorage:
     return RDBStorage(
         resolve_url(url),
         engine_kwargs={"connect_args": {"timeout": 30}} if (resolve_url(url)).startswith("sqlite") else None,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,13 +130,28 @@ def _resolve_profile(profile: str | BoardProfile) -> BoardProfile:
     return profile if isinstance(profile, BoardProfile) else load_profile(profile)
 
 
+# torch.export keeps process-global dispatch-mode state: two exports in two threads corrupt each other
+# ("ProxyTorchDispatchMode slot already occupied"), so builds in one process take turns.
+_BUILD_LOCK = threading.Lock()
+
+
 def compile_model(
     model: str | Path,
     profile: str | BoardProfile,
     options: CompileOptions | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
-    """Build (or fetch from the cache) the bundle for `model` on `profile`."""
+    """Build (or fetch from the cache) the bundle for `model` on `profile` (thread-safe)."""
+    with _BUILD_LOCK:
+        return _compile_model(model, profile, options, progress)
+
+
+def _compile_model(
+    model: str | Path,
+    profile: str | BoardProfile,
+    options: CompileOptions | None = None,
+    progress: Progress | None = None,
+) -> CompileResult:
     from harness.models import load_model
 
     opts = options or CompileOptions()

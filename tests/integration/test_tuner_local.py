@@ -150,7 +150,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(task, tmp_path) -> None
             return False
         try:
             ts = _study(db, "resume").trials
-        except KeyError:
+        except Exception:  # noqa: BLE001 - the worker may still be creating the schema or the study
             return False
         states = [t.state for t in ts]
         return TrialState.COMPLETE in states and TrialState.RUNNING in states

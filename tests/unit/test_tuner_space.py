@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 
 import optuna
@@ -151,3 +152,18 @@ def test_expired_lease_can_be_taken(tmp_path) -> None:
     assert store.try_lease("b", "c", ttl_s=10) is None
     time.sleep(0.1)
     assert store.try_lease("b", "c", ttl_s=10)
+
+
+def test_lease_of_a_dead_local_process_is_reaped_and_live_ones_renew(tmp_path) -> None:
+    import socket
+    import subprocess
+
+    store = ResultsStore(f"sqlite:///{tmp_path / 'l.db'}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert store.try_lease("b", f"{socket.gethostname()}:{dead.pid}:x", ttl_s=600)
+    assert store.try_lease("b", "other:1:y", ttl_s=600)  # the dead holder's lease does not block
+    live = store.try_lease("c", f"{socket.gethostname()}:{os.getpid()}:z", ttl_s=0.2)
+    assert live and store.renew(live, ttl_s=600)
+    time.sleep(0.3)
+    assert store.try_lease("c", "other:1:y", ttl_s=600) is None  # renewed: still held
