@@ -6,13 +6,11 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from tests.unit.prune_tiny import tiny_model, tokens
+from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore
 
 pytestmark = pytest.mark.timeout(1200)
@@ -23,13 +21,7 @@ def study(tmp_path_factory):
     from harness.cli.main import main
 
     root = tmp_path_factory.mktemp("report")
-    tiny_model("gpt2", layers=3).save_pretrained(root / "tiny")
-    for name, seed in (("calib", 1), ("val", 2)):
-        np.savez(
-            root / f"{name}.npz",
-            input_ids=tokens(n=64, seed=seed).numpy(),
-            labels=(torch.arange(64) % 3).numpy(),
-        )
+    write_tiny_task(root)
     db = root / "hilt.db"
     args = ["tune", "--model", str(root / "tiny"), "--calib", str(root / "calib.npz"),
             "--val", str(root / "val.npz"), "--trials", "3", "--storage", f"sqlite:///{db}", "--study", "rep",

@@ -15,13 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from tests.unit.prune_tiny import tiny_model, tokens
+from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore
 
 pytestmark = pytest.mark.timeout(1500)
@@ -31,14 +29,7 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
-    tiny_model("gpt2", layers=3).save_pretrained(root / "tiny")
-    for name, seed in (("calib", 1), ("val", 2)):
-        np.savez(
-            root / f"{name}.npz",
-            input_ids=tokens(n=64, seed=seed).numpy(),
-            labels=(torch.arange(64) % 3).numpy(),
-        )
-    return {"root": root, "model": root / "tiny", "calib": root / "calib.npz", "val": root / "val.npz"}
+    return write_tiny_task(root)
 
 
 def _free_port() -> int:

@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
-from tests.unit.prune_tiny import tiny_model, tokens
+from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore
 
 pytestmark = pytest.mark.timeout(1200)
@@ -29,14 +27,7 @@ pytestmark = pytest.mark.timeout(1200)
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tune")
-    tiny_model("gpt2", layers=3).save_pretrained(root / "tiny")
-    for name, seed in (("calib", 1), ("val", 2)):
-        np.savez(
-            root / f"{name}.npz",
-            input_ids=tokens(n=64, seed=seed).numpy(),
-            labels=(torch.arange(64) % 3).numpy(),
-        )
-    return {"root": root, "model": root / "tiny", "calib": root / "calib.npz", "val": root / "val.npz"}
+    return write_tiny_task(root)
 
 
 def _args(task: dict[str, Path], db: Path, study: str, trials: int, *extra: str) -> list[str]:

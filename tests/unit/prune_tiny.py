@@ -76,3 +76,17 @@ def tokens(n: int = 4, seq: int = SEQ, seed: int = 1) -> torch.Tensor:
 def logits(model, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+
+
+def write_tiny_task(root) -> dict:  # noqa: ANN001 - a pathlib.Path
+    """A saved tiny GPT-2 classifier plus calib/val .npz files: what the tuner tests tune on."""
+    import numpy as np
+
+    tiny_model("gpt2", layers=3).save_pretrained(root / "tiny")
+    for name, seed in (("calib", 1), ("val", 2)):
+        np.savez(
+            root / f"{name}.npz",
+            input_ids=tokens(n=64, seed=seed).numpy(),
+            labels=(torch.arange(64) % 3).numpy(),
+        )
+    return {"root": root, "model": root / "tiny", "calib": root / "calib.npz", "val": root / "val.npz"}
