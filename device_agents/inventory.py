@@ -11,13 +11,18 @@ Stable API (other helpers write farm files and call these):
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from device_agents.profiles import BoardProfile, TransportSpec, format_validation_error, load_profile
+from device_agents.profiles import (
+    BoardProfile,
+    TransportSpec,
+    format_validation_error,
+    load_profile,
+    read_toml,
+)
 from harness.errors import ConfigError
 
 FARM_VERSION = 1
@@ -136,13 +141,7 @@ def parse_farm(data: dict[str, Any], source: str, base_dir: Path | None = None) 
 
 def load_farm(path: Path | str) -> Farm:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"farm file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_farm(data, str(path), base_dir=path.parent)
+    return parse_farm(read_toml(path, "farm"), str(path), base_dir=path.parent)
 
 
 def default_farm() -> Farm:

@@ -153,15 +153,19 @@ def parse_profile(data: dict[str, Any], source: str) -> BoardProfile:
         raise ConfigError(format_validation_error(source, exc)) from None
 
 
-def load_profile_file(path: Path) -> BoardProfile:
-    """Load and validate one profile TOML file."""
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file hilt reads (profile, farm, suite); a missing or malformed one is one line."""
     if not path.is_file():
-        raise ConfigError(f"profile file {path} does not exist")
+        raise ConfigError(f"{what} file {path} does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_profile(data, str(path))
+
+
+def load_profile_file(path: Path) -> BoardProfile:
+    """Load and validate one profile TOML file."""
+    return parse_profile(read_toml(path, "profile"), str(path))
 
 
 def available_profiles(directory: Path = PROFILES_DIR) -> list[str]:

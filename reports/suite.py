@@ -18,12 +18,11 @@ profiles = ["local", "qemu-aarch64"]
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from device_agents.profiles import format_validation_error
+from device_agents.profiles import format_validation_error, read_toml
 from harness.errors import ConfigError
 
 SUITE_VERSION = 1
@@ -75,12 +74,7 @@ class Suite(BaseModel):
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"suite file {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, "suite")
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import ConfigError
+from harness.models.loading import DEMO_NAMES
 from harness.sia.data import load_calibration
 from tuner.pipeline import TaskData
-
-DEMO = ("demo-gpt2", "demo-llama")
 
 
 def task_data(model: str, calib: Path | None, val: Path | None, val_n: int | None) -> TaskData:
     """Demo models use the demo task's calib/val splits; other models need --calib and --val files."""
-    if calib is None and val is None and model in DEMO:
+    if calib is None and val is None and model in DEMO_NAMES:
         from harness.data import load_demo_split
 
         c = load_demo_split("calib")

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.cache import sha256_file
 from harness.errors import AgentError, HiltError, TransportError
+from harness.prune.manifest import count_parameters
 from harness.prune.schedule import Schedule
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
 from tuner.store import ResultsStore
@@ -81,8 +83,16 @@ class TrialOutcome:
 
 
 class _Data:
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        self.input_ids, self.labels = ids, labels
+    """Tensors in the shape `run_cascade` and `evaluate_classifier` read."""
+
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor, num_classes: int = 0) -> None:
+        self.input_ids, self.labels, self.num_classes = ids, labels, num_classes
+
+
+def _energy_mj(record: dict) -> float:
+    """Energy per inference in mJ: the active figure when the agent has one, else the total."""
+    energy = record.get("energy") or {}
+    return 1000.0 * float(energy.get("active_j_per_inference") or energy.get("total_j_per_inference") or 0.0)
 
 
 def _digest(obj: object) -> str:
@@ -91,14 +101,8 @@ def _digest(obj: object) -> str:
 
 def model_dir_digest(directory: Path) -> str:
     """Hash of a model directory's files (config, manifest, weights)."""
-    h = hashlib.sha256()
-    for p in sorted(directory.iterdir()):
-        if p.is_file() and p.suffix in (".json", ".safetensors"):
-            h.update(p.name.encode())
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
+    return _digest({p.name: sha256_file(p) for p in files})
 
 
 class TrialPipeline:
@@ -210,7 +214,7 @@ class TrialPipeline:
         from harness.evaluate import evaluate_classifier
 
         model = self._load(model_dir)
-        data = _ValData(self.data.val_ids, self.data.val_labels, int(model.config.num_labels))
+        data = _Data(self.data.val_ids, self.data.val_labels, int(model.config.num_labels))
         result = evaluate_classifier(model, data)  # type: ignore[arg-type]
         return float(result.accuracy)
 
@@ -293,15 +297,10 @@ class TrialPipeline:
             "latency_ms": record["summary"]["median_ns"] / 1e6,
             "latency_p90_ms": record["summary"]["p90_ns"] / 1e6,
             "peak_rss_mb": record["peak_rss_kb"] / 1024.0,
-            "energy_mj": 1000.0
-            * float(
-                (record.get("energy") or {}).get("active_j_per_inference")
-                or (record.get("energy") or {}).get("total_j_per_inference")
-                or 0.0
-            ),
+            "energy_mj": _energy_mj(record),
             "board": board,
             "bundle": record["artifact"],
-            "params": _count_params(self._load(self.cfg.model_dir)),
+            "params": count_parameters(self._load(self.cfg.model_dir)),
         }
 
     def run(self, schedule: Schedule, trial_number: int | None, say: Say) -> TrialOutcome:
@@ -324,15 +323,13 @@ class TrialPipeline:
         p90_ms = summary["p90_ns"] / 1e6
         peak_mb = record["peak_rss_kb"] / 1024.0
         mem_v, lat_v = measured_violations(latency_ms, peak_mb, self.cfg.limits)
-        energy = record.get("energy") or {}
         attrs = {
             "accuracy": accuracy,
             "latency_ms": latency_ms,
             "latency_p90_ms": p90_ms,
             "peak_rss_mb": peak_mb,
-            "energy_mj": 1000.0
-            * float(energy.get("active_j_per_inference") or energy.get("total_j_per_inference") or 0.0),
-            "energy_source": energy.get("source", "unknown"),
+            "energy_mj": _energy_mj(record),
+            "energy_source": (record.get("energy") or {}).get("source", "unknown"),
             "board": board,
             "lease_wait_s": wait,
             "bundle": record["artifact"],
@@ -345,14 +342,3 @@ class TrialPipeline:
         if logs:
             attrs["compression"] = logs[0]["dense_params"] / logs[-1]["final_params"]
         return TrialOutcome(attrs=attrs, stage_logs=logs)
-
-
-def _count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-class _ValData:
-    """Adapter from tensors to what `evaluate_classifier` reads."""
-
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-        self.input_ids, self.labels, self.num_classes = ids, labels, num_classes

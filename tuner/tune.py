@@ -55,20 +55,6 @@ class TuneResult:
     pipeline: TrialPipeline
 
 
-def resolve_model_dir(model: str) -> Path:
-    from harness.demo.models import DEMO_MODELS, demo_model_dir
-
-    if model in DEMO_MODELS:
-        d = demo_model_dir(model)
-        if not d.is_dir():
-            raise ConfigError(f"demo model {model} is not trained yet; run `hilt demo train` first")
-        return d
-    d = Path(model).expanduser()
-    if not d.is_dir():
-        raise ConfigError(f"model directory {d} does not exist")
-    return d
-
-
 def select_boards(farm_path: str | None, board: str | None, profile: str | None) -> list:
     """The boards a study measures on: one profile only (a study tunes for one board kind)."""
     from device_agents.inventory import find_farm
@@ -110,6 +96,7 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
 
 def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
     from harness.models import load_model
+    from harness.models.loading import resolve_model_dir
 
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)

@@ -7,16 +7,10 @@ can run an isolated farm on top of the cached images.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def cache_root() -> Path:
-    """`$HILT_CACHE`, else `~/.cache/hilt`: the rule of harness.data.cache, restated so that the farm
-    does not import torch (via harness.data) just to find a directory."""
-    env = os.environ.get("HILT_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "hilt").expanduser()
+from harness.cache import cache_root
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ import tempfile
 from pathlib import Path
 
 from device_agents.transports.base import AGENT_PATH, Stream, Transport
+from harness.cache import cache_root
 from harness.errors import TransportError
 
 
 def default_cache() -> Path:
     """Where a local agent keeps its store: under $HILT_CACHE (or ~/.cache/hilt)."""
-    root = os.environ.get("HILT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "hilt") / "agent"
+    return cache_root() / "agent"
 
 
 class LocalTransport(Transport):

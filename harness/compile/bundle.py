@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness.cache import sha256_file
 from harness.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,6 @@ class BundleMetadata(BaseModel):
     model_family: str = ""
     tuning: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundle_hash(files: dict[str, str]) -> str:

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from device_agents.profiles import BoardProfile, load_profile
+from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
 from harness.compile.target import export_kwargs, tvm_target
@@ -58,33 +58,20 @@ class CompileResult:
     stages: dict[str, float] = field(default_factory=dict)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("HILT_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "hilt").expanduser()
-
-
 def bundles_root() -> Path:
     """Where bundles live: cache_root()/bundles/<sha256>/."""
-    return _cache_root() / "bundles"
+    return cache_root() / "bundles"
 
 
 def default_database_dir(arch: str) -> Path:
-    return _cache_root() / "tuning" / arch
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return cache_root() / "tuning" / arch
 
 
 def _model_digest(source: Path) -> dict[str, str]:
     """Hashes of the model files that decide the weights and shapes."""
     names = {n for n in MODEL_FILES if (source / n).is_file()}
     names |= {p.name for p in source.glob("*.safetensors")}
-    out = {name: _sha256_file(source / name) for name in sorted(names)}
+    out = {name: sha256_file(source / name) for name in sorted(names)}
     if not out:
         raise CompileError(f"{source}: none of {', '.join(MODEL_FILES)} found; cannot key the build")
     return out

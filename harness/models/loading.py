@@ -135,8 +135,8 @@ def _load_plain(directory: Path, cfg: dict, family: Family, task: Task | None) -
     return model, task
 
 
-def load_model(path: str | Path, task: Task | None = None) -> LoadedModel:
-    """Load a plain HF checkpoint dir, a pruned dir, or a demo model name (`demo-gpt2`, `demo-llama`)."""
+def resolve_model_dir(path: str | Path) -> Path:
+    """The directory behind a model argument: a demo model name or a path (checked to exist)."""
     if str(path) in DEMO_NAMES:
         from harness.demo.models import demo_model_dir
 
@@ -149,6 +149,12 @@ def load_model(path: str | Path, task: Task | None = None) -> LoadedModel:
         raise ModelLoadError(f"model directory {directory} does not exist")
     if not directory.is_dir():
         raise ModelLoadError(f"{directory} is not a directory; point --model at a checkpoint directory")
+    return directory
+
+
+def load_model(path: str | Path, task: Task | None = None) -> LoadedModel:
+    """Load a plain HF checkpoint dir, a pruned dir, or a demo model name (`demo-gpt2`, `demo-llama`)."""
+    directory = resolve_model_dir(path)
 
     from harness.prune.manifest import MANIFEST_FILE, load_pruned
 

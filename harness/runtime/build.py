@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.cache import cache_root, sha256_file
 from harness.errors import CompileError
 from harness.runtime.toolchains import ARCHES, Toolchain, require_emulator, require_tools, toolchain_for
 from harness.versions import package_version
@@ -70,7 +71,7 @@ class RuntimePackage:
             raise CompileError(f"runtime record {record} has version {got}, want {RECORD_VERSION}")
         for name, digest in data["files"].items():
             path = directory / name
-            if not path.is_file() or _sha256_file(path) != digest:
+            if not path.is_file() or sha256_file(path) != digest:
                 raise CompileError(f"runtime file {path} is missing or changed; rebuild with --force")
         return cls(
             arch=data["arch"],
@@ -83,23 +84,10 @@ class RuntimePackage:
         )
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def files_digest(files: dict[str, str]) -> str:
     """Hash of a name -> sha256 map: sha256 over its sorted 'name:sha256\\n' lines (bundles use it too)."""
     lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("HILT_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "hilt").expanduser()
 
 
 def _site_packages() -> tuple[Path, Path]:
@@ -165,7 +153,7 @@ def runtime_dir(arch: str) -> Path:
     """Where the runtime for `arch` with the current sources and versions lives (built or not)."""
     tc = toolchain_for(arch)
     key = hashlib.sha256(json.dumps(_versions(tc), sort_keys=True).encode()).hexdigest()[:16]
-    return _cache_root() / "runtime" / f"{arch}-{key}"
+    return cache_root() / "runtime" / f"{arch}-{key}"
 
 
 def _toolchain_file(tc: Toolchain, path: Path) -> Path:
@@ -235,7 +223,7 @@ def _build(tc: Toolchain, out_dir: Path, versions: dict[str, str], jobs: int) ->
         for name in RUNTIME_FILES:
             shutil.copy2(work / name, staging / name)
         elapsed = time.monotonic() - start
-        files = {name: _sha256_file(staging / name) for name in RUNTIME_FILES}
+        files = {name: sha256_file(staging / name) for name in RUNTIME_FILES}
         pkg = RuntimePackage(
             arch=tc.arch,
             directory=out_dir,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.cache import cache_root
 from harness.prune.calib import calibration_batches
 from harness.prune.schedule import DEFAULT_CRITERION
 from harness.sia.empirical import EmpiricalConfig, GranularityResult, run_empirical
@@ -92,8 +92,7 @@ def data_hash(input_ids: torch.Tensor, labels: torch.Tensor) -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("HILT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "hilt") / "sia"
+    return cache_root() / "sia"
 
 
 def _cache_key(mh: str, dh: str, granularity: str, criterion: str, settings: dict) -> str:

@@ -1,0 +1,27 @@
+"""Where hilt keeps what it builds itself, and the file hash every cache keys on.
+
+Deliberately free of heavy imports (no torch, no TVM): the agent transports, the farm and the
+runtime builder need a directory and a hash, not a model stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """`$HILT_CACHE` if set, else `~/.cache/hilt`; one root so tests can redirect everything."""
+    env = os.environ.get("HILT_CACHE")
+    root = Path(env) if env else Path.home() / ".cache" / "hilt"
+    return root.expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
