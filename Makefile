@@ -10,6 +10,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 setup: $(BIN)/python
+	bash scripts/system-deps.sh
 	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 
