@@ -305,6 +305,7 @@ class TrialPipeline:
 
     def run(self, schedule: Schedule, trial_number: int | None, say: Say) -> TrialOutcome:
         t = [time.perf_counter()]
+        before = dict(self.stats)
         model_dir, logs, sia_slack = self.prune(schedule, say)
         t.append(time.perf_counter())
         say("evaluating")
@@ -338,6 +339,7 @@ class TrialPipeline:
             "compression": 1.0,
             "constraints": [sia_slack, mem_v, lat_v],
             "step_seconds": step_seconds,
+            "cache": {k: v - before[k] for k, v in self.stats.items()},  # this trial's hits and misses
         }
         if logs:
             attrs["compression"] = logs[0]["dense_params"] / logs[-1]["final_params"]

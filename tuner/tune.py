@@ -133,9 +133,7 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
         say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
         study.set_user_attr("dense", pipeline.measure_dense(say))
-    settings = RunSettings(
-        trials=req.trials, timeout_s=req.timeout_s, space=req.space, objectives=req.objectives
-    )
+    settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=req.objectives)
     run_study(study, pipeline, settings, dense, event)
     best = write_best(study, study_dir)
     return TuneResult(study=study, best_json=best, pipeline=pipeline)

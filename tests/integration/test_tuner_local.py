@@ -70,6 +70,9 @@ def test_short_study_completes_persists_and_opens_in_dashboard(task, tmp_path) -
         assert store.artifact(a["bundle"]) is not None
         assert Path(a["pruned_dir"], "stage_log.json").is_file()
         assert len(rows[0]["record"]["samples_ns"]) >= 20
+        cache = a["cache"]  # every stage is a prune hit or miss, and the one build a compile hit or miss
+        assert cache["prune_hits"] + cache["prune_misses"] == len(a["schedule"]["stages"])
+        assert cache["compile_hits"] + cache["compile_misses"] == 1
     assert (tmp_path / "runs" / "short" / "best_schedule.json").is_file()
 
     from optuna_dashboard import wsgi  # optuna-dashboard's own app over the same storage
@@ -120,6 +123,33 @@ def test_sia_rejects_beyond_horizon_without_building(task, tmp_path, capsys) -> 
 
         bundles = [r[0] for r in conn.execute(text("select bundle from hilt_artifacts"))]
     assert bundles == [_study(db, "sia").user_attrs["dense"]["bundle"]]  # nothing pruned was built
+
+
+def test_sampler_searches_only_the_space_sia_left(task, tmp_path, monkeypatch) -> None:
+    """The up-front restriction must reach the sampler: no trial may propose a forbidden granularity."""
+    from dataclasses import replace
+
+    import tuner.tune as tune_mod
+    from tuner.space import SpaceConfig
+
+    monkeypatch.setattr(
+        tune_mod,
+        "sia_restricted_space",
+        lambda _p, _m, space: replace(space, granularities=("layer",), ratio_low=0.6),
+    )
+    db = tmp_path / "hilt.db"
+    req = tune_mod.TuneRequest(
+        model=str(task["model"]), study="restricted", storage=f"sqlite:///{db}", trials=4,
+        calib=task["calib"], val=task["val"], space=SpaceConfig(max_stages=3, max_steps=10),
+        work_dir=tmp_path / "runs", seed=3,
+    )  # fmt: skip
+    tune_mod.tune(req)
+    trials = _study(db, "restricted").trials
+    assert len(trials) == 4
+    for t in trials:
+        assert all(k.endswith("_granularity") is False or v == "layer" for k, v in t.params.items()), t.params
+        assert all(v >= 0.6 for k, v in t.params.items() if k.endswith("_ratio")), t.params
+    assert _study(db, "restricted").user_attrs["space"]["granularities"] == ["layer"]
 
 
 def _wait_for(pred, timeout: float) -> None:
