@@ -15,7 +15,8 @@ without it.
     .venv/bin/python benchmarks/tuner_efficiency.py --runs random:200,tpe:50,nsga2:50   # the budget
     .venv/bin/python benchmarks/tuner_efficiency.py --runs random:200 &                  # two workers...
     .venv/bin/python benchmarks/tuner_efficiency.py --runs tpe:50,nsga2:50               # ...one board
-    .venv/bin/python benchmarks/tuner_efficiency.py --summary-only                       # table from the DB
+    .venv/bin/python benchmarks/tuner_efficiency.py --runs random:200 --seed 1           # joins as worker 2
+    .venv/bin/python benchmarks/tuner_efficiency.py --summary-only                       # print the table
 
 Studies live in one SQLite file, so a run resumes where it stopped and two processes share the
 board's lease (never two benches at once). Each run's figures are merged into the JSON as soon as it
@@ -47,6 +48,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--board", default="local")
     p.add_argument("--runs", default="random:200,tpe:50,nsga2:50", help="sampler:trials,...")
     p.add_argument("--sia", choices=("off", "restrict"), default="off")
+    p.add_argument("--seed", type=int, default=0, help="a second worker on the same run needs another seed")
     p.add_argument("--max-steps", type=int, default=20)
     p.add_argument("--val-n", type=int, default=300)
     p.add_argument("--work", type=Path, default=Path("hilt-runs/tuner-efficiency"))
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         req = TuneRequest(
             model=args.model, study=f"eff-{args.sia}-{key}", storage=f"sqlite:///{db}", board=args.board,
-            trials=n, sampler=sampler, seed=0, use_sia=args.sia != "off",
+            trials=n, sampler=sampler, seed=args.seed, use_sia=args.sia != "off",
             space=SpaceConfig(max_stages=3, max_steps=args.max_steps, ratio_step=0.05), val_n=args.val_n,
             work_dir=args.work, bench_options=BenchOptions(min_iters=10, min_seconds=0.3),
         )  # fmt: skip

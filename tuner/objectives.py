@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from optuna.trial import FrozenTrial
+import optuna
 
 from harness.errors import ConfigError
 
@@ -50,6 +50,12 @@ def parse_objectives(objective: str, energy: bool, latency_stat: str) -> Objecti
     return ObjectiveSpec(names=names, latency_stat=latency_stat)
 
 
-def constraints_func(trial: FrozenTrial) -> Sequence[float]:
-    """SIA horizon, memory budget and latency SLO violations, persisted by the trial pipeline."""
-    return trial.user_attrs.get("constraints", [1.0, 1.0, 1.0])
+CONSTRAINTS = ("sia", "memory", "latency")
+
+
+def record_constraints(trial: optuna.Trial, violations: Sequence[float]) -> None:
+    """SIA horizon, memory budget and latency SLO violations (> 0 = violated), set on the trial where
+    every sampler reads them (Optuna 5's `Trial.set_constraint`) and kept as one user attr for reports."""
+    trial.set_user_attr("constraints", [float(v) for v in violations])
+    for name, value in zip(CONSTRAINTS, violations, strict=True):
+        trial.set_constraint(name, value)

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from harness.errors import ConfigError, HiltError, ScheduleError
-from tuner.objectives import ObjectiveSpec, constraints_func
+from tuner.objectives import ObjectiveSpec, record_constraints
 from tuner.pipeline import Infeasible, TrialPipeline
 from tuner.space import SpaceConfig, suggest_schedule
 from tuner.store import resolve_url
@@ -39,14 +39,11 @@ def make_sampler(name: str, seed: int | None, n_startup: int = 8) -> optuna.samp
             group=True,
             seed=seed,
             n_startup_trials=n_startup,
-            constraints_func=constraints_func,
         )
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=10, seed=seed, constraints_func=constraints_func)
+        return optuna.samplers.NSGAIISampler(population_size=10, seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=n_startup, constraints_func=constraints_func
-        )
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; use one of: {', '.join(SAMPLERS)}")
@@ -169,7 +166,7 @@ def make_objective(
             outcome = pipeline.run(schedule, trial.number, say)
         except Infeasible as exc:
             trial.set_user_attr("rejected", f"sia: {exc}")
-            trial.set_user_attr("constraints", [exc.violation, 0.0, 0.0])
+            record_constraints(trial, [exc.violation, 0.0, 0.0])
             event("trial_rejected", {"trial": trial.number, "reason": str(exc)})
             raise optuna.TrialPruned(str(exc)) from None
         except Surplus:
@@ -179,7 +176,9 @@ def make_objective(
             event("trial_failed", {"trial": trial.number, "reason": str(exc)})
             raise
         for k, v in outcome.attrs.items():
-            trial.set_user_attr(k, v)
+            if k != "constraints":
+                trial.set_user_attr(k, v)
+        record_constraints(trial, outcome.attrs["constraints"])
         trial.set_user_attr("stage_logs", outcome.stage_logs)
         total = time.perf_counter() - t0
         trial.set_user_attr("trial_seconds", total)

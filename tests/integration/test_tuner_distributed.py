@@ -90,16 +90,30 @@ def test_two_workers_on_postgresql(task, postgres, tmp_path) -> None:
         assert start >= end, "the one local board ran two benches at once"
 
 
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _ours(pid: int) -> bool:
+    """Whether `pid` descends from this test process (other hilt work on the machine is left alone)."""
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        pid = _ppid(pid)
+    return False
+
+
 def _runner_pids() -> dict[int, int]:
-    """hilt-runner processes timing a bundle: pid -> parent (the agent) pid."""
+    """This test's hilt-runner processes timing a bundle: pid -> parent (the agent) pid."""
     out = {}
     for status in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             cmd = Path(status).read_bytes().split(b"\0")
             if cmd and cmd[0].endswith(b"hilt-runner") and b"--bundle" in cmd:
                 pid = int(status.split("/")[2])
-                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                out[pid] = ppid
+                if _ours(pid):
+                    out[pid] = _ppid(pid)
         except (OSError, ValueError, IndexError):
             continue
     return out

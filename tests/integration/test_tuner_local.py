@@ -115,7 +115,7 @@ def test_sia_rejects_beyond_horizon_without_building(task, tmp_path, capsys) -> 
     trials = _study(db, "sia").trials
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2
     assert all("SIA's predictable horizon" in t.user_attrs["rejected"] for t in trials)
-    assert all(t.user_attrs["constraints"][0] > 0 for t in trials)
+    assert all(t.user_attrs["constraints"][0] > 0 and t.constraints["sia"] > 0 for t in trials)
     store = ResultsStore(f"sqlite:///{db}")
     assert [r["trial_number"] for r in store.measurements(study="sia")] == [None]  # the dense baseline only
     with store.engine.connect() as conn:

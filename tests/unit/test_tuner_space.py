@@ -13,7 +13,7 @@ from harness.errors import ConfigError, ScheduleError
 from harness.prune.schedule import Schedule, kept_count
 from tests.unit.prune_tiny import tiny_model
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
-from tuner.objectives import parse_objectives
+from tuner.objectives import parse_objectives, record_constraints
 from tuner.space import SpaceConfig, round_channel_widths, suggest_schedule
 from tuner.store import ResultsStore, resolve_url
 
@@ -98,6 +98,28 @@ def test_sia_violation_and_measured_constraints() -> None:
     mem, lat = measured_violations(12.0, 600.0, Limits(memory_budget_mb=500, latency_slo_ms=10.0))
     assert mem == pytest.approx(0.2) and lat == pytest.approx(0.2)
     assert measured_violations(5.0, 100.0, Limits(500))[1] < 0
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "random"])
+def test_constraints_reach_every_sampler_without_deprecated_api(sampler) -> None:
+    """Constraints go through Trial.set_constraint: an infeasible trial never makes the Pareto front,
+    and no sampler is built with Optuna 5's deprecated constraints_func."""
+    import warnings
+
+    from tuner.study import make_sampler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sampler, 0))
+    for violations, values in (([0.3, 0.0, 0.0], (0.99, 1.0)), ([-0.1, -0.5, -1.0], (0.90, 2.0))):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        record_constraints(trial, violations)
+        study.tell(trial, values)
+    infeasible, feasible = study.trials
+    assert infeasible.constraints == {"sia": 0.3, "memory": 0.0, "latency": 0.0}
+    assert infeasible.user_attrs["constraints"] == [0.3, 0.0, 0.0]
+    assert [t.number for t in study.best_trials] == [feasible.number]
 
 
 def test_objective_parsing() -> None:
