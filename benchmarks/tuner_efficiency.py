@@ -49,6 +49,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", default="random:200,tpe:50,nsga2:50", help="sampler:trials,...")
     p.add_argument("--sia", choices=("off", "restrict"), default="off")
     p.add_argument("--seed", type=int, default=0, help="a second worker on the same run needs another seed")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (two workers on 2 cores: 1 each)")
     p.add_argument("--max-steps", type=int, default=20)
     p.add_argument("--val-n", type=int, default=300)
     p.add_argument("--work", type=Path, default=Path("hilt-runs/tuner-efficiency"))
@@ -173,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = _runs(args.runs)
     import optuna
+    import torch
 
     from device_agents.bench import BenchOptions
     from tuner.space import SpaceConfig
     from tuner.tune import TuneRequest, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     db = args.work / "bench.db"
     header = {
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "sia": args.sia,
         "max_steps": args.max_steps,
         "val_n": args.val_n,
+        "threads": args.threads,
         "command": " ".join(sys.argv),
     }
     data: dict = {}

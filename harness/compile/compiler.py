@@ -174,11 +174,15 @@ def _compile_model(
             say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
             return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
 
-    torch.set_num_threads(max(1, opts.threads))
     t0 = time.monotonic()
-    example = example_input(loaded.model, opts.seq_len)
-    say(f"exporting {loaded.family} model (seq_len {opts.seq_len}) with torch.export")
-    mod = to_relax(loaded.model, example)
+    caller_threads = torch.get_num_threads()  # the export's thread count must not leak to the caller
+    torch.set_num_threads(max(1, opts.threads))
+    try:
+        example = example_input(loaded.model, opts.seq_len)
+        say(f"exporting {loaded.family} model (seq_len {opts.seq_len}) with torch.export")
+        mod = to_relax(loaded.model, example)
+    finally:
+        torch.set_num_threads(caller_threads)
     stage("export", t0)
 
     target = tvm_target(prof)

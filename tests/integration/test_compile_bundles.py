@@ -127,6 +127,17 @@ def test_second_compile_comes_from_cache(models: dict[str, Path]) -> None:
     assert again.seconds < 30
 
 
+def test_compile_leaves_the_callers_torch_threads_alone(models: dict[str, Path]) -> None:
+    """The export runs on opts.threads; the tuner's pruning afterwards must keep its own thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ, threads=1, use_cache=False))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def host_bundle(models: dict[str, Path], tmp_path: Path) -> Path:
     bundle = compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ)).bundle
