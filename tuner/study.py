@@ -92,6 +92,22 @@ def open_study(
     return study
 
 
+def open_run_study(
+    name: str, storage: RDBStorage, objectives: ObjectiveSpec, sampler: str, seed: int | None
+) -> optuna.Study:
+    """Open (or resume, or join) a study with a sampler seeded for this run.
+
+    A seeded sampler replays the same random draws every time it is built, so a resumed study would
+    repeat its first trials (prune and compile caches make them cheap, but they add nothing). A study
+    that already holds trials gets `seed + len(trials)`: still reproducible, never a replay. Workers
+    that start together on an empty study still need different seeds."""
+    study = open_study(name, storage, objectives, make_sampler(sampler, seed))
+    if seed is not None and (n := len(study.trials)):
+        log.info("study %s holds %d trials; sampler seed %d", name, n, seed + n)
+        study.sampler = make_sampler(sampler, seed + n)
+    return study
+
+
 @dataclass
 class RunSettings:
     trials: int

@@ -16,7 +16,7 @@ from tuner.objectives import ObjectiveSpec
 from tuner.pipeline import PipelineConfig, TrialPipeline
 from tuner.space import SpaceConfig
 from tuner.store import ResultsStore, worker_id
-from tuner.study import RunSettings, make_sampler, make_storage, open_study, run_study, write_best
+from tuner.study import RunSettings, make_storage, open_run_study, run_study, write_best
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     data = task_data(req.model, req.calib, req.val, req.val_n)
     storage = make_storage(req.storage)
     store = ResultsStore(req.storage)
-    study = open_study(req.study, storage, req.objectives, make_sampler(req.sampler, req.seed))
+    study = open_run_study(req.study, storage, req.objectives, req.sampler, req.seed)
     study.set_user_attr("model", str(model_dir))
     study.set_user_attr("profile", boards[0].profile.name)
     study.set_user_attr("boards", [b.name for b in boards])

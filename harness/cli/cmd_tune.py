@@ -49,7 +49,7 @@ def tune(
     calib: Path | None = typer.Option(None, "--calib", help=".npz calibration data (non-demo models)."),
     val: Path | None = typer.Option(None, "--val", help=".npz validation data (non-demo models)."),
     val_n: int = typer.Option(500, "--val-n", help="Validation examples used for accuracy."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed; workers started together need different ones."),
     out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here."),
 ) -> None:

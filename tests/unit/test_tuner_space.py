@@ -189,3 +189,28 @@ def test_lease_of_a_dead_local_process_is_reaped_and_live_ones_renew(tmp_path) -
     assert live and store.renew(live, ttl_s=600)
     time.sleep(0.3)
     assert store.try_lease("c", "other:1:y", ttl_s=600) is None  # renewed: still held
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_resumed_study_does_not_replay_the_first_runs_draws(sampler, tmp_path) -> None:
+    from tuner.objectives import ObjectiveSpec
+    from tuner.study import make_storage, open_run_study
+
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}")
+
+    def run(n: int) -> None:  # one process's share of the study, as a fresh `hilt tune` would open it
+        study = open_run_study("resume", storage, ObjectiveSpec(names=("accuracy",)), sampler, seed=0)
+        for _ in range(n):
+            trial = study.ask()
+            study.tell(trial, trial.suggest_float("x", 0, 1) + trial.suggest_int("k", 0, 10**6))
+
+    run(3)
+    first = [t.params for t in optuna.load_study(study_name="resume", storage=storage).trials]
+    run(3)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert [t.params for t in study.trials[:3]] == first
+    assert not any(t.params in first for t in study.trials[3:])
+    # and a fresh study with the same seed is reproducible
+    run_again = open_run_study("other", storage, ObjectiveSpec(names=("accuracy",)), sampler, seed=0)
+    t = run_again.ask()
+    assert {"x": t.suggest_float("x", 0, 1), "k": t.suggest_int("k", 0, 10**6)} == first[0]
