@@ -123,4 +123,7 @@ def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) ->
         schedule = round_channel_widths(
             schedule, [ad.num_channels(i) for i in range(ad.num_layers())], cfg.round_to
         )
+    from harness.prune.cascade import validate_for_model
+
+    validate_for_model(model, schedule)  # a later stage that would empty a layer: rejected before any work
     return schedule

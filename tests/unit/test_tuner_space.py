@@ -24,9 +24,25 @@ def _schedules(cfg: SpaceConfig, n: int = 25) -> list[Schedule]:
     out = []
     for _ in range(n):
         trial = study.ask()
-        out.append(suggest_schedule(trial, cfg, model))
+        try:
+            out.append(suggest_schedule(trial, cfg, model))
+        except ScheduleError:  # e.g. two head stages that together would empty a layer
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
         study.tell(trial, 0.0)
     return out
+
+
+def test_a_schedule_whose_later_stage_empties_a_layer_is_rejected_before_any_work() -> None:
+    model = tiny_model("gpt2", layers=4)
+    heads = model.config.n_head
+    params = {"n_stages": 2}
+    for i, ratio in enumerate((0.5, 0.2)):  # half the heads, then 20% of what is left: none
+        params |= {f"s{i}_granularity": "head", f"s{i}_head_criterion": "taylor", f"s{i}_rank": 4,
+                   f"s{i}_steps": 0, f"s{i}_ratio": ratio}  # fmt: skip
+    assert round(round(heads * 0.5) * 0.2) == 0  # while either stage alone is realisable
+    with pytest.raises(ScheduleError, match="stage 1: head ratio 0.2 .* would remove every head"):
+        suggest_schedule(optuna.trial.FixedTrial(params), SpaceConfig(max_stages=2), model)
 
 
 def test_sampled_schedules_are_valid_and_coarse_to_fine() -> None:
