@@ -67,6 +67,14 @@ def encode_line(header, body=b""):
     return json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n" + bytes(body)
 
 
+def decode_header(raw: bytes) -> dict:
+    """A message's JSON header; ValueError (bad UTF-8 included) unless it is one JSON object."""
+    header = json.loads(raw.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("not a JSON object")
+    return header
+
+
 class LineDecoder:
     """Incremental lines-mode parser: feed bytes, get (header, body) pairs or (None, error)."""
 
@@ -99,9 +107,7 @@ class LineDecoder:
             if not line.strip():
                 continue
             try:
-                header = json.loads(line.decode("utf-8"))
-                if not isinstance(header, dict):
-                    raise ValueError("not a JSON object")
+                header = decode_header(line)
             except ValueError as exc:
                 out.append((None, "malformed JSON line: %s" % exc))
                 continue
@@ -181,9 +187,7 @@ class FrameDecoder:
             sep = payload.find(b"\0")
             head, body = (payload, b"") if sep < 0 else (payload[:sep], payload[sep + 1 :])
             try:
-                header = json.loads(head.decode("utf-8"))
-                if not isinstance(header, dict):
-                    raise ValueError("not a JSON object")
+                header = decode_header(head)
             except ValueError as exc:
                 out.append((None, "malformed frame header: %s" % exc))
                 continue
