@@ -100,7 +100,7 @@ def run(
     """The main job: demo models (trained if absent), tune on local (+ emulated aarch64), reports."""
     import time
 
-    from tuner.main_job import run_main_job
+    from harness.cli.main_job import run_main_job
 
     _set_threads(threads)
     t0 = time.monotonic()
