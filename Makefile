@@ -26,6 +26,7 @@ integration: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 demo: setup
 	$(BIN)/hilt demo run

@@ -55,7 +55,7 @@ def _model_dir(name: str, work: Path) -> Path:
 def _prune_4x(src: Path, family: str, out: Path) -> Path:
     """Half the layers, half the heads (KV groups for GQA), half the FFN channels: ~4x fewer block params."""
     from harness.models import get_adapter, load_model
-    from harness.prune.manifest import save_pruned
+    from harness.models.manifest import save_pruned
 
     model = load_model(src).model.eval()
     adapter = get_adapter(model)

@@ -1,4 +1,5 @@
-"""Measure on a board: ship the runtime and a bundle (only what the agent lacks), run, record.
+"""Measure on a board: own it through the board pool, ship the runtime and a bundle (only what the
+agent lacks), run, record.
 
 Also `check_boards`: hello to every farm board in parallel.
 """
@@ -13,9 +14,12 @@ from typing import Any
 
 from device_agents import agent as wire
 from device_agents.inventory import Board, Farm
+from device_agents.pool import BoardPool, Held
 from device_agents.records import MeasurementRecord
 from device_agents.transports import Transport, open_transport
-from harness.errors import ArtifactError, ConfigError, HiltError, NotBuiltError
+from harness.compile.bundle import load_bundle
+from harness.errors import ArtifactError, ConfigError, HiltError
+from harness.runtime import build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,6 @@ class BenchOptions:
 
 def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
     """A verified bundle's hash and its files (those `metadata.json` lists, plus metadata.json)."""
-    from harness.compile.bundle import load_bundle
-
     bundle = load_bundle(directory)
     files = {name: bundle.directory / name for name in sorted(bundle.metadata.files)}
     files["metadata.json"] = bundle.directory / "metadata.json"
@@ -59,10 +61,6 @@ def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str
 
 def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
     """The board runtime (hilt-runner + TVM runtime libraries) for an arch, built or cached."""
-    try:
-        from harness.runtime import build_runtime
-    except ImportError as exc:
-        raise NotBuiltError(f"the board runtime is not available ({exc}); issue 5 builds it") from None
     pkg = build_runtime(arch)
     directory = Path(pkg.directory)
     files = {name: directory / name for name in sorted(pkg.files)}
@@ -119,10 +117,41 @@ def run_bench(
     return record.model_copy(update={"emulated": board.profile.emulated})
 
 
-def bench_board(board: Board, bundle: Path | None, options: BenchOptions | None = None) -> MeasurementRecord:
-    """Open the board, measure one bundle (None: the runner's self-test), close."""
-    with open_transport(board) as transport:
-        return run_bench(transport, board, bundle, options or BenchOptions())
+def bench_any(
+    boards: list[Board],
+    bundle: Path | None,
+    options: BenchOptions | None = None,
+    *,
+    pool: BoardPool | None = None,
+    wait_s: float = 0.0,
+) -> MeasurementRecord:
+    """Own the first of `boards` whose machine is free (waiting up to `wait_s`), measure, release.
+
+    A bundle of None runs the runner's self-test. The record says which machine was held and how
+    long the measurement waited for it; BoardBusyError when none came free.
+    """
+    pool = pool or BoardPool()
+    with pool.hold(boards, wait_s) as held:
+        return measure_held(held, bundle, options)
+
+
+def measure_held(held: Held, bundle: Path | None, options: BenchOptions | None = None) -> MeasurementRecord:
+    """Measure on a board the caller owns through the pool: open, bench, close."""
+    with open_transport(held.board) as transport:
+        record = run_bench(transport, held.board, bundle, options or BenchOptions())
+    return record.model_copy(update={"machine": held.board.machine, "pool_wait_s": held.waited_s})
+
+
+def bench_board(
+    board: Board,
+    bundle: Path | None,
+    options: BenchOptions | None = None,
+    *,
+    pool: BoardPool | None = None,
+    wait_s: float = 0.0,
+) -> MeasurementRecord:
+    """Own one board through the pool, measure one bundle, release."""
+    return bench_any([board], bundle, options, pool=pool, wait_s=wait_s)
 
 
 @dataclass

@@ -5,25 +5,27 @@ Stable API (other helpers write farm files and call these):
   "local" from the `local` profile); `find_farm(path_or_None) -> Farm` (explicit path, else
   `$HILT_FARM`, else `./farm.toml`, else the default farm).
 - `Farm.board(name) -> Board`; `Board.name`, `Board.profile` (a `BoardProfile`),
-  `Board.transport` (a `BoardTransport`: the profile's default transport merged with the farm's override).
+  `Board.transport` (a `BoardTransport`: the profile's default transport merged with the farm's override),
+  `Board.machine` (the physical machine whose cores its measurements run on; the board pool leases it).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from device_agents.profiles import (
+from harness.errors import ConfigError
+from profiles.schema import (
     BoardProfile,
     TransportSpec,
     format_validation_error,
     load_profile,
     read_toml,
 )
-from harness.errors import ConfigError
 
 FARM_VERSION = 1
 
@@ -45,6 +47,7 @@ class FarmBoardEntry(BaseModel):
     profile: str = Field(min_length=1)
     transport: dict[str, Any] | None = None
     tags: list[str] = Field(default_factory=list)
+    machine: str | None = Field(default=None, min_length=1)  # which physical machine it measures on
 
 
 class FarmFile(BaseModel):
@@ -70,6 +73,7 @@ class Board(BaseModel):
     profile: BoardProfile
     transport: BoardTransport
     tags: list[str] = Field(default_factory=list)
+    machine: str = ""
 
 
 class Farm(BaseModel):
@@ -107,7 +111,43 @@ def _resolve(entry: FarmBoardEntry, index: int, source: str, base_dir: Path | No
         transport = BoardTransport.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(f"{where}: transport", exc)) from None
-    return Board(name=entry.name, profile=profile, transport=transport, tags=entry.tags)
+    return Board(
+        name=entry.name, profile=profile, transport=transport, tags=entry.tags, machine=entry.machine or ""
+    )
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+SAME_BOARD_TAG = "same-board:"
+
+
+def this_host() -> str:
+    """The pool's name for the machine this process runs on."""
+    return f"host:{socket.gethostname()}"
+
+
+def _machine(board: Board, by_name: dict[str, Board], source: str) -> str:
+    """Where a board's measurements run: two boards with one machine must never measure at once.
+
+    An explicit `machine` wins; a `same-board:X` tag means X's machine; a `local` board runs on this
+    host; an emulated board runs on the host that emulates it (this one, when reached over loopback or
+    a local pty); a real board is its own machine.
+    """
+    if board.machine:
+        return board.machine
+    for tag in board.tags:
+        if tag.startswith(SAME_BOARD_TAG):
+            other = tag.removeprefix(SAME_BOARD_TAG)
+            if other not in by_name or other == board.name:
+                raise ConfigError(f"{source}: board '{board.name}': tag {tag!r} names no other board")
+            return _machine(by_name[other], {k: v for k, v in by_name.items() if k != board.name}, source)
+    spec = board.transport
+    if spec.kind == "local":
+        return this_host()
+    if board.profile.emulated:
+        if spec.kind == "ssh" and spec.host and spec.host not in LOOPBACK:
+            return f"host:{spec.host}"
+        return this_host()
+    return f"board:{board.name}"
 
 
 def parse_farm(data: dict[str, Any], source: str, base_dir: Path | None = None) -> Farm:
@@ -136,6 +176,8 @@ def parse_farm(data: dict[str, Any], source: str, base_dir: Path | None = None) 
             raise ConfigError(f"{source}: board name '{b.name}' appears twice")
         seen.add(b.name)
     boards = [_resolve(b, i, source, base_dir) for i, b in enumerate(farm.board)]
+    by_name = {b.name: b for b in boards}
+    boards = [b.model_copy(update={"machine": _machine(b, by_name, source)}) for b in boards]
     return Farm(source=source, boards=boards)
 
 

@@ -33,6 +33,16 @@ class Energy(BaseModel):
     active_j_per_inference: float | None = None
     note: str = ""
 
+    @property
+    def measured(self) -> bool:
+        """A sensor's figure; a modelled one is an estimate and is never a regression."""
+        return self.source not in ("model", "none")
+
+    @property
+    def per_inference_j(self) -> float | None:
+        """Energy per inference: the active figure when the agent has one, else the total."""
+        return self.active_j_per_inference or self.total_j_per_inference
+
 
 class BoardFacts(BaseModel):
     """Governor, frequency and temperatures at one moment (before or after the run)."""
@@ -109,6 +119,8 @@ class MeasurementRecord(BaseModel):
     hilt_version: str
     board_facts: dict[str, Any] = Field(default_factory=dict)  # from hello: arch, cpu, memory, os
     emulated: bool = False  # measured on an emulated board (qemu): emulation time, not board time
+    machine: str = ""  # the physical machine the board pool leased for this measurement
+    pool_wait_s: float = 0.0  # how long the measurement waited for that machine
 
     @computed_field  # type: ignore[prop-decorator]
     @property

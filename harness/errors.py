@@ -50,10 +50,6 @@ class ProtocolMismatchError(AgentError):
     """Host and agent speak different protocol versions."""
 
 
-class NotBuiltError(HiltError):
-    """A subcommand exists in the plan but is not built yet."""
-
-
 class FarmError(HiltError):
     """The emulated board farm cannot be built, started or stopped (host set-up, mirror, state)."""
 
@@ -72,3 +68,7 @@ class RemoteError(AgentError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(f"agent error {kind}: {message}")
         self.kind = kind
+
+
+class BoardBusyError(HiltError):
+    """The board (or the machine its measurements run on) is held by another measurement."""

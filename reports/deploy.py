@@ -18,9 +18,12 @@ import optuna
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from optuna.trial import FrozenTrial, TrialState
 
+from device_agents.records import MeasurementRecord
 from harness.errors import ConfigError
 from harness.versions import stack_versions
-from tuner.store import ResultsStore, resolve_url
+from profiles.schema import load_profile
+from tuner.results import DenseResult, TrialResult
+from tuner.store import ResultsStore, resolve_url, stored_record
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -38,9 +41,9 @@ class ReportData:
     chosen: FrozenTrial
     pareto: list[FrozenTrial]
     feasible: list[FrozenTrial]
-    dense: dict
-    record: dict
-    dense_record: dict | None
+    dense: DenseResult | None
+    record: MeasurementRecord
+    dense_record: MeasurementRecord | None
     stage_logs: list[dict]
     sia: list[dict]
     command: str
@@ -49,7 +52,12 @@ class ReportData:
 
     @property
     def energy_modelled(self) -> bool:
-        return (self.record.get("energy") or {}).get("source") == "model"
+        return self.record.energy.source == "model"
+
+    @property
+    def result(self) -> TrialResult:
+        """The chosen trial's results."""
+        return TrialResult.from_user_attrs(self.chosen.user_attrs)
 
 
 def _svg(fig) -> str:  # noqa: ANN001
@@ -75,18 +83,17 @@ def _plots(d: ReportData) -> dict[str, str]:
         ("energy_mj", "energy (mJ)"),
     ]
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
+    feasible = [TrialResult.from_user_attrs(t.user_attrs) for t in d.feasible]
+    pareto = [TrialResult.from_user_attrs(t.user_attrs) for t in d.pareto]
     for ax, (key, label) in zip(axs, axes, strict=True):
-        xs = [t.user_attrs[key] for t in d.feasible]
-        ys = [t.user_attrs["accuracy"] for t in d.feasible]
-        ax.scatter(xs, ys, s=16, c="#999", label="feasible trials")
-        px = [t.user_attrs[key] for t in d.pareto]
-        py = [t.user_attrs["accuracy"] for t in d.pareto]
-        ax.scatter(px, py, s=28, c="#1f77b4", label="Pareto front")
-        chosen = d.chosen.user_attrs
-        ax.scatter([chosen[key]], [chosen["accuracy"]], s=140, marker="*", c="#d62728",
+        ax.scatter([getattr(r, key) for r in feasible], [r.accuracy for r in feasible], s=16, c="#999",
+                   label="feasible trials")  # fmt: skip
+        ax.scatter([getattr(r, key) for r in pareto], [r.accuracy for r in pareto], s=28, c="#1f77b4",
+                   label="Pareto front")  # fmt: skip
+        ax.scatter([getattr(d.result, key)], [d.result.accuracy], s=140, marker="*", c="#d62728",
                    label=f"chosen (#{d.chosen.number})")  # fmt: skip
         if d.dense:
-            ax.scatter([d.dense[key]], [d.dense["accuracy"]], s=50, marker="s", c="k", label="dense")
+            ax.scatter([getattr(d.dense, key)], [d.dense.accuracy], s=50, marker="s", c="k", label="dense")
         suffix = " — estimate (power model)" if key == "energy_mj" and d.energy_modelled else ""
         ax.set_xlabel(label + suffix)
         ax.set_ylabel("accuracy")
@@ -95,8 +102,8 @@ def _plots(d: ReportData) -> dict[str, str]:
     out["pareto"] = _svg(fig)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     series = [("chosen", d.record)] + ([("dense", d.dense_record)] if d.dense_record else [])
-    ax.boxplot([[s / 1e6 for s in r["samples_ns"]] for _, r in series], orientation="horizontal",
-               tick_labels=[f"{n} on {r['board']}" for n, r in series])  # fmt: skip
+    ax.boxplot([[s / 1e6 for s in r.samples_ns] for _, r in series], orientation="horizontal",
+               tick_labels=[f"{n} on {r.board}" for n, r in series])  # fmt: skip
     ax.set_xscale("log")  # outliers (a busy machine) would squash the bulk on a linear axis
     ax.set_xlabel("latency per inference (ms, log scale), all samples")
     ax.set_title("latency distribution" + (" — emulated board" if d.emulated else ""))
@@ -143,16 +150,14 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
         chosen = max(pareto, key=lambda t: (t.user_attrs["accuracy"], -t.user_attrs["latency_ms"]))
     store = ResultsStore(url)
     rows = store.measurements(study=study_name)
-    record = next(r["record"] for r in rows if r["trial_number"] == chosen.number)
-    dense = study.user_attrs.get("dense", {})
-    dense_record = next((r["record"] for r in rows if r["trial_number"] is None), None)
+    record = next(stored_record(r) for r in rows if r["trial_number"] == chosen.number)
+    dense = DenseResult.from_user_attrs(study.user_attrs["dense"]) if "dense" in study.user_attrs else None
+    dense_record = next((stored_record(r) for r in rows if r["trial_number"] is None), None)
     work = Path(study.user_attrs.get("work_dir", "hilt-runs")) / study_name / "sia"
     sia = []
     for p in sorted(work.glob("*.json")) if work.is_dir() else []:
         sia += json.loads(p.read_text())["results"]
     profile = study.user_attrs.get("profile", "?")
-    from device_agents.profiles import load_profile
-
     try:
         emulated = load_profile(profile).emulated
     except ConfigError:
@@ -166,14 +171,14 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
         stage_logs=chosen.user_attrs.get("stage_logs", []), sia=sia,
         command=study.user_attrs.get("command", ""), versions=stack_versions(),
     )  # fmt: skip
-    a = chosen.user_attrs
+    a = data.result
     if dense:
         data.deltas = {
-            "latency": _pct(a["latency_ms"], dense["latency_ms"]),
-            "memory": _pct(a["peak_rss_mb"], dense["peak_rss_mb"]),
-            "energy": _pct(a["energy_mj"], dense["energy_mj"]) if dense.get("energy_mj") else 0.0,
-            "params": _pct(a["params"], dense["params"]) if a.get("params") and dense.get("params") else 0.0,
-            "accuracy_pp": (a["accuracy"] - dense["accuracy"]) * 100.0,
+            "latency": _pct(a.latency_ms, dense.latency_ms),
+            "memory": _pct(a.peak_rss_mb, dense.peak_rss_mb),
+            "energy": _pct(a.energy_mj, dense.energy_mj) if dense.energy_mj else 0.0,
+            "params": _pct(a.params, dense.params) if a.params and dense.params else 0.0,
+            "accuracy_pp": (a.accuracy - dense.accuracy) * 100.0,
         }
     return data
 
@@ -188,7 +193,7 @@ def headline(d: ReportData) -> str:
     return (
         f"{x['latency']:+.1f}% latency, {x['memory']:+.1f}% peak memory{energy}, "
         f"{x['params']:+.1f}% parameters, "
-        f"{x['accuracy_pp']:+.2f} pp accuracy vs dense on {where}board {d.record['board']} ({d.profile})"
+        f"{x['accuracy_pp']:+.2f} pp accuracy vs dense on {where}board {d.record.board} ({d.profile})"
     )
 
 
@@ -197,7 +202,7 @@ def write_report(d: ReportData, out_dir: Path) -> tuple[Path, Path]:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "html.j2"]))
     schedule = json.dumps(d.chosen.user_attrs.get("schedule", {}), indent=2)
     ctx = {"d": d, "plots": _plots(d), "headline": headline(d), "schedule_json": schedule,
-           "a": d.chosen.user_attrs, "summary": d.record["summary"]}  # fmt: skip
+           "a": d.result, "summary": d.record.summary}  # fmt: skip
     html = out_dir / "report.html"
     html.write_text(env.get_template("deploy.html.j2").render(**ctx))
     md = out_dir / "report.md"

@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from reports.suite import Suite
+from tuner.store import ResultsStore, stored_record
+
+if TYPE_CHECKING:
+    from reports.nightly import NightlyResult
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def _trend_png(store, study: str, history: int) -> str | None:  # noqa: ANN001
+def _trend_png(store: ResultsStore, study: str, history: int) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,8 +30,8 @@ def _trend_png(store, study: str, history: int) -> str | None:  # noqa: ANN001
     series: dict[str, list[tuple[int, float]]] = {}
     for i, run in enumerate(runs):
         for row in store.measurements(study=study, run=run):
-            key = f"{row['record'].get('hilt_case')}@{row['board']}"
-            series.setdefault(key, []).append((i, row["record"]["summary"]["median_ns"] / 1e6))
+            key = f"{row['case_name']}@{row['board']}"
+            series.setdefault(key, []).append((i, stored_record(row).summary.median_ns / 1e6))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for key, pts in sorted(series.items()):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
@@ -39,7 +46,9 @@ def _trend_png(store, study: str, history: int) -> str | None:  # noqa: ANN001
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def write_summary(suite, store, study: str, res, out_dir: Path, history: int) -> tuple[Path, Path]:  # noqa: ANN001
+def write_summary(
+    suite: Suite, store: ResultsStore, study: str, res: NightlyResult, out_dir: Path, history: int
+) -> tuple[Path, Path]:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "html.j2"]))
     ctx = {"suite": suite, "res": res, "trend": _trend_png(store, study, history)}
     lines = [
@@ -51,6 +60,14 @@ def write_summary(suite, store, study: str, res, out_dir: Path, history: int) ->
         "|---|---|---|---|---|",
     ]
     lines += [f"| {r.case} | {r.board} | {r.status} | {r.message} | {r.details} |" for r in res.results]
+    lines += [
+        "",
+        "Time each board waited for its machine (board pool):",
+        "",
+        "| board | waited s |",
+        "|---|---|",
+    ]
+    lines += [f"| {board} | {s:.2f} |" for board, s in sorted(res.waited_s.items())]
     md = out_dir / "nightly.md"
     md.write_text("\n".join(lines) + "\n")
     html = out_dir / "nightly.html"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from device_agents.profiles import format_validation_error, read_toml
 from harness.errors import ConfigError
+from profiles.schema import format_validation_error, read_toml
 
 SUITE_VERSION = 1
 

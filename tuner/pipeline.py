@@ -22,11 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from device_agents.bench import BenchOptions, measure_held
+from device_agents.pool import BoardPool, pool_url
+from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
-from harness.errors import AgentError, HiltError, TransportError
-from harness.prune.manifest import count_parameters
+from harness.errors import AgentError, BoardBusyError, HiltError, TransportError
+from harness.models.manifest import count_parameters
 from harness.prune.schedule import Schedule
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
+from tuner.results import DenseResult, TrialResult
 from tuner.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -74,11 +78,12 @@ class PipelineConfig:
     bench_options: object | None = None  # device_agents.bench.BenchOptions
     compile_options: object | None = None  # harness.compile.compiler.CompileOptions
     holder: str = "worker"
+    pool: str | None = None  # board pool URL; None: $HILT_POOL, the study's server DB, or the cache's
 
 
 @dataclass
 class TrialOutcome:
-    attrs: dict
+    result: TrialResult
     stage_logs: list[dict]
 
 
@@ -87,12 +92,6 @@ class _Data:
 
     def __init__(self, ids: torch.Tensor, labels: torch.Tensor, num_classes: int = 0) -> None:
         self.input_ids, self.labels, self.num_classes = ids, labels, num_classes
-
-
-def _energy_mj(record: dict) -> float:
-    """Energy per inference in mJ: the active figure when the agent has one, else the total."""
-    energy = record.get("energy") or {}
-    return 1000.0 * float(energy.get("active_j_per_inference") or energy.get("total_j_per_inference") or 0.0)
 
 
 def _digest(obj: object) -> str:
@@ -112,6 +111,8 @@ class TrialPipeline:
         self.cfg = cfg
         self.data = data
         self.store = store
+        url = pool_url(cfg.pool, storage=store.url)
+        self.pool = BoardPool(url, holder=cfg.holder, ttl_s=cfg.lease_ttl_s)
         self.base_digest = model_dir_digest(cfg.model_dir)
         self.prune_root = cfg.work_dir / "prune-cache"
         self.prune_root.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ class TrialPipeline:
     def prune(self, schedule: Schedule, say: Say) -> tuple[Path, list[dict], float]:
         """Run the schedule stage by stage, reusing any cached prefix; returns (dir, logs, SIA slack)."""
         from harness.prune.cascade import run_cascade
-        from harness.prune.manifest import save_pruned
+        from harness.models.manifest import save_pruned
 
         current: Path = self.cfg.model_dir
         logs: list[dict] = []
@@ -231,77 +232,46 @@ class TrialPipeline:
         self.store.add_artifact(bundle.sha256, board.profile.name, {"directory": str(bundle.directory)})
         return Path(bundle.directory)
 
-    def _keep_alive(self, lease) -> Callable[[], None]:  # noqa: ANN001
-        """Renew a lease every third of its TTL while the bench runs; returns the stop function."""
-        import threading
+    def bench(
+        self, bundle_dir: Path, say: Say, trial_number: int | None
+    ) -> tuple[MeasurementRecord, str, float]:
+        """Own a board through the pool, bench, record; retry on another board if one is lost.
 
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.cfg.lease_ttl_s / 3):
-                self.store.renew(lease, self.cfg.lease_ttl_s)
-
-        threading.Thread(target=beat, daemon=True, name=f"lease-{lease.board}").start()
-        return stop.set
-
-    def bench(self, bundle_dir: Path, say: Say, trial_number: int | None) -> tuple[dict, str, float]:
-        """Lease a board, bench, record; retry on another board if one is lost.
-
-        Returns (record, board name, seconds waited for the lease)."""
-        from device_agents.bench import BenchOptions, bench_board
-
+        Returns (record, board name, seconds waited for the board)."""
         options = self.cfg.bench_options or BenchOptions()
         candidates = list(self.cfg.boards)
         attempts = 0
         lost: list[str] = []
         while candidates and attempts <= self.cfg.max_board_retries:
-            t0 = time.monotonic()
-            lease = self.store.lease_any(
-                [b.name for b in candidates], self.cfg.holder, self.cfg.lease_ttl_s, self.cfg.lease_wait_s
-            )
-            wait = time.monotonic() - t0
-            if lease is None:
-                raise NoBoardError(f"no board of profile {candidates[0].profile.name} came free in time")
-            board = next(b for b in candidates if b.name == lease.board)
-            stop_renewal = self._keep_alive(lease)
             try:
-                say(f"benchmarking on {board.name}")
-                record = bench_board(board, bundle_dir, options)
-            except (TransportError, AgentError) as exc:
-                log.warning("board %s lost during bench: %s", board.name, exc)
-                lost.append(f"{board.name}: {exc}")
-                candidates = [b for b in candidates if b.name != board.name]
-                attempts += 1
-                continue
-            finally:
-                stop_renewal()
-                self.store.release(lease)
-            data = record.model_dump(mode="json")
-            self.store.add_measurement(
-                data,
-                study=self.cfg.study,
-                board=board.name,
-                bundle=record.artifact,
-                trial_number=trial_number,
-            )
-            return data, board.name, wait
+                with self.pool.hold(candidates, self.cfg.lease_wait_s) as held:
+                    say(f"benchmarking on {held.board.name}")
+                    try:
+                        record = measure_held(held, bundle_dir, options)
+                    except (TransportError, AgentError) as exc:
+                        log.warning("board %s lost during bench: %s", held.board.name, exc)
+                        lost.append(f"{held.board.name}: {exc}")
+                        candidates = [b for b in candidates if b.name != held.board.name]
+                        attempts += 1
+                        continue
+            except BoardBusyError as exc:
+                raise NoBoardError(
+                    f"no board of profile {candidates[0].profile.name} came free: {exc}"
+                ) from None
+            self.store.add_measurement(record, study=self.cfg.study, trial_number=trial_number)
+            return record, held.board.name, held.waited_s
         raise NoBoardError("bench failed on every board tried: " + "; ".join(lost))
 
-    def measure_dense(self, say: Say) -> dict:
+    def measure_dense(self, say: Say) -> DenseResult:
         """Accuracy and a board measurement of the unpruned model: the report's "dense" column."""
         accuracy = self.evaluate(self.cfg.model_dir)
         bundle_dir = self.compile(self.cfg.model_dir, say)
-        record, board, _ = self.bench(bundle_dir, say, None)
-        return {
-            "accuracy": accuracy,
-            "latency_ms": record["summary"]["median_ns"] / 1e6,
-            "latency_p90_ms": record["summary"]["p90_ns"] / 1e6,
-            "peak_rss_mb": record["peak_rss_kb"] / 1024.0,
-            "energy_mj": _energy_mj(record),
-            "board": board,
-            "bundle": record["artifact"],
-            "params": count_parameters(self._load(self.cfg.model_dir)),
-        }
+        record, _, _ = self.bench(bundle_dir, say, None)
+        return DenseResult(
+            accuracy=accuracy,
+            params=count_parameters(self._load(self.cfg.model_dir)),
+            **DenseResult.fields_from(record),
+        )
 
     def run(self, schedule: Schedule, trial_number: int | None, say: Say) -> TrialOutcome:
         t = [time.perf_counter()]
@@ -313,34 +283,23 @@ class TrialPipeline:
         t.append(time.perf_counter())
         bundle_dir = self.compile(model_dir, say)
         t.append(time.perf_counter())
-        record, board, wait = self.bench(bundle_dir, say, trial_number)
+        record, _, wait = self.bench(bundle_dir, say, trial_number)
         t.append(time.perf_counter())
         step_seconds = {
             k: round(b - a, 4)
             for k, a, b in zip(("prune", "evaluate", "compile", "bench"), t[:-1], t[1:], strict=True)
         }
-        summary = record["summary"]
-        latency_ms = summary["median_ns"] / 1e6
-        p90_ms = summary["p90_ns"] / 1e6
-        peak_mb = record["peak_rss_kb"] / 1024.0
-        mem_v, lat_v = measured_violations(latency_ms, peak_mb, self.cfg.limits)
-        attrs = {
-            "accuracy": accuracy,
-            "latency_ms": latency_ms,
-            "latency_p90_ms": p90_ms,
-            "peak_rss_mb": peak_mb,
-            "energy_mj": _energy_mj(record),
-            "energy_source": (record.get("energy") or {}).get("source", "unknown"),
-            "board": board,
-            "lease_wait_s": wait,
-            "bundle": record["artifact"],
-            "pruned_dir": str(model_dir),
-            "params": logs[-1]["final_params"] if logs else None,
-            "compression": 1.0,
-            "constraints": [sia_slack, mem_v, lat_v],
-            "step_seconds": step_seconds,
-            "cache": {k: v - before[k] for k, v in self.stats.items()},  # this trial's hits and misses
-        }
-        if logs:
-            attrs["compression"] = logs[0]["dense_params"] / logs[-1]["final_params"]
-        return TrialOutcome(attrs=attrs, stage_logs=logs)
+        measured = TrialResult.fields_from(record)
+        mem_v, lat_v = measured_violations(measured["latency_ms"], measured["peak_rss_mb"], self.cfg.limits)
+        result = TrialResult(
+            accuracy=accuracy,
+            lease_wait_s=wait,
+            pruned_dir=str(model_dir),
+            params=logs[-1]["final_params"] if logs else None,
+            compression=logs[0]["dense_params"] / logs[-1]["final_params"] if logs else 1.0,
+            constraints=[sia_slack, mem_v, lat_v],
+            step_seconds=step_seconds,
+            cache={k: v - before[k] for k, v in self.stats.items()},  # this trial's hits and misses
+            **measured,
+        )
+        return TrialOutcome(result=result, stage_logs=logs)

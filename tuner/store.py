@@ -1,8 +1,8 @@
-"""hilt's own tables beside Optuna's, in the same database: measurements, board leases, artifacts.
+"""hilt's own tables beside Optuna's, in the same database: measurements, nightly runs, artifacts.
 
 SQLite by default (one file next to the study), PostgreSQL by URL for many workers on many hosts.
-Leases are taken with one conditional UPDATE, so two workers can never hold the same board: the
-database decides, whichever backend it is.
+Board leases are the board pool's (`device_agents.pool`); this store keeps only the trial-claim lock,
+a lease in its own database.
 """
 
 from __future__ import annotations
@@ -10,13 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -28,13 +24,17 @@ from sqlalchemy import (
     Table,
     create_engine,
     insert,
-    or_,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from device_agents.leases import LeaseTable
+from device_agents.pool import sql_url
+from device_agents.records import MeasurementRecord
 from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,7 @@ measurements = Table(
     Column("bundle", String(64), index=True),
     Column("created", Float),
     Column("record", JSON),  # the full measurement record (all samples)
-)
-
-leases = Table(
-    "hilt_leases",
-    metadata,
-    Column("board", String(255), primary_key=True),
-    Column("holder", String(255), nullable=True),
-    Column("acquired", Float, nullable=True),
-    Column("expires", Float, nullable=True),
+    Column("case_name", String(255), nullable=True, index=True),  # nightly case, for regression
 )
 
 nightly_runs = Table(
@@ -86,41 +78,25 @@ artifacts = Table(
 
 def resolve_url(url: str | None) -> str:
     """The storage URL; a bare path means an SQLite file, and its folder is created."""
-    url = url or os.environ.get("HILT_STORAGE") or DEFAULT_URL
-    if "://" not in url:
-        url = f"sqlite:///{url}"
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif not url.startswith(("postgresql", "mysql")):
-        raise ConfigError(f"storage URL {url!r} is neither sqlite:///PATH nor postgresql://...")
-    return url
+    return sql_url(url or os.environ.get("HILT_STORAGE") or DEFAULT_URL)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _add_missing_columns(engine: Engine) -> None:
+    """Databases made before a column existed get it (the only schema change so far: case_name)."""
+    have = {c["name"] for c in inspect(engine).get_columns("hilt_measurements")}
+    if "case_name" not in have:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE hilt_measurements ADD COLUMN case_name VARCHAR(255)"))
 
 
-def worker_id() -> str:
-    """A holder name unique to this process on this host."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class Lease:
-    board: str
-    holder: str
-    expires: float
+def stored_record(row: dict) -> MeasurementRecord:
+    """A measurement row's record, typed again (the stored summary is derived and recomputed)."""
+    data = {k: v for k, v in row["record"].items() if k != "summary"}
+    return MeasurementRecord.model_validate(data)
 
 
 class ResultsStore:
-    """Measurements, leases and artifact metadata in the study's database."""
+    """Measurements, nightly runs and artifact metadata in the study's database."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
@@ -129,17 +105,18 @@ class ResultsStore:
             kwargs["connect_args"] = {"timeout": 30}
         self.engine: Engine = create_engine(self.url, **kwargs)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
+        self.locks = LeaseTable(self.engine)
 
     # ---- measurements ------------------------------------------------------------------
     def add_measurement(
         self,
-        record: dict,
+        record: MeasurementRecord,
         *,
         study: str,
-        board: str,
-        bundle: str,
         trial_number: int | None = None,
         run: str | None = None,
+        case: str | None = None,
     ) -> int:
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -147,10 +124,11 @@ class ResultsStore:
                     study=study,
                     trial_number=trial_number,
                     run=run,
-                    board=board,
-                    bundle=bundle,
+                    board=record.board,
+                    bundle=record.artifact,
                     created=time.time(),
-                    record=json.loads(json.dumps(record)),
+                    record=json.loads(record.model_dump_json()),
+                    case_name=case,
                 )
             )
             return int(res.inserted_primary_key[0])
@@ -220,92 +198,13 @@ class ResultsStore:
         pick = promoted or runs
         return pick[-1]["name"] if pick else None
 
-    # ---- leases ------------------------------------------------------------------------
-    def _ensure_board(self, board: str) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(leases).values(board=board, holder=None, acquired=None, expires=None))
-        except IntegrityError:
-            pass
-
-    def _reap_dead_local_holder(self, board: str) -> None:
-        """A holder on this host whose process is gone (kill -9) releases at once, not at expiry."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(leases.c.holder).where(leases.c.board == board)).first()
-        holder = row[0] if row else None
-        if not holder or holder.count(":") < 2:
-            return
-        host, pid = holder.split(":")[0], holder.split(":")[1]
-        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
-            return
-        log.warning("lease on %s held by dead process %s: released", board, holder)
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(leases)
-                .where(leases.c.board == board)
-                .where(leases.c.holder == holder)
-                .values(holder=None, acquired=None, expires=None)
-            )
-
-    def renew(self, lease: Lease, ttl_s: float) -> bool:
-        """Push a held lease's expiry forward; False if it was lost (expired and taken)."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(leases)
-                .where(leases.c.board == lease.board)
-                .where(leases.c.holder == lease.holder)
-                .values(expires=time.time() + ttl_s)
-            )
-            return res.rowcount == 1
-
-    def try_lease(self, board: str, holder: str, ttl_s: float) -> Lease | None:
-        """Take the board if it is free or its lease expired; None if someone else holds it."""
-        self._ensure_board(board)
-        self._reap_dead_local_holder(board)
-        now = time.time()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(leases)
-                .where(leases.c.board == board)
-                .where(or_(leases.c.holder.is_(None), leases.c.expires < now, leases.c.holder == holder))
-                .values(holder=holder, acquired=now, expires=now + ttl_s)
-            )
-            if res.rowcount == 1:
-                return Lease(board, holder, now + ttl_s)
-        return None
-
-    def lease_any(
-        self, boards: list[str], holder: str, ttl_s: float, wait_s: float, poll_s: float = 0.2
-    ) -> Lease | None:
-        """First free board of the list, waiting up to `wait_s`; None when all stay busy."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            for b in boards:
-                lease = self.try_lease(b, holder, ttl_s)
-                if lease:
-                    return lease
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(poll_s)
-
-    def release(self, lease: Lease) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(leases)
-                .where(leases.c.board == lease.board)
-                .where(leases.c.holder == lease.holder)
-                .values(holder=None, acquired=None, expires=None)
-            )
-
+    # ---- the trial-claim lock ----------------------------------------------------------
     @contextmanager
-    def leased(self, boards: list[str], holder: str, ttl_s: float, wait_s: float) -> Iterator[Lease | None]:
-        lease = self.lease_any(boards, holder, ttl_s, wait_s)
+    def lock(self, name: str, holder: str, wait_s: float) -> Iterator[bool]:
+        """A database-wide named lock (a lease in this store's database); yields False if not taken."""
+        lease = self.locks.take_any([name], holder, ttl_s=60.0, wait_s=wait_s, poll_s=0.05)
         try:
-            yield lease
+            yield lease is not None
         finally:
-            if lease:
-                self.release(lease)
-
-    def holders(self) -> dict[str, str | None]:
-        with self.engine.connect() as conn:
-            return {r.board: r.holder for r in conn.execute(select(leases))}
+            if lease is not None:
+                self.locks.release(lease)

@@ -129,12 +129,10 @@ def claim_slot(trial: optuna.Trial, pipeline: TrialPipeline, wanted: int) -> Non
 
     This is what makes N trials across many workers exactly N: a trial counts once it has claimed.
     """
-    store = pipeline.store
     lock = f"claim:{trial.study.study_name}"
-    lease = store.lease_any([lock], pipeline.cfg.holder, ttl_s=60, wait_s=120, poll_s=0.05)
-    if lease is None:
-        raise Surplus("could not take the study's claim lock within 120 s")
-    try:
+    with pipeline.store.lock(lock, pipeline.cfg.holder, wait_s=120) as taken_lock:
+        if not taken_lock:
+            raise Surplus("could not take the study's claim lock within 120 s")
         taken = 0
         for t in trial.study.get_trials(deepcopy=False):
             if t.number == trial.number:
@@ -148,8 +146,6 @@ def claim_slot(trial: optuna.Trial, pipeline: TrialPipeline, wanted: int) -> Non
             trial.set_user_attr("surplus", f"study already has {taken} of {wanted} trials; not run")
             raise Surplus(f"study already has {taken} of {wanted} trials")
         trial.set_user_attr("claimed", True)
-    finally:
-        store.release(lease)
 
 
 def make_objective(
@@ -191,20 +187,21 @@ def make_objective(
             trial.set_user_attr("failed_step", str(exc))
             event("trial_failed", {"trial": trial.number, "reason": str(exc)})
             raise
-        for k, v in outcome.attrs.items():
+        attrs = outcome.result.to_user_attrs()
+        for k, v in attrs.items():
             if k != "constraints":
                 trial.set_user_attr(k, v)
-        record_constraints(trial, outcome.attrs["constraints"])
+        record_constraints(trial, outcome.result.constraints)
         trial.set_user_attr("stage_logs", outcome.stage_logs)
         total = time.perf_counter() - t0
         trial.set_user_attr("trial_seconds", total)
-        trial.set_user_attr("overhead_s", total - sum(outcome.attrs["step_seconds"].values()))
+        trial.set_user_attr("overhead_s", total - sum(outcome.result.step_seconds.values()))
         values = settings.objectives.values(
-            {**outcome.attrs, "latency_ms": outcome.attrs["latency_p90_ms"]}
+            {**attrs, "latency_ms": outcome.result.latency_p90_ms}
             if settings.objectives.latency_stat == "p90"
-            else outcome.attrs
+            else attrs
         )
-        event("trial_completed", {"trial": trial.number, "values": values, **outcome.attrs})
+        event("trial_completed", {"trial": trial.number, "values": values, **attrs})
         return values if len(values) > 1 else values[0]
 
     return objective

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import optuna
 
+from device_agents.leases import worker_id
 from harness.errors import ConfigError
 from tuner.constraints import Limits
 from tuner.data import task_data
 from tuner.objectives import ObjectiveSpec
 from tuner.pipeline import PipelineConfig, TrialPipeline
 from tuner.space import SpaceConfig
-from tuner.store import ResultsStore, worker_id
+from tuner.store import ResultsStore
 from tuner.study import RunSettings, make_storage, open_run_study, run_study, write_best
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class TuneRequest:
     model: str
     study: str = "hilt"
     storage: str | None = None
+    pool: str | None = None  # board pool database (default: see device_agents.pool)
     farm: str | None = None
     board: str | None = None
     profile: str | None = None
@@ -123,6 +125,7 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         bench_options=req.bench_options,
         compile_options=req.compile_options,
         holder=worker_id(),
+        pool=req.pool,
     )
     pipeline = TrialPipeline(cfg, data, store)
     dense = load_model(model_dir).model
@@ -132,7 +135,7 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         study.set_user_attr("space", space.to_dict())
     if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
         say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
-        study.set_user_attr("dense", pipeline.measure_dense(say))
+        study.set_user_attr("dense", pipeline.measure_dense(say).to_user_attrs())
     settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=req.objectives)
     run_study(study, pipeline, settings, dense, event)
     best = write_best(study, study_dir)

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_agents.profiles import load_profile
 from harness.errors import FarmError, HiltError
+from profiles.schema import load_profile
 
 from .board import RuntimeFiles, free_port, start_user_board, stop_board
 from .farmfile import write_farm_file

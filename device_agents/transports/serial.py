@@ -20,9 +20,9 @@ from pathlib import Path
 
 import serial
 
-from device_agents.profiles import SerialLogin
 from device_agents.transports.base import AGENT_PATH, Stream, Transport
 from harness.errors import TransportError
+from profiles.schema import SerialLogin
 
 log = logging.getLogger(__name__)
 

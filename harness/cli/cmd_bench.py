@@ -20,11 +20,16 @@ def _bench(
     threads: int = typer.Option(1, min=1),
     cores: str = typer.Option("", help="Pin to these CPU indices, e.g. '0,1'."),
     timeout: float = typer.Option(300.0, help="Seconds before the run is killed."),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0.0, help="Seconds to wait when the board is busy (default: fail at once)."
+    ),
+    pool: str | None = typer.Option(None, "--pool", help="Board pool database URL (default: $HILT_POOL)."),
     out: Path | None = typer.Option(None, "--out", help="Write the measurement record (JSON) here."),
 ) -> None:
     """Measure one bundle on one board and print the summary."""
     from device_agents.bench import BenchOptions, bench_board
     from device_agents.inventory import find_farm
+    from device_agents.pool import BoardPool
     from harness.errors import ConfigError
 
     if (bundle is None) == (not selftest):
@@ -41,7 +46,7 @@ def _bench(
         cores=pinned,
         timeout_s=timeout,
     )
-    record = bench_board(find_farm(farm).board(board), bundle, options)
+    record = bench_board(find_farm(farm).board(board), bundle, options, pool=BoardPool(pool), wait_s=wait)
     s = record.summary
     e = record.energy
     console.print(

@@ -15,7 +15,7 @@ def _list(
 ) -> None:
     """Board profiles, and the boards of the farm."""
     from device_agents.inventory import find_farm
-    from device_agents.profiles import available_profiles, load_profile
+    from profiles.schema import available_profiles, load_profile
 
     table = Table(title="board profiles")
     table.add_column("profile", no_wrap=True)

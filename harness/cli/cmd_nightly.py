@@ -17,6 +17,10 @@ def nightly(
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Promote this run to baseline."),
     run: str | None = typer.Option(None, "--run", help="Name of this run (default: UTC timestamp)."),
     storage: str | None = typer.Option(None, "--storage", help="Results database URL."),
+    pool: str | None = typer.Option(None, "--pool", help="Board pool database URL (default: $HILT_POOL)."),
+    wait: float = typer.Option(
+        3600.0, "--wait", min=0.0, help="Seconds a bench may wait for its board's machine to come free."
+    ),
     out: Path = typer.Option(Path("hilt-runs/nightly"), "--out", help="Where JUnit XML and summaries go."),
     min_iters: int = typer.Option(30, "--min-iters", help="Timed iterations per bench (at least)."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", help="Timed seconds per bench (at least)."),
@@ -27,6 +31,7 @@ def nightly(
     """Bench every case on every matching board, compare with the baseline, write JUnit XML."""
     from device_agents.bench import BenchOptions
     from device_agents.inventory import load_farm
+    from device_agents.pool import BoardPool
     from reports.nightly import run_nightly
     from reports.suite import load_suite
     from tuner.store import ResultsStore
@@ -44,6 +49,7 @@ def nightly(
         res = run_nightly(
             the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
             update_baseline=update_baseline, bench_options=options, history=history,
+            pool=BoardPool(pool), wait_s=wait,
         )  # fmt: skip
     table = Table(title=f"nightly {the_suite.name} run {res.run} vs baseline {res.baseline or 'none'}")
     for col in ("case", "board", "status", "message"):
@@ -52,23 +58,25 @@ def nightly(
     for r in res.results:
         table.add_row(r.case, r.board, f"[{colour[r.status]}]{r.status}[/]", r.message)
     console.print(table)
+    waits = ", ".join(f"{b} {s:.1f} s" for b, s in sorted(res.waited_s.items()))
+    if waits:
+        console.print(f"waited for a free machine: {waits}", highlight=False)
     console.print(f"JUnit XML: {res.junit}; summary: {res.summary_html}")
     if metrics is not None:
         for r in res.results:
             metrics.board_up.labels(r.board).set(0 if r.status == "error" else 1)
         for (_case, board), rec in res.records.items():
-            metrics.bench_latency.labels(board).observe(rec["summary"]["median_ns"] / 1e9)
+            metrics.bench_latency.labels(board).observe(rec.summary.median_ns / 1e9)
     if pushgateway:
         from reports.metrics import CaseMetrics, push_nightly
 
         cases = []
         for r in res.results:
             rec = res.records.get((r.case, r.board))
-            s = rec["summary"] if rec else None
-            energy = (rec or {}).get("energy") or {}
+            s = rec.summary if rec else None
             cases.append(CaseMetrics(
-                r.case, r.board, s["median_ns"] / 1e9 if s else None, s["p90_ns"] / 1e9 if s else None,
-                rec["peak_rss_kb"] * 1024.0 if rec else None, energy.get("total_j_per_inference"),
+                r.case, r.board, s.median_ns / 1e9 if s else None, s.p90_ns / 1e9 if s else None,
+                rec.peak_rss_kb * 1024.0 if rec else None, rec.energy.total_j_per_inference if rec else None,
                 r.status == "regression", r.status == "error",
             ))  # fmt: skip
         push_nightly(pushgateway, res.run, cases)

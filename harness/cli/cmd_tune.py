@@ -30,6 +30,9 @@ def tune(
     ),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop this worker after S seconds."),
     storage: str | None = typer.Option(None, "--storage", help="sqlite:///PATH or postgresql://... URL."),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Board pool database URL (default: $HILT_POOL, else a server --storage)."
+    ),
     study: str = typer.Option("hilt", "--study", help="Study name; workers with the same name join it."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | gp | random"),
     objective: str = typer.Option(
@@ -72,6 +75,7 @@ def tune(
         model=model,
         study=study,
         storage=storage,
+        pool=pool,
         farm=farm,
         board=board,
         profile=profile,
@@ -134,12 +138,13 @@ def tune(
     front = Table(title=f"Pareto front of study '{study}' ({len(result.study.trials)} trials)")
     for col in ("trial", "accuracy", "latency ms", "peak MB", "compression", "bundle"):
         front.add_column(col)
+    from tuner.results import TrialResult
     from tuner.study import best_schedules
 
     for t in best_schedules(result.study):
-        a = t.user_attrs
-        row = (f"{a['accuracy']:.3f}", f"{a['latency_ms']:.2f}", f"{a['peak_rss_mb']:.0f}")
-        front.add_row(str(t.number), *row, f"{a.get('compression', 1):.2f}x", str(a.get("bundle", ""))[:12])
+        a = TrialResult.from_user_attrs(t.user_attrs)
+        row = (f"{a.accuracy:.3f}", f"{a.latency_ms:.2f}", f"{a.peak_rss_mb:.0f}")
+        front.add_row(str(t.number), *row, f"{a.compression:.2f}x", a.bundle[:12])
     console.print(front)
     stats = result.pipeline.stats
     console.print(f"caches: prune {stats['prune_hits']} hits / {stats['prune_misses']} misses, "

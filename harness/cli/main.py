@@ -42,7 +42,7 @@ def _root(
 
 
 def _register() -> None:
-    """Attach each subcommand module; planned ones that are not built refuse with exit 2."""
+    """Attach each subcommand module."""
     from harness.cli import registry
 
     registry.register(app)

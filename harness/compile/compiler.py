@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from device_agents.profiles import BoardProfile, load_profile
 from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
@@ -29,6 +28,7 @@ from harness.compile.target import export_kwargs, tvm_target
 from harness.errors import ArtifactError, CompileError
 from harness.runtime.toolchains import host_arch
 from harness.versions import package_version
+from profiles.schema import BoardProfile, load_profile
 
 log = logging.getLogger(__name__)
 

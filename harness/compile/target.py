@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from device_agents.profiles import BoardProfile
 from harness.errors import CompileError
+from profiles.schema import BoardProfile
 
 
 def tvm_target(profile: BoardProfile):  # noqa: ANN201 - tvm.target.Target

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device_agents.profiles import BoardProfile
 from harness.errors import CompileError
 from harness.runtime.toolchains import host_arch
+from profiles.schema import BoardProfile
 
 log = logging.getLogger(__name__)
 

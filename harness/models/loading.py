@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from harness.demo.models import demo_model_dir
 from harness.errors import ModelLoadError, UnsupportedFamilyError
 from harness.models.families import (
     SUPPORTED_FAMILIES,
@@ -25,6 +26,7 @@ from harness.models.families import (
     model_class,
     task_from_architectures,
 )
+from harness.models.manifest import MANIFEST_FILE, load_pruned
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +140,6 @@ def _load_plain(directory: Path, cfg: dict, family: Family, task: Task | None) -
 def resolve_model_dir(path: str | Path) -> Path:
     """The directory behind a model argument: a demo model name or a path (checked to exist)."""
     if str(path) in DEMO_NAMES:
-        from harness.demo.models import demo_model_dir
-
         directory = demo_model_dir(str(path))
         if not directory.is_dir():
             raise ModelLoadError(f"demo model {path} is not trained yet; run `hilt demo train` first")
@@ -155,9 +155,6 @@ def resolve_model_dir(path: str | Path) -> Path:
 def load_model(path: str | Path, task: Task | None = None) -> LoadedModel:
     """Load a plain HF checkpoint dir, a pruned dir, or a demo model name (`demo-gpt2`, `demo-llama`)."""
     directory = resolve_model_dir(path)
-
-    from harness.prune.manifest import MANIFEST_FILE, load_pruned
-
     if (directory / MANIFEST_FILE).is_file():
         model, manifest = load_pruned(directory)
         return LoadedModel(model=model, family=manifest.family, task=manifest.task, source=directory)  # type: ignore[arg-type]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from harness.errors import DataError, HiltError
 from harness.models import load_model
+from harness.models.manifest import save_pruned
 from harness.prune.cascade import Progress, StageLog, run_cascade, validate_for_model
-from harness.prune.manifest import save_pruned
 from harness.prune.schedule import load_schedule, save_schedule
 
 log = logging.getLogger(__name__)

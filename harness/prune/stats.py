@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from harness.models.adapters import get_adapter
-from harness.prune.manifest import count_parameters
+from harness.models.manifest import count_parameters
 
 
 def _linear_dims(module: nn.Module) -> tuple[int, int] | None:

@@ -17,8 +17,8 @@ from torch import nn
 
 from harness.errors import ScheduleError
 from harness.models.adapters import get_adapter
+from harness.models.manifest import build_from_manifest, build_manifest, count_parameters
 from harness.prune.cascade import validate_for_model
-from harness.prune.manifest import build_from_manifest, build_manifest, count_parameters
 from harness.prune.schedule import Schedule
 from harness.prune.select import apply_attention, apply_channels, apply_layers
 

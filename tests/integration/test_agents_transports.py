@@ -378,7 +378,7 @@ def console(tmp_path: Path) -> Iterator[str]:
 
 
 def _login(tmp_path: Path, **kw: object) -> object:
-    from device_agents.profiles import SerialLogin
+    from profiles.schema import SerialLogin
 
     opts: dict[str, object] = {
         "user": "hilt", "password_env": "HILT_TEST_PW", "agent_dir": str(tmp_path / "ag"),

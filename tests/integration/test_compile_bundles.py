@@ -40,7 +40,7 @@ def _gpt2(path: Path) -> Path:
 def _pruned_llama(path: Path) -> Path:
     """A LLaMA (GQA + SwiGLU) with different widths per layer: heads and FFN channels cut unevenly."""
     from harness.models import get_adapter
-    from harness.prune.manifest import save_pruned
+    from harness.models.manifest import save_pruned
 
     torch.manual_seed(2)
     cfg = LlamaConfig(

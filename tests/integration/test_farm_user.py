@@ -162,7 +162,7 @@ def _pruned_llama(path: Path) -> Path:
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from harness.models import get_adapter
-    from harness.prune.manifest import save_pruned
+    from harness.models.manifest import save_pruned
 
     torch.manual_seed(7)
     cfg = LlamaConfig(

@@ -7,13 +7,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from device_agents.profiles import load_profile
 from harness.compile.bundle import bundle_hash
 from harness.compile.compiler import CompileOptions, cache_key
 from harness.compile.export import example_input
 from harness.errors import CompileError
 from harness.runtime.build import files_digest
 from harness.runtime.toolchains import host_arch, toolchain_for
+from profiles.schema import load_profile
 
 MODEL = {"config.json": "a" * 64, "model.safetensors": "b" * 64}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.profiles import available_profiles, load_profile
 from harness.errors import ConfigError
+from profiles.schema import available_profiles, load_profile
 
 REQUIRED = ["local", "rpi4", "rpi5", "rk3588", "jetson-orin-nano-cpu", "visionfive2", "bpi-f3",
             "qemu-aarch64", "qemu-riscv64"]  # fmt: skip

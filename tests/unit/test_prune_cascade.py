@@ -9,11 +9,11 @@ import torch
 
 from harness.errors import ScheduleError
 from harness.models import get_adapter, load_model
+from harness.models.manifest import count_parameters, save_pruned
 from harness.prune.baselines import METHODS, method_template
 from harness.prune.calib import Batch, mean_batch_loss
 from harness.prune.cascade import run_cascade
 from harness.prune.job import TokenData
-from harness.prune.manifest import count_parameters, save_pruned
 from harness.prune.recovery import recover
 from harness.prune.schedule import Recovery, parse_schedule
 from harness.prune.targets import schedule_for_compression

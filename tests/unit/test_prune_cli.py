@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from harness.cli.main import main
 from harness.models import get_adapter, load_model
+from harness.models.manifest import MANIFEST_FILE
 from harness.prune.job import SCHEDULE_FILE, STAGE_LOG_FILE, prune_to_dir
-from harness.prune.manifest import MANIFEST_FILE
 from tests.unit.prune_tiny import tiny_model, tokens
 
 SCHEDULE = {

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 
 from harness.errors import ModelLoadError
 from harness.models import get_adapter, load_model
-from harness.prune.manifest import MANIFEST_FILE, WEIGHTS_FILE, build_manifest, export_hf, save_pruned
+from harness.models.manifest import MANIFEST_FILE, WEIGHTS_FILE, build_manifest, export_hf, save_pruned
 from tests.unit.prune_tiny import FAMILIES, logits, tiny_model, tokens
 
 

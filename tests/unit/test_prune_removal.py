@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.models import PruneError, get_adapter
-from harness.prune.manifest import count_parameters
+from harness.models.manifest import count_parameters
 from tests.unit.prune_tiny import FAMILIES, logits, tiny_model, tokens
 
 E = 32  # hidden size of every tiny model

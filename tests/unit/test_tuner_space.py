@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import time
-
 import optuna
 import pytest
 
@@ -15,7 +11,7 @@ from tests.unit.prune_tiny import tiny_model
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
 from tuner.objectives import parse_objectives, record_constraints
 from tuner.space import SpaceConfig, round_channel_widths, suggest_schedule
-from tuner.store import ResultsStore, resolve_url
+from tuner.store import resolve_url
 
 
 def _schedules(cfg: SpaceConfig, n: int = 25) -> list[Schedule]:
@@ -61,7 +57,7 @@ def test_sampled_schedules_are_valid_and_coarse_to_fine() -> None:
 
 
 def test_fixed_compression_schedules_reach_the_target() -> None:
-    from harness.prune.manifest import count_parameters
+    from harness.models.manifest import count_parameters
     from harness.prune.targets import shape_twin, simulate_params
 
     model = tiny_model("gpt2", layers=4)
@@ -151,60 +147,6 @@ def test_storage_url_errors(tmp_path) -> None:
     assert resolve_url(str(tmp_path / "x.db")).startswith("sqlite:///")
     with pytest.raises(ConfigError, match="neither sqlite"):
         resolve_url("redis://localhost")
-
-
-def _hammer(url: str, holder: str, rounds: int, q: mp.Queue) -> None:
-    store = ResultsStore(url)
-    spans = []
-    for _ in range(rounds):
-        lease = store.lease_any(["b0", "b1"], holder, ttl_s=60, wait_s=30, poll_s=0.01)
-        assert lease is not None
-        t0 = time.time()
-        time.sleep(0.01)
-        spans.append((lease.board, t0, time.time()))
-        store.release(lease)
-    q.put(spans)
-
-
-def test_leases_are_exclusive_across_processes(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'leases.db'}"
-    ResultsStore(url)
-    q: mp.Queue = mp.get_context("fork").Queue()
-    procs = [mp.get_context("fork").Process(target=_hammer, args=(url, f"w{i}", 15, q)) for i in range(3)]
-    for p in procs:
-        p.start()
-    spans = [s for _ in procs for s in q.get(timeout=120)]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    for board in ("b0", "b1"):
-        mine = sorted((a, b) for name, a, b in spans if name == board)
-        for (_, end), (start, _) in zip(mine, mine[1:], strict=False):
-            assert start >= end - 1e-3, "a board was leased twice at once"
-    assert len(spans) == 45
-
-
-def test_expired_lease_can_be_taken(tmp_path) -> None:
-    store = ResultsStore(f"sqlite:///{tmp_path / 'l.db'}")
-    assert store.try_lease("b", "a", ttl_s=0.05)
-    assert store.try_lease("b", "c", ttl_s=10) is None
-    time.sleep(0.1)
-    assert store.try_lease("b", "c", ttl_s=10)
-
-
-def test_lease_of_a_dead_local_process_is_reaped_and_live_ones_renew(tmp_path) -> None:
-    import socket
-    import subprocess
-
-    store = ResultsStore(f"sqlite:///{tmp_path / 'l.db'}")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    assert store.try_lease("b", f"{socket.gethostname()}:{dead.pid}:x", ttl_s=600)
-    assert store.try_lease("b", "other:1:y", ttl_s=600)  # the dead holder's lease does not block
-    live = store.try_lease("c", f"{socket.gethostname()}:{os.getpid()}:z", ttl_s=0.2)
-    assert live and store.renew(live, ttl_s=600)
-    time.sleep(0.3)
-    assert store.try_lease("c", "other:1:y", ttl_s=600) is None  # renewed: still held
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

@@ -1,0 +1,129 @@
+"""The board pool: every measurement owns the machine it runs on for as long as it measures.
+
+Leases are on a board's *machine* (`Board.machine`), not its name: two `local` boards, or every
+emulated board of one farm, share one set of cores, so they measure one after another, while boards
+on separate machines measure in parallel. `hilt bench`, `hilt nightly` and `hilt tune` all go through
+`BoardPool.hold`. The pool's database is `--pool URL`, else `$HILT_POOL`, else the study's server
+database (PostgreSQL) when there is one, else an SQLite file in the hilt cache shared by every hilt
+process of this host. The agent's own lock on the board covers hosts that share no pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from device_agents.inventory import Board
+from device_agents.leases import Lease, LeaseHolder, LeaseTable, worker_id
+from harness.cache import cache_root
+from harness.errors import BoardBusyError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 60.0  # renewed while held, so a killed holder frees its machine within a minute
+SERVER_SCHEMES = ("postgresql", "mysql")
+
+
+def sql_url(url: str) -> str:
+    """A database URL; a bare path means an SQLite file, and its folder is created."""
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif not url.startswith(SERVER_SCHEMES):
+        raise ConfigError(f"database URL {url!r} is neither sqlite:///PATH nor postgresql://...")
+    return url
+
+
+def pool_url(explicit: str | None = None, storage: str | None = None) -> str:
+    """Which database holds the board leases (see the module docstring for the order)."""
+    if explicit:
+        return sql_url(explicit)
+    if os.environ.get("HILT_POOL"):
+        return sql_url(os.environ["HILT_POOL"])
+    if storage and sql_url(storage).startswith(SERVER_SCHEMES):
+        return sql_url(storage)
+    return sql_url(str(cache_root() / "pool.db"))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A board this measurement owns, and how long it waited for it."""
+
+    board: Board
+    waited_s: float
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def busy_message(board: Board, holder: LeaseHolder | None) -> str:
+    if holder is None:
+        return f"board {board.name} busy"
+    shared = f" (machine {board.machine})" if holder.note and holder.note != board.name else ""
+    who = f"{holder.holder} for board {holder.note}" if holder.note else holder.holder
+    return f"board {board.name} busy{shared}: held by {who} since {_when(holder.acquired)}"
+
+
+class BoardPool:
+    """Leases on the machines boards measure on, with renewal while held."""
+
+    def __init__(self, url: str | None = None, *, holder: str | None = None, ttl_s: float = DEFAULT_TTL_S):
+        self.url = pool_url(url)
+        kwargs: dict = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
+        self.leases = LeaseTable(create_engine(self.url, **kwargs))
+        self.holder = holder or worker_id()
+        self.ttl_s = ttl_s
+
+    def _keep_alive(self, lease: Lease) -> threading.Event:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.ttl_s / 3):
+                if not self.leases.renew(lease, self.ttl_s):
+                    log.warning("lease on %s was lost while held by %s", lease.key, lease.holder)
+                    return
+
+        threading.Thread(target=beat, daemon=True, name=f"lease-{lease.key}").start()
+        return stop
+
+    @contextmanager
+    def hold(self, boards: list[Board], wait_s: float = 0.0, poll_s: float = 0.1) -> Iterator[Held]:
+        """Own the first board whose machine comes free within `wait_s`, else BoardBusyError."""
+        if not boards:
+            raise ConfigError("no board to measure on")
+        t0 = time.monotonic()
+        deadline = t0 + wait_s
+        while True:
+            for board in boards:
+                lease = self.leases.try_take(board.machine, self.holder, self.ttl_s, note=board.name)
+                if lease is not None:
+                    break
+            else:
+                if time.monotonic() >= deadline:
+                    reasons = [busy_message(b, self.leases.holder_of(b.machine)) for b in boards]
+                    more = f" (waited {wait_s:.0f} s)" if wait_s else "; --wait SECONDS waits for it"
+                    raise BoardBusyError("; ".join(reasons) + more)
+                time.sleep(poll_s)
+                continue
+            break
+        waited = time.monotonic() - t0
+        log.info(
+            "board %s (machine %s) held by %s after %.2f s", board.name, board.machine, self.holder, waited
+        )
+        stop = self._keep_alive(lease)
+        try:
+            yield Held(board, waited)
+        finally:
+            stop.set()
+            self.leases.release(lease)
