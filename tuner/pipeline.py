@@ -161,8 +161,8 @@ class TrialPipeline:
 
     def prune(self, schedule: Schedule, say: Say) -> tuple[Path, list[dict], float]:
         """Run the schedule stage by stage, reusing any cached prefix; returns (dir, logs, SIA slack)."""
-        from harness.prune.cascade import run_cascade
         from harness.models.manifest import save_pruned
+        from harness.prune.cascade import run_cascade
 
         current: Path = self.cfg.model_dir
         logs: list[dict] = []

@@ -8,13 +8,14 @@ Channel widths can be rounded to a hardware multiple so compiled shapes repeat a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import optuna
 from torch import nn
 
 from harness.errors import ScheduleError
-from harness.prune.schedule import CRITERIA, Schedule, kept_count
+from harness.prune.criteria import SEARCHABLE
+from harness.prune.schedule import Schedule, kept_count
 
 FINENESS = {"layer": 0, "head": 1, "channel": 2}
 
@@ -33,6 +34,9 @@ class SpaceConfig:
     lr: float = 2e-3
     round_to: int | None = None  # FFN widths rounded to this multiple (None: no rounding)
     calib_batches: int = 4
+    # the criterion choices per granularity; fixed when a study is created (`study_criteria`), so a
+    # criterion added later never changes a running study's categorical choices
+    criteria: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(SEARCHABLE))
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_stages <= 4:
@@ -54,7 +58,7 @@ def _stage_slots(trial: optuna.Trial, cfg: SpaceConfig) -> list[dict]:
     slots = []
     for i in range(n):
         g = trial.suggest_categorical(f"s{i}_granularity", list(cfg.granularities))
-        crits = [c for c in CRITERIA[g] if c != "random"]
+        crits = list(cfg.criteria[g])
         slots.append(
             {
                 "slot": i,
@@ -127,3 +131,23 @@ def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) ->
 
     validate_for_model(model, schedule)  # a later stage that would empty a layer: rejected before any work
     return schedule
+
+
+def study_criteria(study: optuna.Study) -> dict[str, tuple[str, ...]]:
+    """The criterion choices this study searches: recorded at creation, read back from an older
+    study's trials, or (a new study) the criteria installed now."""
+    if "criteria" in study.user_attrs:
+        return {g: tuple(v) for g, v in study.user_attrs["criteria"].items()}
+    found: dict[str, tuple[str, ...]] = {}
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            parts = name.split("_")
+            if (
+                len(parts) == 3
+                and parts[2] == "criterion"
+                and isinstance(dist, optuna.distributions.CategoricalDistribution)
+            ):
+                found[parts[1]] = tuple(str(c) for c in dist.choices)
+    criteria = {**dict(SEARCHABLE), **found}
+    study.set_user_attr("criteria", {g: list(v) for g, v in criteria.items()})
+    return criteria

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -15,7 +15,7 @@ from tuner.constraints import Limits
 from tuner.data import task_data
 from tuner.objectives import ObjectiveSpec
 from tuner.pipeline import PipelineConfig, TrialPipeline
-from tuner.space import SpaceConfig
+from tuner.space import SpaceConfig, study_criteria
 from tuner.store import ResultsStore
 from tuner.study import RunSettings, make_storage, open_run_study, run_study, write_best
 
@@ -79,9 +79,7 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
     """Drop granularities SIA forbids on the dense model (horizon 0 under the default criterion) and
     raise the ratio floor to the widest horizon left: schedules that stage 1 would reject are never
     proposed. Later stages are still checked on the model as pruned so far."""
-    from dataclasses import replace
-
-    from harness.prune.schedule import DEFAULT_CRITERION
+    from harness.prune.criteria import DEFAULT_CRITERION
 
     grans = list(space.granularities)
     horizons = pipeline.horizons(dense, grans, {g: DEFAULT_CRITERION[g] for g in grans})
@@ -110,7 +108,8 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     study.set_user_attr("profile", boards[0].profile.name)
     study.set_user_attr("boards", [b.name for b in boards])
     study.set_user_attr("objectives", list(req.objectives.names))
-    study.set_user_attr("space", req.space.to_dict())
+    space = replace(req.space, criteria=study_criteria(study))
+    study.set_user_attr("space", space.to_dict())
     study.set_user_attr("command", req.command)
     study.set_user_attr("work_dir", str(req.work_dir))
     study_dir = req.work_dir / req.study
@@ -129,7 +128,6 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     )
     pipeline = TrialPipeline(cfg, data, store)
     dense = load_model(model_dir).model
-    space = req.space
     if req.use_sia and req.sia_restrict_space:
         space = sia_restricted_space(pipeline, dense, space)
         study.set_user_attr("space", space.to_dict())

@@ -107,10 +107,8 @@ def prune_stage(model: nn.Module, stage_targets: list, batches: list, seed: int)
     """Score every target on the current model, then remove (widths first, layers last)."""
     ad = get_adapter(model)
     crits = {t.granularity: t.criterion for t in stage_targets}
-    need_grad = "taylor" in (crits.get("head"), crits.get("channel"))
-    stats = criteria.collect_stats(
-        ad, batches, gradients=need_grad, head_contrib=crits.get("head") == "output_norm"
-    )
+    gradients, head_contrib = criteria.needs(list(crits.values()))
+    stats = criteria.collect_stats(ad, batches, gradients=gradients, head_contrib=head_contrib)
     layer_scores = None
     for t in stage_targets:
         if t.granularity == "layer":

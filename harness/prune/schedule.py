@@ -15,16 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ScheduleError
+from harness.prune.criteria import CRITERIA, DEFAULT_CRITERION
 
 SCHEDULE_VERSION = 1
 Granularity = Literal["layer", "head", "channel"]
-
-CRITERIA: dict[str, tuple[str, ...]] = {
-    "layer": ("block_influence", "skip_loss", "random"),
-    "head": ("taylor", "output_norm", "flap", "random"),
-    "channel": ("wanda", "flap", "taylor", "random"),
-}
-DEFAULT_CRITERION = {"layer": "block_influence", "head": "taylor", "channel": "wanda"}
 
 
 class PruneTarget(BaseModel):

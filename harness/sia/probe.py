@@ -20,7 +20,15 @@ from torch import nn
 
 from harness.models.adapters import ArchitectureAdapter, get_adapter
 from harness.prune.calib import Batch, mean_batch_loss
-from harness.prune.criteria import channel_scores, collect_stats, group_scores, head_scores, layer_scores
+from harness.prune.criteria import (
+    channel_scores,
+    collect_stats,
+    group_scores,
+    head_scores,
+    layer_scores,
+    needs,
+)
+from harness.prune.weights import saved_weights
 
 
 @dataclass(frozen=True)
@@ -119,13 +127,9 @@ class ModelProbe(Probe):
     # ---- scores ------------------------------------------------------------------------
     def scores(self) -> np.ndarray:
         a = self.adapter
-        stats = collect_stats(
-            a,
-            self.batches,
-            gradients=self.criterion == "taylor",
-            head_contrib=self.criterion == "output_norm",
-        )
-        self.forward_passes += len(self.batches) * (2 if self.criterion == "taylor" else 1)
+        gradients, head_contrib = needs([self.criterion])
+        stats = collect_stats(a, self.batches, gradients=gradients, head_contrib=head_contrib)
+        self.forward_passes += len(self.batches) * (2 if gradients else 1)
         if self.granularity == "layer":
             s = layer_scores(a, stats, self.criterion, self.batches, seed=self.seed)
             if self.criterion == "skip_loss":
@@ -152,19 +156,9 @@ class ModelProbe(Probe):
 
     @contextmanager
     def _masked(self, removed: Sequence[int]) -> Iterator[None]:
-        mods = self._touched(removed)
-        saved = [
-            (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone()) for m in mods
-        ]
-        try:
+        with saved_weights(self._touched(removed)):
             self._apply_masks(removed)
             yield
-        finally:
-            with torch.no_grad():
-                for m, (w, b) in zip(mods, saved, strict=True):
-                    m.weight.copy_(w)
-                    if b is not None:
-                        m.bias.copy_(b)
 
     def _apply_masks(self, removed: Sequence[int]) -> None:
         by_layer: dict[int, list[Unit]] = {}

@@ -1,15 +1,7 @@
-"""Importance criteria per granularity, computed on calibration batches (higher = more important).
-
-Layers: block influence (1 - cosine of a block's input and output hidden states, ShortGPT) and the
-loss increase when the block is skipped. Attention units and FFN channels are scored from
-statistics of the *input* of the output projection (o_proj / c_proj, down_proj / mlp.c_proj), where
-each head's output and each channel's activation are separate columns:
-- taylor: sum |activation x gradient| (first-order Taylor, LLM-Pruner style);
-- output_norm (heads): norm of the head's contribution to the block output;
-- flap: fluctuation, variance of the activation times the squared norm of its output weights (FLAP);
-- wanda (channels): ||X_j|| * sum_i |W_ij| (Wanda on the down projection);
-- random: seeded noise, a floor for comparisons.
-Head scores are per query head; KV-group scores sum the group's query heads.
+"""The one calibration pass every criterion scores from: statistics of the *input* of each output
+projection (o_proj / c_proj, down_proj / mlp.c_proj), where each head's output and each channel's
+activation are separate columns, plus block influence per layer. Gradients and per-head output
+contributions are collected only when a criterion needs them.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.models.adapters import ArchitectureAdapter
-from harness.prune.calib import Batch, batch_loss, mean_batch_loss
+from harness.prune.calib import Batch, batch_loss
 
 log = logging.getLogger(__name__)
 
@@ -129,95 +121,6 @@ def collect_stats(
     return stats
 
 
-def _per_head(values: torch.Tensor, head_dim: int) -> torch.Tensor:
+def per_head(values: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Sum per-column values over each head's columns."""
     return values.reshape(-1, head_dim).sum(-1)
-
-
-def head_scores(
-    adapter: ArchitectureAdapter,
-    stats: CalibStats,
-    criterion: str,
-    seed: int = 0,
-) -> list[torch.Tensor]:
-    """Per layer, one score per current query head."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(adapter.num_layers()):
-        shape = adapter.attention_shape(i)
-        st = stats.attn[i]
-        if criterion == "taylor":
-            s = _per_head(st.taylor, shape.head_dim)
-        elif criterion == "output_norm":
-            s = st.contrib
-        elif criterion == "flap":
-            w = adapter.out_proj_weight_by_input(adapter.attn_out_proj(i)).detach().float()
-            s = _per_head(st.variance() * (w * w).sum(-1), shape.head_dim)
-        elif criterion == "random":
-            s = torch.rand(shape.num_heads, generator=g)
-        else:
-            raise ValueError(f"unknown head criterion {criterion}")
-        out.append(s.clone())
-    return out
-
-
-def channel_scores(
-    adapter: ArchitectureAdapter, stats: CalibStats, criterion: str, seed: int = 0
-) -> list[torch.Tensor]:
-    """Per layer, one score per current FFN channel."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(adapter.num_layers()):
-        st = stats.ffn[i]
-        w = adapter.out_proj_weight_by_input(adapter.ffn_down_proj(i)).detach().float()
-        if criterion == "wanda":
-            s = st.s2.sqrt() * w.abs().sum(-1)
-        elif criterion == "flap":
-            s = st.variance() * (w * w).sum(-1)
-        elif criterion == "taylor":
-            s = st.taylor
-        elif criterion == "random":
-            s = torch.rand(adapter.num_channels(i), generator=g)
-        else:
-            raise ValueError(f"unknown channel criterion {criterion}")
-        out.append(s.clone())
-    return out
-
-
-def skip_loss_scores(adapter: ArchitectureAdapter, batches: list[Batch], base_loss: float) -> torch.Tensor:
-    """Loss increase when each block alone is made the identity (weights restored afterwards)."""
-    scores = []
-    for i in range(adapter.num_layers()):
-        mods = [adapter.attn_out_proj(i), adapter.ffn_down_proj(i)]
-        saved = [
-            (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone()) for m in mods
-        ]
-        adapter.mask_layer(i)
-        try:
-            scores.append(mean_batch_loss(adapter.model, batches) - base_loss)
-        finally:
-            with torch.no_grad():
-                for m, (w, b) in zip(mods, saved, strict=True):
-                    m.weight.copy_(w)
-                    if b is not None:
-                        m.bias.copy_(b)
-    return torch.tensor(scores)
-
-
-def layer_scores(
-    adapter: ArchitectureAdapter, stats: CalibStats, criterion: str, batches: list[Batch], seed: int = 0
-) -> torch.Tensor:
-    if criterion == "block_influence":
-        return torch.tensor(stats.block_influence)
-    if criterion == "skip_loss":
-        return skip_loss_scores(adapter, batches, stats.base_loss)
-    if criterion == "random":
-        return torch.rand(adapter.num_layers(), generator=torch.Generator().manual_seed(seed))
-    raise ValueError(f"unknown layer criterion {criterion}")
-
-
-def group_scores(adapter: ArchitectureAdapter, per_head: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per layer, [num_kv_groups, heads_per_group] (MHA: [heads, 1])."""
-    return [
-        s.reshape(adapter.attention_shape(i).num_kv_groups, adapter.attention_shape(i).heads_per_group)
-        for i, s in enumerate(per_head)
-    ]
