@@ -10,6 +10,7 @@ process of this host. The agent's own lock on the board covers hosts that share 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -84,6 +85,7 @@ class BoardPool:
         self.leases = LeaseTable(create_engine(self.url, **kwargs))
         self.holder = holder or worker_id()
         self.ttl_s = ttl_s
+        self._holds = itertools.count(1)  # each hold is its own holder: threads of one pool exclude too
 
     def _keep_alive(self, lease: Lease) -> threading.Event:
         stop = threading.Event()
@@ -104,9 +106,10 @@ class BoardPool:
             raise ConfigError("no board to measure on")
         t0 = time.monotonic()
         deadline = t0 + wait_s
+        holder = f"{self.holder}:{next(self._holds)}"
         while True:
             for board in boards:
-                lease = self.leases.try_take(board.machine, self.holder, self.ttl_s, note=board.name)
+                lease = self.leases.try_take(board.machine, holder, self.ttl_s, note=board.name)
                 if lease is not None:
                     break
             else:
@@ -118,9 +121,7 @@ class BoardPool:
                 continue
             break
         waited = time.monotonic() - t0
-        log.info(
-            "board %s (machine %s) held by %s after %.2f s", board.name, board.machine, self.holder, waited
-        )
+        log.info("board %s (machine %s) held by %s after %.2f s", board.name, board.machine, holder, waited)
         stop = self._keep_alive(lease)
         try:
             yield Held(board, waited)

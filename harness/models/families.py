@@ -1,35 +1,30 @@
-"""Which model families hilt can load and prune, and the HF classes behind each task."""
+"""Which model families hilt can load and prune, and the HF classes behind each task (read off the
+adapter modules' `FAMILY` specs)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-Family = Literal["gpt2", "llama", "qwen2", "mistral"]
+import transformers
+
+from harness.models.adapters import FAMILIES
+
+Family = str
 Task = Literal["sequence-classification", "causal-lm"]
 
-SUPPORTED_FAMILIES: tuple[str, ...] = ("gpt2", "llama", "qwen2", "mistral")
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 TASKS: tuple[str, ...] = ("sequence-classification", "causal-lm")
-
-# model_type -> (sequence-classification class name, causal-LM class name)
-_CLASSES: dict[str, tuple[str, str]] = {
-    "gpt2": ("GPT2ForSequenceClassification", "GPT2LMHeadModel"),
-    "llama": ("LlamaForSequenceClassification", "LlamaForCausalLM"),
-    "qwen2": ("Qwen2ForSequenceClassification", "Qwen2ForCausalLM"),
-    "mistral": ("MistralForSequenceClassification", "MistralForCausalLM"),
-}
 
 
 def model_class(family: str, task: str) -> type:
     """The transformers class that builds `family` with the head for `task`."""
-    import transformers
-
-    seq_cls, causal = _CLASSES[family]
+    seq_cls, causal = FAMILIES[family].classes[family]
     return getattr(transformers, seq_cls if task == "sequence-classification" else causal)
 
 
 def task_from_architectures(family: str, architectures: list[str] | None) -> Task | None:
     """Read the task from a config's `architectures` list; None when it names no head we know."""
-    seq_cls, causal = _CLASSES[family]
+    seq_cls, causal = FAMILIES[family].classes[family]
     for arch in architectures or []:
         if arch == seq_cls or arch.endswith("ForSequenceClassification"):
             return "sequence-classification"

@@ -107,7 +107,7 @@ def test_a_busy_machine_says_who_holds_it_and_since_when(tmp_path: Path) -> None
                 pass
     msg = str(err.value)
     assert msg.startswith("board b busy (machine host:")
-    assert "held by tuner-1 for board a since 20" in msg and "UTC" in msg and "--wait" in msg
+    assert "held by tuner-1:1 for board a since 20" in msg and "UTC" in msg and "--wait" in msg
     with second.hold([farm.board("b")]) as held:  # released on exit: free again
         assert held.board.name == "b"
 
@@ -143,6 +143,19 @@ def test_boards_on_one_machine_take_turns_and_separate_machines_run_together(tmp
     assert all(len(s) == 6 for s in spans.values())
     assert not _overlaps(spans["a"], spans["b"]), "two boards on one machine measured at once"
     assert _overlaps(spans["p"], spans["r"]), "boards on separate machines were serialised"
+
+
+def test_threads_sharing_one_pool_still_take_turns(tmp_path: Path) -> None:
+    farm = _farm([{"name": "a", "profile": "local"}, {"name": "b", "profile": "local"}])
+    pool = BoardPool(str(tmp_path / "pool.db"), holder="nightly")  # one pool, one thread per board
+    spans: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    threads = [threading.Thread(target=_windows, args=(pool, farm.board(n), 5, spans[n], 30.0)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(spans["a"]) == len(spans["b"]) == 5
+    assert not _overlaps(spans["a"], spans["b"])
 
 
 def test_wait_returns_how_long_it_waited(tmp_path: Path) -> None:

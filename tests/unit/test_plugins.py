@@ -38,3 +38,15 @@ def test_an_older_study_without_the_record_reads_its_choices_from_its_trials(tmp
     old_choices = ["taylor", "output_norm", "flap"]  # the order studies used before plug-ins
     study.optimize(lambda t: float(len(t.suggest_categorical("s0_head_criterion", old_choices))), n_trials=1)
     assert space_mod.study_criteria(study)["head"] == tuple(old_choices)
+
+
+def test_model_families_come_from_the_adapter_modules() -> None:
+    import harness.models.adapters as adapters_pkg
+    from harness.models.adapters import FAMILIES
+    from harness.models.families import SUPPORTED_FAMILIES, model_class
+
+    modules = {m.name for m in pkgutil.iter_modules(adapters_pkg.__path__)} - {"base"}
+    assert {spec.name for spec in FAMILIES.values()} == modules
+    assert SUPPORTED_FAMILIES == ("gpt2", "llama", "qwen2", "mistral")
+    assert model_class("qwen2", "causal-lm").__name__ == "Qwen2ForCausalLM"
+    assert model_class("gpt2", "sequence-classification").__name__ == "GPT2ForSequenceClassification"

@@ -37,6 +37,24 @@ class LayerSource:
 
 
 @dataclass(frozen=True)
+class FamilySpec:
+    """One model family: the HF model types it covers, their classes per task, and its adapter.
+
+    Each adapter module beside this one exposes `FAMILY`; the package finds them, so adding a family
+    is adding one file. LoRA targets are the adapter's (`lora_targets`), read off the live model.
+    """
+
+    name: str
+    # model_type -> (sequence-classification class name, causal-LM class name) in transformers
+    classes: dict[str, tuple[str, str]]
+    adapter: type[ArchitectureAdapter]
+
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
+
+@dataclass(frozen=True)
 class AttentionShape:
     """Current attention layout of one layer; MHA is `heads_per_group == 1` with one KV head per head."""
 

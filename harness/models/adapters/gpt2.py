@@ -6,7 +6,13 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from harness.models.adapters.base import ArchitectureAdapter, AttentionShape, PruneError, head_index
+from harness.models.adapters.base import (
+    ArchitectureAdapter,
+    AttentionShape,
+    FamilySpec,
+    PruneError,
+    head_index,
+)
 
 
 def _slice_conv1d(conv: Conv1D, dim: int, keep: torch.Tensor) -> None:
@@ -72,3 +78,6 @@ class GPT2Adapter(ArchitectureAdapter):
         idx = torch.tensor(keep, dtype=torch.long)
         _slice_conv1d(mlp.c_fc, 1, idx)
         _slice_conv1d(mlp.c_proj, 0, idx)
+
+
+FAMILY = FamilySpec("gpt2", {"gpt2": ("GPT2ForSequenceClassification", "GPT2LMHeadModel")}, GPT2Adapter)

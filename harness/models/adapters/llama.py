@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.models.adapters.base import ArchitectureAdapter, AttentionShape, head_index, slice_linear
+from harness.models.adapters.base import (
+    ArchitectureAdapter,
+    AttentionShape,
+    FamilySpec,
+    head_index,
+    slice_linear,
+)
 
 
 class LlamaAdapter(ArchitectureAdapter):
@@ -72,3 +78,14 @@ class LlamaAdapter(ArchitectureAdapter):
         slice_linear(mlp.up_proj, 0, idx)
         slice_linear(mlp.down_proj, 1, idx)
         mlp.intermediate_size = len(keep)
+
+
+FAMILY = FamilySpec(
+    "llama",
+    {
+        "llama": ("LlamaForSequenceClassification", "LlamaForCausalLM"),
+        "qwen2": ("Qwen2ForSequenceClassification", "Qwen2ForCausalLM"),
+        "mistral": ("MistralForSequenceClassification", "MistralForCausalLM"),
+    },
+    LlamaAdapter,
+)
