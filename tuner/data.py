@@ -20,7 +20,8 @@ def task_data(model: str, calib: Path | None, val: Path | None, val_n: int | Non
         return TaskData(c.input_ids, c.labels, v.input_ids, v.labels)
     if calib is None or val is None:
         raise ConfigError(
-            f"model {model} is not a demo model: give --calib and --val (.npz with input_ids and labels)"
+            f"model {model} is not a demo model: give --calib and --val "
+            "(token files, .npz or .safetensors, with input_ids and labels)"
         )
     ci, cl = load_calibration(str(calib))
     vi, vl = load_calibration(str(val))

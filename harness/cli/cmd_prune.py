@@ -18,10 +18,12 @@ def prune(
     schedule: Path = typer.Option(..., "--schedule", help="Schedule JSON (version 1)."),
     out: Path = typer.Option(..., "--out", help="Output directory (must not exist; written atomically)."),
     data: Path | None = typer.Option(
-        None, "--data", help="Calibration safetensors (input_ids, labels); default: demo calib split."
+        None,
+        "--data",
+        help="Calibration token file (.npz or .safetensors: input_ids, labels); default: demo calib.",
     ),
     eval_data: Path | None = typer.Option(
-        None, "--eval-data", help="Evaluation safetensors; default: demo val."
+        None, "--eval-data", help="Evaluation token file (.npz or .safetensors); default: demo val."
     ),
     calib_n: int = typer.Option(512, help="Demo calibration examples."),
     eval_n: int = typer.Option(1000, help="Demo evaluation examples."),

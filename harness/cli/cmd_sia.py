@@ -23,7 +23,9 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 def sia(
     model: str = typer.Option(..., "--model", help="Model directory, or demo-gpt2 / demo-llama."),
-    data: str = typer.Option("demo", "--data", help="'demo' or an .npz with input_ids and labels."),
+    data: str = typer.Option(
+        "demo", "--data", help="'demo', or a token file (.npz or .safetensors: input_ids, labels)."
+    ),
     granularity: str = typer.Option("layer,head,channel", help="Comma-separated granularities."),
     ratios: str = typer.Option("0.25,0.5,0.75", help="Fractions of units removed to test."),
     subsets: int = typer.Option(10, help="Random subsets per ratio (additivity)."),

@@ -49,8 +49,12 @@ def tune(
     round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
     search_order: bool = typer.Option(False, "--search-order", help="Also search the stage order."),
     no_sia: bool = typer.Option(False, "--no-sia", help="Do not constrain stages by SIA's horizon."),
-    calib: Path | None = typer.Option(None, "--calib", help=".npz calibration data (non-demo models)."),
-    val: Path | None = typer.Option(None, "--val", help=".npz validation data (non-demo models)."),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Calibration token file, .npz or .safetensors (non-demo models)."
+    ),
+    val: Path | None = typer.Option(
+        None, "--val", help="Validation token file, .npz or .safetensors (non-demo models)."
+    ),
     val_n: int = typer.Option(500, "--val-n", help="Validation examples used for accuracy."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed; workers started together need different ones."),
     out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
+from harness.data.files import load_token_file
 from harness.errors import DataError, HiltError
 from harness.models import load_model
 from harness.models.manifest import save_pruned
@@ -36,26 +35,8 @@ class TokenData:
 
 
 def load_token_data(path: str | Path) -> TokenData:
-    """A safetensors file with int64 `input_ids` [N, L] and `labels` [N]."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
-    for name in ("input_ids", "labels"):
-        if name not in tensors:
-            raise DataError(f"{path}: missing tensor `{name}` (need input_ids [N, L] and labels [N])")
-    ids, labels = tensors["input_ids"], tensors["labels"]
-    if ids.dim() != 2 or labels.dim() != 1 or len(ids) != len(labels) or len(ids) == 0:
-        raise DataError(
-            f"{path}: need input_ids [N, L] and labels [N] with N > 0, "
-            f"got {tuple(ids.shape)} and {tuple(labels.shape)}"
-        )
-    if ids.dtype.is_floating_point or labels.dtype.is_floating_point:
-        raise DataError(f"{path}: input_ids and labels must be integer tensors")
-    return TokenData(ids.long(), labels.long())
+    """A token file (.npz or .safetensors) with integer `input_ids` [N, L] and `labels` [N]."""
+    return TokenData(*load_token_file(path))
 
 
 def _demo_data(split: str, n: int | None) -> TokenData:

@@ -1,35 +1,16 @@
-"""Calibration data for the SIA check: the demo task's calibration split, or a user's .npz file."""
+"""Calibration data for the SIA check: the demo task's calibration split, or a user's token file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from harness.errors import DataError
+from harness.data import load_demo_split
+from harness.data.files import load_token_file
 
 
 def load_calibration(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """`demo` (the bearing-fault calibration split), or an .npz with `input_ids` [N, L] and `labels` [N]."""
+    """`demo` (the bearing-fault calibration split), or a token file (.npz or .safetensors)."""
     if spec == "demo":
-        from harness.data import load_demo_split
-
         d = load_demo_split("calib")
         return d.input_ids, d.labels
-    path = Path(spec)
-    if not path.is_file():
-        raise DataError(f"calibration data {path} does not exist (use 'demo' or an .npz file)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids, labels = z["input_ids"], z["labels"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not an .npz with 'input_ids' and 'labels' ({exc})") from None
-    if (
-        ids.ndim != 2
-        or labels.ndim != 1
-        or len(ids) != len(labels)
-        or not np.issubdtype(ids.dtype, np.integer)
-    ):
-        raise DataError(f"{path}: need integer input_ids [N, L] and labels [N] of the same N")
-    return torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
+    return load_token_file(spec)

@@ -90,7 +90,7 @@ def test_interrupted_run_leaves_no_output(setup: dict[str, Path]) -> None:
 @pytest.mark.parametrize(
     ("tensors", "message"),
     [
-        ({"input_ids": torch.zeros(4, 5, dtype=torch.long)}, "missing tensor `labels`"),
+        ({"input_ids": torch.zeros(4, 5, dtype=torch.long)}, "missing `labels`"),
         ({"input_ids": torch.zeros(4, dtype=torch.long), "labels": torch.zeros(4).long()}, "need input_ids"),
         ({"input_ids": torch.zeros(4, 5), "labels": torch.zeros(4).long()}, "must be integer"),
         (
