@@ -48,7 +48,8 @@ def load_token_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     ids, labels = arrays["input_ids"], arrays["labels"]
     if ids.ndim != 2 or labels.ndim != 1 or len(ids) != len(labels) or len(ids) == 0:
         raise DataError(
-            f"{path}: need input_ids [N, L] and labels [N] of the same N > 0, got {ids.shape} and {labels.shape}"
+            f"{path}: need input_ids [N, L] and labels [N] of the same N > 0, "
+            f"got {ids.shape} and {labels.shape}"
         )
     if not (np.issubdtype(ids.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)):
         raise DataError(f"{path}: input_ids and labels must be integer arrays")
