@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from device_agents.records import MeasurementRecord
 from harness.errors import ConfigError
+from harness.sia.plot import additivity_figure
 from harness.versions import stack_versions
 from profiles.schema import load_profile
 from tuner.results import DenseResult, TrialResult
@@ -109,18 +110,7 @@ def _plots(d: ReportData) -> dict[str, str]:
     ax.set_title("latency distribution" + (" — emulated board" if d.emulated else ""))
     out["latency"] = _svg(fig)
     if d.sia:
-        fig, axs = plt.subplots(1, len(d.sia), figsize=(4 * len(d.sia), 3.4), squeeze=False)
-        for ax, res in zip(axs[0], d.sia, strict=True):
-            for r in res["ratios"]:
-                ax.scatter(
-                    r["predicted"], r["measured"], s=14, label=f"{r['removed_fraction']:.0%} ({r['verdict']})"
-                )
-            ax.axline((0, 0), slope=1, color="k", lw=0.7, ls="--")
-            ax.set_title(f"SIA {res['granularity']} ({res['criterion']})", fontsize=9)
-            ax.set_xlabel("sum of single removals")
-            ax.set_ylabel("measured")
-            ax.legend(fontsize=6)
-        out["sia"] = _svg(fig)
+        out["sia"] = _svg(additivity_figure(d.sia, "SIA additivity on the model each stage pruned"))
     return out
 
 
