@@ -5,17 +5,20 @@ Also `check_boards`: hello to every farm board in parallel.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device_agents import agent as wire
+from device_agents.agent import wire
 from device_agents.inventory import Board, Farm
 from device_agents.records import MeasurementRecord
 from device_agents.transports import Transport, open_transport
-from harness.errors import ArtifactError, ConfigError, HiltError, NotBuiltError
+from harness.errors import ArtifactError, ConfigError, HiltError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class BenchOptions:
     timeout_s: float = 300.0
     power: bool = True
     meter: dict[str, Any] | None = None
+    holder: str = ""  # who the board's bench lock names while this runs; "" = user@host (pid)
+    wait_s: float = 0.0  # board busy: wait up to this long for its bench lock (0: fail at once)
 
 
 def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
@@ -59,10 +64,8 @@ def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str
 
 def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
     """The board runtime (hilt-runner + TVM runtime libraries) for an arch, built or cached."""
-    try:
-        from harness.runtime import build_runtime
-    except ImportError as exc:
-        raise NotBuiltError(f"the board runtime is not available ({exc}); issue 5 builds it") from None
+    from harness.runtime import build_runtime
+
     pkg = build_runtime(arch)
     directory = Path(pkg.directory)
     files = {name: directory / name for name in sorted(pkg.files)}
@@ -99,6 +102,8 @@ def run_bench(
     }
     if options.meter:
         args["meter"] = options.meter
+    args["holder"] = options.holder or default_holder()
+    args["wait_s"] = options.wait_s
     if bundle is None:
         args["selftest"] = True
         artifact = "selftest"
@@ -106,7 +111,7 @@ def run_bench(
         artifact, files = bundle_tree(bundle)
         ship_tree(transport, "bundle", files, artifact)
         args["bundle"] = artifact
-    result = transport.request("bench", args, timeout=options.timeout_s)
+    result = transport.request("bench", args, timeout=options.timeout_s + options.wait_s)
     record = MeasurementRecord.from_agent(
         result,
         board=board.name,
@@ -117,6 +122,15 @@ def run_bench(
         hello=hello,
     )
     return record.model_copy(update={"emulated": board.profile.emulated})
+
+
+def default_holder() -> str:
+    """How a busy board names this process: user@host (pid N)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
 
 
 def bench_board(board: Board, bundle: Path | None, options: BenchOptions | None = None) -> MeasurementRecord:

@@ -72,3 +72,11 @@ class RemoteError(AgentError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(f"agent error {kind}: {message}")
         self.kind = kind
+
+
+class BoardBusyError(RemoteError):
+    """The board's bench lock is held by another measurement (another host, session or tuner)."""
+
+    def __init__(self, message: str) -> None:
+        AgentError.__init__(self, message)  # the message says it all; no "agent error busy:" prefix
+        self.kind = "busy"
