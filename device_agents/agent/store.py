@@ -119,7 +119,13 @@ class Store:
         if kind == "runtime" and args.get("versions"):
             with open(os.path.join(staging, "versions.json"), "w") as f:
                 json.dump(args["versions"], f)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not os.path.isdir(target):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another agent on this store installed it first
+            return {"path": target, "installed": False}
         return {"path": target, "installed": True}
 
     def _check_bundle_metadata(self, staging: str, hashed: Dict[str, str]) -> None:
