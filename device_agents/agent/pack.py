@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import zipapp
 import zipfile
 from typing import Dict, Optional
@@ -63,9 +64,13 @@ def build_pyz(dest_dir: str, source: Optional[str] = None) -> str:
     path = os.path.join(dest_dir, "agent-%s.pyz" % digest)
     if not os.path.isfile(path):
         os.makedirs(dest_dir, exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".agent-", suffix=".tmp")  # threads pack too
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     return path

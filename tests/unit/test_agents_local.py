@@ -160,3 +160,12 @@ def test_packed_agent_finds_every_power_reader_module(tmp_path: Path) -> None:
         sources = [p["source"] for p in t.hello["power_sources"]]
     assert sources == ["hwmon", "rapl"]
     assert set(agent_power.SOURCES) == {"jetson", "hwmon", "rapl", "meter", "model", "none"}
+
+
+def test_many_threads_packing_at_once_get_one_good_file(tmp_path: Path) -> None:
+    """Boards are opened in parallel (`hilt boards check`): each transport packs the agent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = set(pool.map(lambda _: pack.build_pyz(str(tmp_path)), range(32)))
+    assert len(paths) == 1 and [p.name for p in tmp_path.iterdir()] == [Path(paths.pop()).name]
