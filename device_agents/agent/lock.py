@@ -60,6 +60,20 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def current_holder(root: str) -> Optional[Dict[str, Any]]:
+    """Who holds the board's bench lock now (None when free), without waiting or keeping it."""
+    try:
+        fd = os.open(os.path.join(root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        if _try_lock(fd):
+            return None
+        return read_holder(root) or {"holder": None, "pid": None, "since": None}
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def bench_lock(root: str, holder: str, wait_s: float, deadline: float) -> Iterator[Dict[str, Any]]:
     """Hold the board's bench lock; wait up to `wait_s` (and the request deadline), else `busy`."""

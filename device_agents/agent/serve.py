@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from .bench import Bench
 from .facts import Facts
+from .lock import current_holder
 from .power import discover_power
 from .rawtty import set_raw
 from .store import Store
@@ -85,6 +86,7 @@ class Agent:
             "runtimes": self.store.runtimes(),
             "cache": self.cache,
             "pid": os.getpid(),
+            "bench_lock": current_holder(self.cache),  # None, or who is measuring on this board now
         }
 
     def do_has(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:

@@ -66,10 +66,12 @@ def test_busy_board_refuses_at_once_and_names_the_holder(agent: serve.Agent, sto
         t0 = time.monotonic()
         res = _bench(agent, runtime, holder="bob@desk")
         assert time.monotonic() - t0 < 1.0
+        assert _call(agent, "hello", {})["result"]["bench_lock"]["holder"] == "alice@lab (pid 1)"
     assert res["ok"] is False and res["error"]["type"] == "busy"
     msg = res["error"]["message"]
     assert msg.startswith(f"board busy: held by alice@lab (pid 1) (agent pid {os.getpid()}) since 20")
     assert _bench(agent, runtime)["ok"]  # released: the next bench runs
+    assert _call(agent, "hello", {})["result"]["bench_lock"] is None
 
 
 def test_bench_waits_for_the_lock_when_asked(agent: serve.Agent, store: Path) -> None:
