@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from device_agents.bench import BenchOptions, run_bench, runtime_files  # noqa: E402
 from device_agents.inventory import parse_farm  # noqa: E402
 from device_agents.linesim import PtyRelay  # noqa: E402
-from device_agents.transports.base import AGENT_PATH  # noqa: E402
+from device_agents.transports.base import agent_pyz  # noqa: E402
 from device_agents.transports.local import LocalTransport  # noqa: E402
 from device_agents.transports.serial import SerialTransport  # noqa: E402
 
@@ -122,7 +122,7 @@ def serial_throughput(baud: int, size: int, work: Path) -> dict[str, float]:
         agent = subprocess.Popen(
             [
                 sys.executable,
-                str(AGENT_PATH),
+                str(agent_pyz()),
                 "--serial",
                 relay.board_path,
                 "--cache",

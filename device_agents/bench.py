@@ -6,13 +6,16 @@ Also `check_boards`: hello to every farm board in parallel.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device_agents import agent as wire
+from device_agents.agent import wire
 from device_agents.inventory import Board, Farm
 from device_agents.pool import BoardPool, Held
 from device_agents.records import MeasurementRecord
@@ -35,6 +38,8 @@ class BenchOptions:
     timeout_s: float = 300.0
     power: bool = True
     meter: dict[str, Any] | None = None
+    holder: str = ""  # who the board's bench lock names while this runs; "" = user@host (pid)
+    wait_s: float = 0.0  # board busy: wait up to this long for its bench lock (0: fail at once)
 
 
 def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
@@ -97,6 +102,8 @@ def run_bench(
     }
     if options.meter:
         args["meter"] = options.meter
+    args["holder"] = options.holder or default_holder()
+    args["wait_s"] = options.wait_s
     if bundle is None:
         args["selftest"] = True
         artifact = "selftest"
@@ -104,7 +111,7 @@ def run_bench(
         artifact, files = bundle_tree(bundle)
         ship_tree(transport, "bundle", files, artifact)
         args["bundle"] = artifact
-    result = transport.request("bench", args, timeout=options.timeout_s)
+    result = transport.request("bench", args, timeout=options.timeout_s + options.wait_s)
     record = MeasurementRecord.from_agent(
         result,
         board=board.name,
@@ -152,6 +159,15 @@ def bench_board(
 ) -> MeasurementRecord:
     """Own one board through the pool, measure one bundle, release."""
     return bench_any([board], bundle, options, pool=pool, wait_s=wait_s)
+
+
+def default_holder() -> str:
+    """How a busy board names this process: user@host (pid N)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
 
 
 @dataclass

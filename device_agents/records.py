@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
+from device_agents.agent import power
 from harness.errors import ConfigError
 from harness.versions import package_version
 
 RECORD_VERSION = 1
-EnergySource = Literal["hwmon", "rapl", "jetson", "meter", "model", "none"]
+# the names the agent's power readers give (one per reader module), plus "model" and "none"
+EnergySource = Literal[power.SOURCES]  # type: ignore[valid-type]
 
 
 class Energy(BaseModel):

@@ -71,4 +71,7 @@ class RemoteError(AgentError):
 
 
 class BoardBusyError(HiltError):
-    """The board (or the machine its measurements run on) is held by another measurement."""
+    """The board (or the machine its measurements run on) is held by another measurement: the board
+    pool's lease on its machine, or the agent's own bench lock on the board (kind "busy")."""
+
+    kind = "busy"

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -239,6 +239,8 @@ class TrialPipeline:
 
         Returns (record, board name, seconds waited for the board)."""
         options = self.cfg.bench_options or BenchOptions()
+        if not options.wait_s:  # a host outside this pool measuring on the board: wait for its lock
+            options = replace(options, wait_s=self.cfg.lease_wait_s)
         candidates = list(self.cfg.boards)
         attempts = 0
         lost: list[str] = []

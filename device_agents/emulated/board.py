@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_agents.transports.base import agent_pyz
 from harness.errors import FarmError, HiltError
 
 from .mounts import mount, mounts_under, safe_rmtree, unmount
@@ -39,8 +40,7 @@ class RuntimeFiles:
     versions: dict[str, str]
 
 
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
-BOARD_AGENT = "/opt/hilt/agent.py"
+BOARD_AGENT = "/opt/hilt/agent.pyz"  # the packed agent, the same file the transports ship
 # the SSH transport runs the agent with `--cache ~/.cache/hilt-agent/store`; the serial agent shares it
 AGENT_STORE = "/root/.cache/hilt-agent/store"
 RUNNER_NAME = "hilt-runner"
@@ -202,11 +202,8 @@ def install_payload(state: BoardState, root: Path, runtime: RuntimeFiles | None)
     """
     opt = root / "opt" / "hilt"
     opt.mkdir(parents=True, exist_ok=True)
-    if AGENT_SOURCE.is_file():
-        shutil.copy2(AGENT_SOURCE, root / BOARD_AGENT.lstrip("/"))
-        state.agent_path = BOARD_AGENT
-    else:
-        log.warning("no %s yet: board %s runs without an agent", AGENT_SOURCE, state.name)
+    shutil.copy2(agent_pyz(), root / BOARD_AGENT.lstrip("/"))
+    state.agent_path = BOARD_AGENT
     if runtime is None:
         return
     target = root / AGENT_STORE.lstrip("/") / "runtime" / runtime.sha256

@@ -68,7 +68,7 @@ def _runtime_for(arch: str) -> RuntimeFiles | None:
     except ImportError:
         log.warning("harness.runtime is not available: boards start without a TVM runtime")
         return None
-    from device_agents import agent as wire
+    from device_agents.agent import wire
 
     try:
         package = build_runtime(arch)

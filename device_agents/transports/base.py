@@ -2,7 +2,9 @@
 
 Transports differ only in how they reach the agent (a subprocess, an SSH channel, a serial line);
 everything above the byte stream (codecs, request ids, timeouts, chunked resumable upload) is here,
-and the codecs come from `agent.py` itself, so host and board share one wire format.
+and the codecs come from the agent package itself (`device_agents.agent.wire`), so host and board
+share one wire format. What a transport copies to a board and runs is `agent_pyz()`: the agent
+package packed into one hash-named zipapp under the hilt cache.
 """
 
 from __future__ import annotations
@@ -17,13 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_agents import agent as wire
-from harness.errors import AgentTimeoutError, ProtocolMismatchError, RemoteError, TransportError
+from device_agents.agent import pack, wire
+from harness.cache import cache_root
+from harness.errors import (
+    AgentTimeoutError,
+    BoardBusyError,
+    ProtocolMismatchError,
+    RemoteError,
+    TransportError,
+)
 
 log = logging.getLogger(__name__)
 
-AGENT_PATH = Path(wire.__file__).resolve()
 _EOF = object()
+
+
+def agent_pyz() -> Path:
+    """The agent as one file to ship: `agent-<sha16>.pyz` under the hilt cache, packed once per content."""
+    return Path(pack.build_pyz(str(cache_root() / "agent-pyz")))
+
 
 # Requests the host may safely resend after a lost frame (they change nothing twice).
 IDEMPOTENT = frozenset({"hello", "has", "put", "install"})
@@ -231,4 +245,7 @@ class Transport:
         message = str(err.get("message", ""))
         if kind == "protocol_mismatch" or answer.get("v") != self.protocol:
             raise ProtocolMismatchError(f"board {self.name}: {message or 'protocol version differs'}")
+        if kind == "busy":
+            busy = message.replace("board busy", f"board {self.name} busy", 1)
+            raise BoardBusyError(f"{busy}; try again later, or wait for it (--wait)")
         raise RemoteError(kind, f"board {self.name}: {message}")

@@ -1,4 +1,4 @@
-"""Local transport: the agent as a subprocess of this Python, JSON lines over its pipes."""
+"""Local transport: the packed agent (`agent-<hash>.pyz`) as a subprocess, JSON lines over its pipes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from device_agents.transports.base import AGENT_PATH, Stream, Transport
+from device_agents.transports.base import Stream, Transport, agent_pyz
 from harness.cache import cache_root
 from harness.errors import TransportError
 
@@ -27,7 +27,7 @@ class LocalTransport(Transport):
         name: str = "local",
         cache: Path | str | None = None,
         python: str = sys.executable,
-        agent_path: Path | str = AGENT_PATH,
+        agent_path: Path | str | None = None,
         sysfs_root: str | None = None,
         extra_args: list[str] | None = None,
         **kwargs: int,
@@ -35,7 +35,7 @@ class LocalTransport(Transport):
         super().__init__(name, **kwargs)
         self.cache = str(cache) if cache else str(default_cache())
         self.python = python
-        self.agent_path = str(agent_path)
+        self.agent_path = str(agent_path or agent_pyz())
         self.sysfs_root = sysfs_root
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None

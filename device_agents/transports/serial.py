@@ -1,8 +1,9 @@
 """Serial transport (pyserial): binary frames with CRC to the board's agent.
 
-The agent is either started on the board beforehand (`python3 agent.py --serial /dev/ttyS0 --baud B`)
-or, when the board's transport has a `login`, through the console: hilt logs in, copies agent.py over
-the line if this version is absent (base64 through the shell), and starts it on the console's tty.
+The agent is either started on the board beforehand (`python3 agent-<hash>.pyz --serial /dev/ttyS0
+--baud B`) or, when the board's transport has a `login`, through the console: hilt logs in, copies the
+agent `.pyz` over the line if this version is absent (base64 through the shell), and starts it on the
+console's tty.
 Lost or corrupted frames are resent: idempotent requests are retried, uploads resume from the
 agent's last acknowledged offset.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import serial
 
-from device_agents.transports.base import AGENT_PATH, Stream, Transport
+from device_agents.transports.base import Stream, Transport, agent_pyz
 from harness.errors import TransportError
 from profiles.schema import SerialLogin
 
@@ -41,14 +42,14 @@ class SerialTransport(Transport):
         device: str,
         baud: int = 115200,
         login: SerialLogin | None = None,
-        agent_path: Path | str = AGENT_PATH,
+        agent_path: Path | str | None = None,
         **kwargs: int,
     ) -> None:
         super().__init__(name, **kwargs)
         self.device = device
         self.baud = baud
         self.login = login
-        self.agent_path = Path(agent_path)
+        self.agent_path = Path(agent_path) if agent_path else agent_pyz()
         # about one second of line time per chunk (16 KiB .. 256 KiB): acks cost a small share of it
         self.chunk_size = max(16 << 10, min(256 << 10, baud // 10))
         self.port: serial.Serial | None = None
@@ -167,14 +168,14 @@ class ConsoleLogin:
 
     def _ensure_agent(self) -> str:
         data = self.t.agent_path.read_bytes()
-        remote = posixpath.join(self.login.agent_dir, f"agent-{hashlib.sha256(data).hexdigest()[:16]}.py")
+        remote = posixpath.join(self.login.agent_dir, f"agent-{hashlib.sha256(data).hexdigest()[:16]}.pyz")
         q = shlex.quote(remote)
         self._send(f"test -f {q} && echo HILT_''HAVE || echo HILT_''NEED")
         if self._expect(["HILT_HAVE", "HILT_NEED"], "answer about the agent file") == 0:
             self._expect(self.login.shell_prompts, "shell prompt")
             return remote
         self._expect(self.login.shell_prompts, "shell prompt")
-        log.info("board %s: copying agent.py over the console (%d bytes)", self.t.name, len(data))
+        log.info("board %s: copying the agent over the console (%d bytes)", self.t.name, len(data))
         self._shell(f"mkdir -p {shlex.quote(self.login.agent_dir)}")
         self._send(f"base64 -d > {q}.tmp <<'HILT_EOF'")
         encoded = base64.encodebytes(data).decode()

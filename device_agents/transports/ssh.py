@@ -1,4 +1,4 @@
-"""SSH transport (fabric): copy `agent.py` to the board if absent or changed, run it over a channel.
+"""SSH transport (fabric): copy the agent `.pyz` to the board if absent or changed, run it over a channel.
 
 Host keys are checked strictly against known_hosts (the user's, or a file the farm names); a new
 key is accepted only when the board's config opts in, and a changed key is always refused.
@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 
-from device_agents.transports.base import AGENT_PATH, Stream, Transport
+from device_agents.transports.base import Stream, Transport, agent_pyz
 from harness.errors import HostKeyError, TransportError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class SshTransport(Transport):
         python: str = "python3",
         agent_dir: str = DEFAULT_AGENT_DIR,
         connect_timeout: float = 10.0,
-        agent_path: Path | str = AGENT_PATH,
+        agent_path: Path | str | None = None,
         **kwargs: int,
     ) -> None:
         super().__init__(name, **kwargs)
@@ -67,7 +67,7 @@ class SshTransport(Transport):
         self.python = python
         self.agent_dir = agent_dir
         self.connect_timeout = connect_timeout
-        self.agent_path = Path(agent_path)
+        self.agent_path = Path(agent_path) if agent_path else agent_pyz()
         self.conn: Connection | None = None
         self.channel: paramiko.Channel | None = None
 
@@ -122,10 +122,10 @@ class SshTransport(Transport):
 
     def remote_agent_path(self) -> str:
         digest = hashlib.sha256(self.agent_path.read_bytes()).hexdigest()[:16]
-        return posixpath.join(self.agent_dir, f"agent-{digest}.py")
+        return posixpath.join(self.agent_dir, f"agent-{digest}.pyz")
 
     def _install_agent(self, conn: Connection) -> str:
-        """Copy agent.py unless this exact version is already there (its hash is in the name)."""
+        """Copy the agent unless this exact version is already there (its hash is in the name)."""
         remote = self.remote_agent_path()
         sftp = conn.sftp()
         try:

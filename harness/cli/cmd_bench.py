@@ -45,6 +45,7 @@ def _bench(
         threads=threads,
         cores=pinned,
         timeout_s=timeout,
+        wait_s=wait,  # the agent's own lock on the board, for hosts that share no pool
     )
     record = bench_board(find_farm(farm).board(board), bundle, options, pool=BoardPool(pool), wait_s=wait)
     s = record.summary

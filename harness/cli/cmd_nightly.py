@@ -45,7 +45,10 @@ def nightly(
         metrics = HiltMetrics()
         console.print(f"metrics on http://127.0.0.1:{metrics.serve(metrics_port)}/metrics")
     with console.status(f"nightly {the_suite.name}: benchmarking {len(the_farm.boards)} boards"):
-        options = BenchOptions(min_iters=min_iters, min_seconds=min_seconds)
+        # boards that are one machine (two local boards) share its bench lock: queue, do not fail the case
+        options = BenchOptions(
+            min_iters=min_iters, min_seconds=min_seconds, wait_s=wait
+        )  # the agent's lock too
         res = run_nightly(
             the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
             update_baseline=update_baseline, bench_options=options, history=history,

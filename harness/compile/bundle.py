@@ -9,7 +9,6 @@ time, and `files`: name -> sha256 of every other file). The bundle hash is sha25
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device_agents.agent.wire import tree_hash
 from harness.cache import sha256_file
 from harness.errors import ArtifactError
 
@@ -65,10 +65,9 @@ class BundleMetadata(BaseModel):
     files: dict[str, str]
 
 
-def bundle_hash(files: dict[str, str]) -> str:
-    """sha256 over the sorted 'name:sha256\\n' lines (hilt-runner computes the same)."""
-    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
+# sha256 over the sorted 'name:sha256\n' lines; defined once, in the agent's wire module (a leaf
+# package every layer may import), so the host, the agent and hilt-runner agree on it.
+bundle_hash = tree_hash
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device_agents.agent.wire import tree_hash
 from harness.cache import cache_root, sha256_file
 from harness.errors import CompileError
 from harness.runtime.toolchains import ARCHES, Toolchain, require_emulator, require_tools, toolchain_for
@@ -84,10 +85,8 @@ class RuntimePackage:
         )
 
 
-def files_digest(files: dict[str, str]) -> str:
-    """Hash of a name -> sha256 map: sha256 over its sorted 'name:sha256\\n' lines (bundles use it too)."""
-    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
+# the runtime's tree hash is the bundle's: one definition, in the agent's wire module
+files_digest = tree_hash
 
 
 def _site_packages() -> tuple[Path, Path]:

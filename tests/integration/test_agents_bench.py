@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import agent
+from device_agents.agent import wire
 from device_agents.bench import BenchOptions, run_bench, runtime_files, ship_tree
 from device_agents.inventory import Board, default_farm
 from device_agents.records import load_record
@@ -120,7 +120,7 @@ def test_runner_killed_mid_bench_is_a_typed_error(local: LocalTransport, runtime
     exc = outcome.get("exc")
     assert isinstance(exc, RemoteError) and exc.kind == "runner_crashed"
     assert "signal 9" in str(exc)
-    assert local.request("hello")["protocol"] == agent.PROTOCOL_VERSION
+    assert local.request("hello")["protocol"] == wire.PROTOCOL_VERSION
 
 
 def test_runner_refusing_a_bundle_is_typed(local: LocalTransport, runtime: tuple, tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_runner_refusing_a_bundle_is_typed(local: LocalTransport, runtime: tuple
     meta = {"version": 1, "arch": ARCH, "target": "llvm", "files": hashes}
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
     all_files = {**hashes, "metadata.json": local.upload(tmp_path / "metadata.json")}
-    tree = agent.tree_hash(hashes)
+    tree = wire.tree_hash(hashes)
     local.request("install", {"kind": "bundle", "hash": tree, "files": all_files})
     with pytest.raises(RemoteError) as info:
         local.request("bench", _bench_args(runtime, selftest=False, bundle=tree), timeout=60)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import agent
+from device_agents.agent import wire
 from device_agents.linesim import LineFaults, PtyRelay
-from device_agents.transports.base import AGENT_PATH, Transport
+from device_agents.transports.base import Transport, agent_pyz
 from device_agents.transports.local import LocalTransport
 from device_agents.transports.serial import SerialTransport
 from device_agents.transports.ssh import SshTransport
 from harness.errors import AgentTimeoutError, HostKeyError, ProtocolMismatchError, TransportError
+from tests.unit.agent_variants import other_protocol, packed_variant
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SOCAT = shutil.which("socat")
@@ -103,7 +104,7 @@ class SerialLine:
 
 
 def _start_serial_agent(board_path: str, cache: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(AGENT_PATH), "--serial", board_path, "--cache", str(cache)])
+    return subprocess.Popen([sys.executable, str(agent_pyz()), "--serial", board_path, "--cache", str(cache)])
 
 
 @pytest.fixture()
@@ -142,11 +143,11 @@ def test_ssh_hello_put_has_and_agent_copied_once(sshd: Sshd, tmp_path: Path) -> 
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(200_000))
     with sshd.transport() as t:
-        assert t.hello["protocol"] == agent.PROTOCOL_VERSION
+        assert t.hello["protocol"] == wire.PROTOCOL_VERSION
         sha = t.upload(blob)
         assert t.request("has", {"hashes": [sha]})["held"] == [sha]
         remote = Path(t.remote_agent_path())
-    assert remote.is_file() and remote.read_bytes() == AGENT_PATH.read_bytes()
+    assert remote.is_file() and remote.read_bytes() == agent_pyz().read_bytes()
     mtime = remote.stat().st_mtime_ns
     with sshd.transport() as t:  # same agent version: not copied again
         assert t.request("has", {"hashes": [sha]})["held"] == [sha]
@@ -154,10 +155,10 @@ def test_ssh_hello_put_has_and_agent_copied_once(sshd: Sshd, tmp_path: Path) -> 
 
 
 def test_ssh_changed_agent_is_copied_again(sshd: Sshd, tmp_path: Path) -> None:
-    changed = tmp_path / "agent.py"
-    changed.write_text(AGENT_PATH.read_text() + "\n# changed\n")
+    changed = packed_variant(tmp_path, lambda text: text + "\n# changed\n")
     with sshd.transport(agent_path=changed) as t:
-        assert Path(t.remote_agent_path()).read_text().endswith("# changed\n")
+        remote = Path(t.remote_agent_path())
+        assert remote.read_bytes() == changed.read_bytes() != agent_pyz().read_bytes()
 
 
 def test_ssh_wrong_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
@@ -176,7 +177,7 @@ def test_ssh_unknown_host_refused_unless_opted_in(sshd: Sshd, tmp_path: Path) ->
     with pytest.raises(HostKeyError, match="accept_new_host_key"):
         sshd.transport(known_hosts=str(known)).open()
     with sshd.transport(known_hosts=str(known), accept_new_host_key=True) as t:
-        assert t.hello["protocol"] == agent.PROTOCOL_VERSION
+        assert t.hello["protocol"] == wire.PROTOCOL_VERSION
     assert f"[127.0.0.1]:{sshd.port}" in known.read_text()
     with sshd.transport(known_hosts=str(known)) as t:  # now known: strict checking passes
         assert t.hello["arch"]
@@ -203,8 +204,7 @@ def test_ssh_killed_agent_is_an_error_within_the_timeout(sshd: Sshd) -> None:
 
 
 def test_ssh_protocol_mismatch_is_clear(sshd: Sshd, tmp_path: Path) -> None:
-    other = tmp_path / "agent.py"
-    other.write_text(AGENT_PATH.read_text().replace("PROTOCOL_VERSION = 1\n", "PROTOCOL_VERSION = 99\n", 1))
+    other = other_protocol(tmp_path, 99)
     with pytest.raises(ProtocolMismatchError, match="protocol"):
         sshd.transport(agent_path=other).open()
 
@@ -240,7 +240,7 @@ def test_serial_flipped_byte_and_dropped_chunk_still_upload_right(tmp_path: Path
             proc.kill()
             proc.wait()
     assert relay.damaged == {"flipped": 1, "dropped": 4096}
-    assert sha == agent.sha256_file(str(blob))
+    assert sha == wire.sha256_file(str(blob))
     assert (tmp_path / "cache" / "objects" / sha).read_bytes() == data
 
 
@@ -315,7 +315,7 @@ def _runtime_or_skip() -> object:
     except ImportError as exc:  # pragma: no cover
         pytest.skip(f"bench support missing: {exc}")
     try:
-        return runtime_files(agent.os.uname().machine)
+        return runtime_files(os.uname().machine)
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot be built here is a skip, with its reason
         pytest.skip(f"board runtime unavailable: {exc}")
 
@@ -395,10 +395,10 @@ def test_serial_login_copies_and_starts_the_agent(
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(30_000))
     with SerialTransport("console", console, 115200, login=_login(tmp_path)) as t:  # type: ignore[arg-type]
-        assert t.hello["protocol"] == agent.PROTOCOL_VERSION
+        assert t.hello["protocol"] == wire.PROTOCOL_VERSION
         sha = t.upload(blob)
-    copied = list((tmp_path / "ag").glob("agent-*.py"))
-    assert len(copied) == 1 and copied[0].read_bytes() == AGENT_PATH.read_bytes()
+    copied = list((tmp_path / "ag").glob("agent-*.pyz"))
+    assert len(copied) == 1 and copied[0].read_bytes() == agent_pyz().read_bytes()
     assert (tmp_path / "ag" / "store" / "objects" / sha).read_bytes() == blob.read_bytes()
 
 

@@ -49,12 +49,16 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_nightly_never_benches_while_tune_holds_the_machine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guard", ["pool", "agent-lock"])
+def test_nightly_never_benches_while_tune_holds_the_machine(tmp_path: Path, guard: str) -> None:
+    """`pool`: both share one board pool. `agent-lock`: each has its own pool (as two hosts would), so
+    only the agent's lock on the board keeps them apart."""
     task = write_tiny_task(tmp_path / "task")
     model = tmp_path / "small"
     tiny_model("gpt2", layers=2).save_pretrained(model)
     pool_db = tmp_path / "pool.db"
     env = {**os.environ, "HILT_POOL": str(pool_db)}
+    nightly_env = {**env, "HILT_POOL": str(tmp_path / "other-pool.db")} if guard == "agent-lock" else env
     tune_db, nightly_db = tmp_path / "tune.db", tmp_path / "nightly.db"
     tune = _cli(
         "tune", "--model", str(task["model"]), "--calib", str(task["calib"]), "--val", str(task["val"]),
@@ -75,7 +79,7 @@ def test_nightly_never_benches_while_tune_holds_the_machine(tmp_path: Path) -> N
     nightly = _cli(
         "nightly", "--farm", str(farm), "--suite", str(_suite(tmp_path, model)), "--run", "n1",
         "--storage", f"sqlite:///{nightly_db}", "--out", str(tmp_path / "n1"), "--min-iters", "50",
-        env=env,
+        env=nightly_env,
     )  # fmt: skip
     n_out, _ = nightly.communicate(timeout=900)
     tune_alive_after_nightly = tune.poll() is None

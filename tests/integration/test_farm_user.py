@@ -7,6 +7,7 @@ or mount is left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -113,6 +114,46 @@ def test_agent_over_ssh_and_serial(farm: FarmPaths, name: str) -> None:
     # the serial agent keeps serving after a client goes away
     with transports.SerialTransport(f"{name}-serial", board.serial_host) as again:
         assert again.hello["arch"] == ARCH_OF[name]
+
+
+def test_ssh_and_serial_agents_of_one_board_never_bench_at_once(farm: FarmPaths) -> None:
+    """The board's SSH agent and its serial agent share one store, hence one bench lock: a serial
+    bench that will not wait is refused naming the SSH bench, one that waits runs after it."""
+    import threading
+
+    from device_agents.bench import BenchOptions, bench_board
+    from device_agents.inventory import load_farm
+    from device_agents.transports.serial import SerialTransport
+    from harness.errors import BoardBusyError
+
+    loaded = load_farm(farm.farm_file)
+    ssh_board, serial_board = loaded.board("qemu-a64-0"), loaded.board("qemu-a64-0-serial")
+    opts = BenchOptions(warmup=0, min_iters=3, min_seconds=3.0, idle_seconds=0.0, power=False)
+    out: dict[str, object] = {}
+
+    def long_ssh_bench() -> None:
+        try:
+            out["ssh"] = bench_board(ssh_board, None, dataclasses.replace(opts, holder="ssh-bench"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out["ssh"] = exc
+
+    th = threading.Thread(target=long_ssh_bench)
+    th.start()
+    try:
+        with SerialTransport("watch", _board(farm, "qemu-a64-0").serial_host) as watch:
+            deadline = time.monotonic() + 120
+            while (watch.request("hello").get("bench_lock") or {}).get("holder") != "ssh-bench":
+                assert th.is_alive() and time.monotonic() < deadline, f"the SSH bench never held it: {out}"
+                time.sleep(0.1)
+        quick = dataclasses.replace(opts, min_seconds=0.0, holder="serial-bench")
+        with pytest.raises(BoardBusyError, match="held by ssh-bench .* since 20"):
+            bench_board(serial_board, None, quick)
+        waited = bench_board(serial_board, None, dataclasses.replace(quick, wait_s=180.0))
+    finally:
+        th.join(timeout=300)
+    first = out["ssh"]
+    assert not isinstance(first, BaseException), first
+    assert first.finished_at <= waited.started_at  # type: ignore[attr-defined]
 
 
 def test_boards_through_the_farm_file(farm: FarmPaths) -> None:

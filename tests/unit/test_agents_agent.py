@@ -9,23 +9,23 @@ from typing import Any
 
 import pytest
 
-from device_agents import agent
+from device_agents.agent import serve, wire
 
 
 def _call(
-    a: agent.Agent, type_: str, args: dict[str, Any] | None = None, body: bytes = b"", **hdr: Any
+    a: serve.Agent, type_: str, args: dict[str, Any] | None = None, body: bytes = b"", **hdr: Any
 ) -> dict:
-    header = {"v": agent.PROTOCOL_VERSION, "id": 7, "type": type_, "timeout": 5, "args": args or {}}
+    header = {"v": wire.PROTOCOL_VERSION, "id": 7, "type": type_, "timeout": 5, "args": args or {}}
     header.update(hdr)
     return a.handle(header, body)
 
 
 @pytest.fixture()
-def ag(tmp_path: Path) -> agent.Agent:
-    return agent.Agent(str(tmp_path / "cache"), sysfs=str(tmp_path / "sys"))
+def ag(tmp_path: Path) -> serve.Agent:
+    return serve.Agent(str(tmp_path / "cache"), sysfs=str(tmp_path / "sys"))
 
 
-def _put(a: agent.Agent, data: bytes, chunk: int = 4) -> str:
+def _put(a: serve.Agent, data: bytes, chunk: int = 4) -> str:
     sha = hashlib.sha256(data).hexdigest()
     state = _call(a, "put", {"sha256": sha, "op": "begin"})["result"]
     off = state["offset"]
@@ -37,16 +37,16 @@ def _put(a: agent.Agent, data: bytes, chunk: int = 4) -> str:
     return sha
 
 
-def test_hello_reports_protocol_and_board_facts(ag: agent.Agent) -> None:
+def test_hello_reports_protocol_and_board_facts(ag: serve.Agent) -> None:
     res = _call(ag, "hello")
     assert res["ok"] and res["id"] == 7
     r = res["result"]
-    assert r["protocol"] == agent.PROTOCOL_VERSION and r["agent_version"] == agent.AGENT_VERSION
+    assert r["protocol"] == wire.PROTOCOL_VERSION and r["agent_version"] == wire.AGENT_VERSION
     assert r["cpu_count"] >= 1 and r["memory_mb"]["total"] > 0 and r["arch"]
     assert r["power_sources"] == [] and r["runtimes"] == []
 
 
-def test_put_is_content_addressed_and_resumable(ag: agent.Agent) -> None:
+def test_put_is_content_addressed_and_resumable(ag: serve.Agent) -> None:
     data = b"hello board, here are some bytes"
     sha = hashlib.sha256(data).hexdigest()
     _call(ag, "put", {"sha256": sha, "op": "chunk", "offset": 0}, data[:10])
@@ -59,7 +59,7 @@ def test_put_is_content_addressed_and_resumable(ag: agent.Agent) -> None:
     assert _call(ag, "put", {"sha256": sha, "op": "begin"})["result"]["complete"] is True
 
 
-def test_put_refuses_data_whose_hash_differs(ag: agent.Agent) -> None:
+def test_put_refuses_data_whose_hash_differs(ag: serve.Agent) -> None:
     claimed = hashlib.sha256(b"what I promised").hexdigest()
     _call(ag, "put", {"sha256": claimed, "op": "chunk", "offset": 0}, b"what I sent")
     res = _call(ag, "put", {"sha256": claimed, "op": "commit"})
@@ -76,17 +76,17 @@ def test_put_refuses_data_whose_hash_differs(ag: agent.Agent) -> None:
         ({"sha256": "a" * 64, "op": "commit"}, "missing_file"),
     ],
 )
-def test_put_bad_requests(ag: agent.Agent, args: dict, kind: str) -> None:
+def test_put_bad_requests(ag: serve.Agent, args: dict, kind: str) -> None:
     res = _call(ag, "put", args)
     assert not res["ok"] and res["error"]["type"] == kind
 
 
-def test_install_bundle_checks_hash_and_metadata(ag: agent.Agent) -> None:
+def test_install_bundle_checks_hash_and_metadata(ag: serve.Agent) -> None:
     model, inp = _put(ag, b"model bytes"), _put(ag, b"input bytes")
     files = {"model.so": model, "input.bin": inp}
     meta = json.dumps({"version": 1, "files": files}).encode()
     files_all = {**files, "metadata.json": _put(ag, meta)}
-    tree = agent.tree_hash(files)
+    tree = wire.tree_hash(files)
     res = _call(ag, "install", {"kind": "bundle", "hash": tree, "files": files_all})
     assert res["ok"], res
     path = Path(res["result"]["path"])
@@ -96,12 +96,12 @@ def test_install_bundle_checks_hash_and_metadata(ag: agent.Agent) -> None:
     assert wrong["error"]["type"] == "hash_mismatch"
 
 
-def test_install_refuses_metadata_that_disagrees(ag: agent.Agent) -> None:
+def test_install_refuses_metadata_that_disagrees(ag: serve.Agent) -> None:
     model = _put(ag, b"model bytes 2")
     meta = _put(ag, json.dumps({"files": {"model.so": "1" * 64}}).encode())
     files = {"model.so": model, "metadata.json": meta}
     res = _call(
-        ag, "install", {"kind": "bundle", "hash": agent.tree_hash({"model.so": model}), "files": files}
+        ag, "install", {"kind": "bundle", "hash": wire.tree_hash({"model.so": model}), "files": files}
     )
     assert res["error"]["type"] == "hash_mismatch" and "metadata.json" in res["error"]["message"]
 
@@ -114,19 +114,19 @@ def test_install_refuses_metadata_that_disagrees(ag: agent.Agent) -> None:
         ({"kind": "runtime", "hash": "a" * 64, "files": {}}, "bad_request"),
     ],
 )
-def test_install_bad_requests(ag: agent.Agent, args: dict, kind: str) -> None:
+def test_install_bad_requests(ag: serve.Agent, args: dict, kind: str) -> None:
     assert _call(ag, "install", args)["error"]["type"] == kind
 
 
-def test_install_names_files_that_were_never_uploaded(ag: agent.Agent) -> None:
+def test_install_names_files_that_were_never_uploaded(ag: serve.Agent) -> None:
     files = {"hilt-runner": "b" * 64}
-    res = _call(ag, "install", {"kind": "runtime", "hash": agent.tree_hash(files), "files": files})
+    res = _call(ag, "install", {"kind": "runtime", "hash": wire.tree_hash(files), "files": files})
     assert res["error"]["type"] == "missing_file" and "hilt-runner" in res["error"]["message"]
 
 
-def test_runtime_install_makes_runner_executable_and_is_listed_in_hello(ag: agent.Agent) -> None:
+def test_runtime_install_makes_runner_executable_and_is_listed_in_hello(ag: serve.Agent) -> None:
     files = {"hilt-runner": _put(ag, b"#!/bin/sh\n"), "libtvm_runtime.so": _put(ag, b"lib")}
-    tree = agent.tree_hash(files)
+    tree = wire.tree_hash(files)
     res = _call(
         ag, "install", {"kind": "runtime", "hash": tree, "files": files, "versions": {"arch": "x86_64"}}
     )
@@ -135,10 +135,10 @@ def test_runtime_install_makes_runner_executable_and_is_listed_in_hello(ag: agen
     assert _call(ag, "hello")["result"]["runtimes"] == [{"hash": tree, "arch": "x86_64"}]
 
 
-def test_protocol_mismatch_is_a_typed_error(ag: agent.Agent) -> None:
-    res = _call(ag, "hello", v=agent.PROTOCOL_VERSION + 1)
+def test_protocol_mismatch_is_a_typed_error(ag: serve.Agent) -> None:
+    res = _call(ag, "hello", v=wire.PROTOCOL_VERSION + 1)
     assert res["error"]["type"] == "protocol_mismatch"
-    assert f"agent speaks protocol {agent.PROTOCOL_VERSION}" in res["error"]["message"]
+    assert f"agent speaks protocol {wire.PROTOCOL_VERSION}" in res["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -153,13 +153,13 @@ def test_protocol_mismatch_is_a_typed_error(ag: agent.Agent) -> None:
         ("bench", {"args": {"runtime": "c" * 64, "cores": ["a"]}}, "bad_request"),
     ],
 )
-def test_bad_requests_get_typed_errors(ag: agent.Agent, type_: str, extra: dict, kind: str) -> None:
-    header = {"v": agent.PROTOCOL_VERSION, "id": 1, "type": type_, "timeout": 5}
+def test_bad_requests_get_typed_errors(ag: serve.Agent, type_: str, extra: dict, kind: str) -> None:
+    header = {"v": wire.PROTOCOL_VERSION, "id": 1, "type": type_, "timeout": 5}
     header.update(extra)
     res = ag.handle(header, b"")
     assert res["ok"] is False and res["error"]["type"] == kind, res
 
 
-def test_shutdown_stops_serving(ag: agent.Agent) -> None:
+def test_shutdown_stops_serving(ag: serve.Agent) -> None:
     assert _call(ag, "shutdown")["ok"]
     assert ag.running is False

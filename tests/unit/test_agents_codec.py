@@ -8,7 +8,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_agents import agent as wire
+from device_agents.agent import wire
 
 
 def test_line_roundtrip_with_body_split_anywhere() -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import agent
-from device_agents.transports.base import AGENT_PATH
+from device_agents.agent import pack, wire
+from device_agents.agent import power as agent_power
+from device_agents.transports.base import agent_pyz
 from device_agents.transports.local import LocalTransport
 from harness.errors import AgentTimeoutError, ProtocolMismatchError, RemoteError, TransportError
+from tests.unit.agent_variants import other_protocol
 
 
 @pytest.fixture()
@@ -25,7 +27,7 @@ def local(tmp_path: Path):
 
 
 def test_hello_put_has(local: LocalTransport, tmp_path: Path) -> None:
-    assert local.hello["protocol"] == agent.PROTOCOL_VERSION
+    assert local.hello["protocol"] == wire.PROTOCOL_VERSION
     assert local.hello["cache"] == str(tmp_path / "cache")
     data = os.urandom(300_000)
     f = tmp_path / "blob"
@@ -41,7 +43,7 @@ def test_upload_resumes_a_partial_file(local: LocalTransport, tmp_path: Path) ->
     data = os.urandom(100_000)
     f = tmp_path / "blob"
     f.write_bytes(data)
-    sha = agent.sha256_file(str(f))
+    sha = wire.sha256_file(str(f))
     partial = tmp_path / "cache" / "partial" / sha
     partial.write_bytes(data[:40_000])  # left by an interrupted upload
     local.chunk_size = 30_000
@@ -84,21 +86,15 @@ def test_agent_that_cannot_start(tmp_path: Path) -> None:
 
 
 def test_older_agent_on_the_board_is_a_clear_mismatch(tmp_path: Path) -> None:
-    old = tmp_path / "agent_v0.py"
-    text = AGENT_PATH.read_text().replace(
-        f"PROTOCOL_VERSION = {agent.PROTOCOL_VERSION}\n",
-        f"PROTOCOL_VERSION = {agent.PROTOCOL_VERSION + 1}\n",
-        1,
-    )
-    old.write_text(text)
+    old = other_protocol(tmp_path, wire.PROTOCOL_VERSION + 1)
     t = LocalTransport("old", cache=tmp_path / "c", agent_path=old)
     with pytest.raises(ProtocolMismatchError, match="protocol"):
         t.open()
 
 
 def test_host_of_another_protocol_is_refused_by_the_agent(tmp_path: Path) -> None:
-    t = LocalTransport("new", cache=tmp_path / "c", protocol=agent.PROTOCOL_VERSION + 1)
-    with pytest.raises(ProtocolMismatchError, match=f"agent speaks protocol {agent.PROTOCOL_VERSION}"):
+    t = LocalTransport("new", cache=tmp_path / "c", protocol=wire.PROTOCOL_VERSION + 1)
+    with pytest.raises(ProtocolMismatchError, match=f"agent speaks protocol {wire.PROTOCOL_VERSION}"):
         t.open()
 
 
@@ -107,25 +103,69 @@ def test_agent_version_flag() -> None:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, str(AGENT_PATH), "--version"], capture_output=True, text=True, timeout=30
+        [sys.executable, str(agent_pyz()), "--version"], capture_output=True, text=True, timeout=30
     )
     assert json.loads(out.stdout) == {
-        "agent_version": agent.AGENT_VERSION,
-        "protocol": agent.PROTOCOL_VERSION,
+        "agent_version": wire.AGENT_VERSION,
+        "protocol": wire.PROTOCOL_VERSION,
     }
 
 
 def test_agent_runs_on_python_3_9_syntax() -> None:
-    """The agent goes to boards with old Pythons: no match statements, no runtime `X | Y` unions."""
+    """The agent goes to boards with old Pythons: no match statements, no runtime `X | Y` unions,
+    nothing outside the standard library and the agent package itself (relative imports only)."""
     import ast
 
-    tree = ast.parse(AGENT_PATH.read_text(), feature_version=(3, 9))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            continue
-        for name in names:
-            assert name.split(".")[0] in sys.stdlib_module_names, f"agent.py imports non-stdlib {name}"
+    files = sorted(Path(pack.PACKAGE_DIR).rglob("*.py"))
+    assert len(files) >= 10
+    for path in files:
+        tree = ast.parse(path.read_text(), feature_version=(3, 9))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: inside the agent package
+                    continue
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in sys.stdlib_module_names, f"{path.name} imports non-stdlib {name}"
+
+
+def test_pyz_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
+    """Same sources, same bytes: a board that has this agent is not sent it again."""
+    import hashlib
+
+    first = Path(pack.build_pyz(str(tmp_path / "a")))
+    second = Path(pack.build_pyz(str(tmp_path / "b")))
+    data = first.read_bytes()
+    assert data == second.read_bytes() and data.startswith(b"#!/usr/bin/env python3\n")
+    assert first.name == f"agent-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
+    assert agent_pyz().read_bytes() == data  # what the transports ship
+
+
+def test_packed_agent_finds_every_power_reader_module(tmp_path: Path) -> None:
+    """The reader registry is built by listing the power package, which must work inside the zip."""
+    sysfs = tmp_path / "sys"
+    for rel, value in {
+        "class/hwmon/hwmon0/name": "ina226",
+        "class/hwmon/hwmon0/power1_input": 2_000_000,
+        "class/powercap/intel-rapl:0/energy_uj": 5,
+        "class/powercap/intel-rapl:0/max_energy_range_uj": 1000,
+    }.items():
+        (sysfs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sysfs / rel).write_text(f"{value}\n")
+    with LocalTransport("pyz", cache=tmp_path / "c", sysfs_root=str(sysfs)) as t:
+        sources = [p["source"] for p in t.hello["power_sources"]]
+    assert sources == ["hwmon", "rapl"]
+    assert set(agent_power.SOURCES) == {"jetson", "hwmon", "rapl", "meter", "model", "none"}
+
+
+def test_many_threads_packing_at_once_get_one_good_file(tmp_path: Path) -> None:
+    """Boards are opened in parallel (`hilt boards check`): each transport packs the agent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        paths = set(pool.map(lambda _: pack.build_pyz(str(tmp_path)), range(32)))
+    assert len(paths) == 1 and [p.name for p in tmp_path.iterdir()] == [Path(paths.pop()).name]

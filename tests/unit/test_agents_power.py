@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import agent
+from device_agents.agent import bench as agent_bench
+from device_agents.agent import facts as agent_facts
+from device_agents.agent import power
+from device_agents.agent.power import base, meter, rapl
 
 
 def _write(root: Path, rel: str, value: object) -> None:
@@ -39,7 +42,7 @@ def _ina3221(root: Path, hw: str, labels: dict[int, str], mv: int, ma: int) -> N
 
 def test_ina226_reads_microwatts(tmp_path: Path) -> None:
     _ina226(tmp_path)
-    readers = agent.discover_power(str(tmp_path))
+    readers = power.discover_power(str(tmp_path))
     assert len(readers) == 1
     r = readers[0]
     assert r.source == "hwmon" and r.read() == pytest.approx(3.25)
@@ -49,13 +52,13 @@ def test_ina226_reads_microwatts(tmp_path: Path) -> None:
 def test_ina219_without_update_interval_defaults_to_10ms(tmp_path: Path) -> None:
     _write(tmp_path, "class/hwmon/hwmon3/name", "ina219")
     _write(tmp_path, "class/hwmon/hwmon3/power1_input", 1_000_000)
-    (r,) = agent.discover_power(str(tmp_path))
+    (r,) = power.discover_power(str(tmp_path))
     assert r.read() == pytest.approx(1.0) and r.interval_s == pytest.approx(0.01)
 
 
 def test_ina3221_multiplies_bus_mv_by_ma_on_enabled_labelled_channels(tmp_path: Path) -> None:
     _ina3221(tmp_path, "hwmon1", {1: "5V", 3: "3V3"}, mv=5000, ma=200)
-    (r,) = agent.discover_power(str(tmp_path))
+    (r,) = power.discover_power(str(tmp_path))
     assert r.source == "hwmon"
     assert "5V" in r.sensor and "3V3" in r.sensor
     # channel 1: 5000 mV * 200 mA = 1 W; channel 3: 15000 mV * 200 mA = 3 W; channel 2 disabled
@@ -65,7 +68,7 @@ def test_ina3221_multiplies_bus_mv_by_ma_on_enabled_labelled_channels(tmp_path: 
 def test_jetson_orin_uses_the_vdd_in_rail_and_is_labelled_jetson(tmp_path: Path) -> None:
     _ina3221(tmp_path, "hwmon2", {1: "VDD_IN", 2: "VDD_CPU_GPU_CV", 3: "VDD_SOC"}, mv=5000, ma=1000)
     _ina226(tmp_path, "hwmon0")
-    readers = agent.discover_power(str(tmp_path))
+    readers = power.discover_power(str(tmp_path))
     assert [r.source for r in readers] == ["jetson", "hwmon"]  # best first
     assert readers[0].read() == pytest.approx(5.0)  # VDD_IN only: 5000 mV * 1000 mA
 
@@ -77,19 +80,19 @@ def test_rapl_sums_packages_and_unwraps_the_counter(tmp_path: Path) -> None:
     _write(tmp_path, f"{base}/intel-rapl:0/max_energy_range_uj", 1_000_000)
     _write(tmp_path, f"{base}/intel-rapl:0:0/energy_uj", 5)  # a subzone (core): part of the package
     _write(tmp_path, f"{base}/intel-rapl:0:0/max_energy_range_uj", 1_000_000)
-    (r,) = agent.discover_power(str(tmp_path))
+    (r,) = power.discover_power(str(tmp_path))
     assert r.source == "rapl" and "1 package" in r.sensor
     assert r.read() is None  # first reading only primes the counter
     time.sleep(0.05)
     _write(tmp_path, f"{base}/intel-rapl:0/energy_uj", 1_000)  # wrapped: 1000 uJ to the max + 1000
     watts = r.read()
     assert watts is not None
-    assert agent.RaplReader.delta(999_000, 1_000, 1_000_000) == 2_000
+    assert rapl.RaplReader.delta(999_000, 1_000, 1_000_000) == 2_000
     assert 0.002 / 1.0 < watts < 0.002 / 0.04  # 2 mJ over ~50 ms
 
 
 def test_no_sensor_means_no_readers(tmp_path: Path) -> None:
-    assert agent.discover_power(str(tmp_path)) == []
+    assert power.discover_power(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize(
@@ -97,12 +100,12 @@ def test_no_sensor_means_no_readers(tmp_path: Path) -> None:
     [("4.5", 4.5), ("W=2.25", 2.25), ("mW=1500", 1.5), ("V=5.0 A=0.4", 2.0), ("mV=5000,mA=100", 0.5)],
 )
 def test_meter_line_protocol(line: str, watts: float) -> None:
-    assert agent.parse_meter_line(line) == pytest.approx(watts)
+    assert meter.parse_meter_line(line) == pytest.approx(watts)
 
 
 @pytest.mark.parametrize("line", ["", "# comment", "V=5", "W=abc", "hello"])
 def test_meter_line_protocol_ignores_what_it_cannot_read(line: str) -> None:
-    assert agent.parse_meter_line(line) is None
+    assert meter.parse_meter_line(line) is None
 
 
 def test_meter_reader_reads_latest_value_from_a_real_pty() -> None:
@@ -110,7 +113,7 @@ def test_meter_reader_reads_latest_value_from_a_real_pty() -> None:
 
     master, slave = os.openpty()
     try:
-        reader = agent.MeterReader(os.ttyname(slave))
+        reader = meter.MeterReader(os.ttyname(slave))
         os.write(master, b"W=1.0\nV=5 A=0.5\npartial")
         time.sleep(0.1)
         assert reader.read() == pytest.approx(2.5)
@@ -122,12 +125,12 @@ def test_meter_reader_reads_latest_value_from_a_real_pty() -> None:
 
 def test_trapezoid_integration_and_mean_power() -> None:
     samples = [(0.0, 1.0), (1.0, 3.0), (3.0, 3.0)]
-    assert agent.integrate(samples) == pytest.approx(2.0 + 6.0)
-    assert agent.mean_power(samples) == pytest.approx(8.0 / 3.0)
-    assert agent.mean_power([(0.0, 4.0)]) == 4.0
+    assert base.integrate(samples) == pytest.approx(2.0 + 6.0)
+    assert base.mean_power(samples) == pytest.approx(8.0 / 3.0)
+    assert base.mean_power([(0.0, 4.0)]) == 4.0
 
 
-class _Ramp(agent.PowerReader):
+class _Ramp(base.PowerReader):
     source = "hwmon"
     interval_s = 0.005
 
@@ -139,14 +142,14 @@ class _Ramp(agent.PowerReader):
 
 
 def test_sampler_collects_at_the_sensor_rate() -> None:
-    samples = agent.measure_window(_Ramp(), 0.2)
+    samples = base.measure_window(_Ramp(), 0.2)
     assert len(samples) >= 10
     assert samples[0][1] < samples[-1][1]
-    assert agent.mean_power(samples) == pytest.approx(2.1, abs=0.05)
+    assert base.mean_power(samples) == pytest.approx(2.1, abs=0.05)
 
 
 def test_energy_uses_sensor_idle_and_busy_power() -> None:
-    bench = agent.Bench.__new__(agent.Bench)
+    bench = agent_bench.Bench.__new__(agent_bench.Bench)
     bench.args, bench.threads = {}, 1
     runner = {"samples_ns": [2_000_000, 2_000_000]}
     idle = [(0.0, 2.0), (1.0, 2.0)]
@@ -158,7 +161,7 @@ def test_energy_uses_sensor_idle_and_busy_power() -> None:
 
 
 def test_energy_falls_back_to_the_profile_model() -> None:
-    bench = agent.Bench.__new__(agent.Bench)
+    bench = agent_bench.Bench.__new__(agent_bench.Bench)
     bench.args, bench.threads = {"power_model": {"idle_w": 2.0, "per_core_w": 1.5}}, 2
     e = bench._energy(None, [], [], {"samples_ns": [1_000_000]})
     assert e["source"] == "model"
@@ -180,7 +183,7 @@ def test_facts_read_governors_frequencies_and_thermal_zones(tmp_path: Path) -> N
     _write(tmp_path, "class/thermal/thermal_zone0/temp", 51234)
     _write(tmp_path, "class/thermal/thermal_zone1/type", "cpu-thermal")
     _write(tmp_path, "class/thermal/thermal_zone1/temp", 40000)
-    facts = agent.Facts(str(tmp_path))
+    facts = agent_facts.Facts(str(tmp_path))
     snap = facts.snapshot()
     assert snap["governors"] == {"0": "performance", "10": "schedutil"}
     assert snap["freqs_khz"]["10"] == {"cur": 1_000_000, "max": 1_800_000}
@@ -198,8 +201,8 @@ def test_throttle_flag_from_temperature_and_frequency() -> None:
         "freqs_khz": {"0": {"cur": 1_500_000, "max": 2_400_000}},
         "governors": {},
     }
-    assert agent._throttle_check(cool, cool, 80.0) == (False, [])
-    flagged, reasons = agent._throttle_check(cool, hot, 80.0)
+    assert agent_facts.throttle_check(cool, cool, 80.0) == (False, [])
+    flagged, reasons = agent_facts.throttle_check(cool, hot, 80.0)
     assert (
         flagged and any("temperature" in r for r in reasons) and any("frequency fell" in r for r in reasons)
     )

@@ -1,0 +1,156 @@
+"""The agent's content-addressed store: resumable uploads (`put`), `has`, and `install`, which
+assembles a bundle or runtime directory from stored objects and refuses a hash mismatch.
+
+Layout under the cache directory: objects/<sha>, partial/<sha> (uploads in progress),
+bundle/<tree>/, runtime/<tree>/, tmp/ (staging), bench.lock (see `lock.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Dict, List
+
+from .sysfs import listdir
+from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha, sha256_file, tree_hash
+
+SUBDIRS = ("objects", "partial", "bundle", "runtime", "tmp")
+
+
+def safe_name(name: Any) -> bool:
+    """A plain file name: nothing that could climb out of the directory it is installed in."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )
+
+
+class Store:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        for sub in SUBDIRS:
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def held(self, sha: str) -> bool:
+        return any(os.path.exists(self.path(sub, sha)) for sub in ("objects", "bundle", "runtime"))
+
+    def has(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        hashes = args.get("hashes")
+        if not isinstance(hashes, list):
+            raise AgentFailure("bad_request", "has needs a list 'hashes'")
+        return {"held": [h for h in hashes if is_sha(h) and self.held(h)]}
+
+    def put(self, args: Dict[str, Any], body: bytes) -> Dict[str, Any]:
+        """Chunked, resumable, content-addressed upload: op begin / chunk / commit."""
+        sha = args.get("sha256")
+        if not is_sha(sha):
+            raise AgentFailure("bad_request", "put needs a lowercase hex 'sha256'")
+        final = self.path("objects", sha)
+        partial = self.path("partial", sha)
+        op = args.get("op", "begin")
+        if os.path.exists(final):
+            return {"offset": os.path.getsize(final), "complete": True}
+        if op == "begin":
+            size = os.path.getsize(partial) if os.path.exists(partial) else 0
+            return {"offset": size, "complete": False}
+        if op == "chunk":
+            offset = args.get("offset")
+            size = os.path.getsize(partial) if os.path.exists(partial) else 0
+            if offset != size:  # duplicate or out of order: tell the host where to resume
+                return {"offset": size, "complete": False}
+            with open(partial, "ab") as f:
+                f.write(body)
+            return {"offset": size + len(body), "complete": False}
+        if op == "commit":
+            if not os.path.exists(partial):
+                raise AgentFailure("missing_file", "nothing uploaded for %s" % sha)
+            actual = sha256_file(partial)
+            if actual != sha:
+                os.unlink(partial)
+                raise AgentFailure(
+                    "hash_mismatch", "uploaded data hashes to %s, not %s; refused" % (actual, sha)
+                )
+            os.replace(partial, final)
+            return {"offset": os.path.getsize(final), "complete": True}
+        raise AgentFailure("bad_request", "unknown put op %r" % (op,))
+
+    def install(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """Assemble a bundle or runtime directory from stored objects; refuse a hash mismatch."""
+        kind = args.get("kind")
+        if kind not in KINDS:
+            raise AgentFailure("bad_request", "install kind must be one of %s" % (KINDS,))
+        tree = args.get("hash")
+        files = args.get("files")
+        if not is_sha(tree) or not isinstance(files, dict) or not files:
+            raise AgentFailure("bad_request", "install needs 'hash' and a non-empty 'files' map")
+        for name, sha in files.items():
+            if not safe_name(name) or not is_sha(sha):
+                raise AgentFailure("bad_request", "bad file entry %r: %r" % (name, sha))
+        hashed = dict(files)
+        if kind == "bundle":
+            hashed.pop("metadata.json", None)
+        if tree_hash(hashed) != tree:
+            raise AgentFailure(
+                "hash_mismatch", "%s files hash to %s, not %s" % (kind, tree_hash(hashed), tree)
+            )
+        target = self.path(kind, tree)
+        if os.path.isdir(target):
+            return {"path": target, "installed": False}
+        missing = [n for n, s in files.items() if not os.path.exists(self.path("objects", s))]
+        if missing:
+            raise AgentFailure("missing_file", "upload these first: %s" % ", ".join(sorted(missing)))
+        staging = self.path("tmp", "%s-%d" % (tree, os.getpid()))
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        for name, sha in files.items():
+            dst = os.path.join(staging, name)
+            shutil.copyfile(self.path("objects", sha), dst)
+            if kind == "runtime" and name == RUNNER_NAME:
+                os.chmod(dst, 0o755)
+        if kind == "bundle" and "metadata.json" in files:
+            self._check_bundle_metadata(staging, hashed)
+        if kind == "runtime" and args.get("versions"):
+            with open(os.path.join(staging, "versions.json"), "w") as f:
+                json.dump(args["versions"], f)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not os.path.isdir(target):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another agent on this store installed it first
+            return {"path": target, "installed": False}
+        return {"path": target, "installed": True}
+
+    def _check_bundle_metadata(self, staging: str, hashed: Dict[str, str]) -> None:
+        try:
+            with open(os.path.join(staging, "metadata.json")) as f:
+                meta = json.load(f)
+        except ValueError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise AgentFailure("bad_bundle", "metadata.json is not JSON: %s" % exc) from None
+        listed = meta.get("files") if isinstance(meta, dict) else None
+        if listed != hashed:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise AgentFailure("hash_mismatch", "metadata.json 'files' does not match the uploaded files")
+
+    def runtimes(self) -> List[Dict[str, Any]]:
+        out = []
+        base = self.path("runtime")
+        for name in listdir(base):
+            info: Dict[str, Any] = {"hash": name}
+            path = os.path.join(base, name, "versions.json")
+            if os.path.exists(path):
+                try:
+                    with open(path) as f:
+                        info.update(json.load(f))
+                except ValueError:
+                    pass
+            out.append(info)
+        return out

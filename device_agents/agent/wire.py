@@ -1,0 +1,217 @@
+"""The wire format and hashes shared by the host and the agent (one definition for both sides).
+
+Wire formats (both carry a JSON header and an optional binary body):
+- lines (local pipes, SSH): one JSON object per line; if it has `body_len`, exactly that many raw
+  bytes follow the newline.
+- frames (serial): MAGIC | u32 length | payload | u32 CRC32(length + payload), payload =
+  JSON header, NUL, body. Frames over MAX_FRAME, with a bad CRC, or left incomplete for too long
+  are dropped and the reader resynchronises on the next MAGIC.
+
+Every request carries `v` (protocol version), `id`, `type` and `timeout` (seconds); every answer
+carries the same `id` and either `ok: true, result` or `ok: false, error: {type, message}`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import struct
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+PROTOCOL_VERSION = 1
+AGENT_VERSION = "0.2.0"
+MAGIC = b"HLT\x01"
+MAX_FRAME = 1 << 20  # payload cap for serial frames (bytes)
+MAX_LINE = 1 << 20  # cap on one JSON header line
+MAX_BODY = 64 << 20  # cap on one binary body in lines mode
+FRAME_STALE_S = 1.0  # an incomplete frame with no progress for this long is dropped
+RUNNER_NAME = "hilt-runner"
+READY_MARKER = ("\r\nHILT_AGENT_READY protocol=%d\r\n" % PROTOCOL_VERSION).encode("ascii")
+KINDS = ("bundle", "runtime")
+SHA_HEX = frozenset("0123456789abcdef")
+
+Header = Dict[str, Any]
+Message = Tuple[Optional[Header], Any]  # (header, body) or (None, error text)
+
+
+class AgentFailure(Exception):
+    """A typed error answered to the host; the agent keeps serving."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        Exception.__init__(self, message)
+        self.type = type_
+        self.message = message
+
+
+def error_answer(req_id: Any, type_: str, message: str) -> Header:
+    return {"v": PROTOCOL_VERSION, "id": req_id, "ok": False, "error": {"type": type_, "message": message}}
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def encode_line(header: Header, body: bytes = b"") -> bytes:
+    """One lines-mode message: JSON line, then `body_len` raw bytes if there is a body."""
+    header = dict(header)
+    if body:
+        header["body_len"] = len(body)
+    else:
+        header.pop("body_len", None)
+    return json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n" + bytes(body)
+
+
+def decode_header(raw: bytes) -> Header:
+    """A message's JSON header; ValueError (bad UTF-8 included) unless it is one JSON object."""
+    header = json.loads(raw.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("not a JSON object")
+    return header
+
+
+class LineDecoder:
+    """Incremental lines-mode parser: feed bytes, get (header, body) pairs or (None, error)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.pending: Optional[Header] = None  # header waiting for its body
+
+    def feed(self, data: bytes, now: Optional[float] = None) -> List[Message]:
+        self.buf += data
+        out: List[Message] = []
+        while True:
+            if self.pending is not None:
+                need = self.pending.pop("body_len")
+                if len(self.buf) < need:
+                    self.pending["body_len"] = need
+                    break
+                body = bytes(self.buf[:need])
+                del self.buf[:need]
+                out.append((self.pending, body))
+                self.pending = None
+                continue
+            idx = self.buf.find(b"\n")
+            if idx < 0:
+                if len(self.buf) > MAX_LINE:
+                    self.buf.clear()
+                    out.append((None, "line longer than %d bytes dropped" % MAX_LINE))
+                break
+            line = bytes(self.buf[:idx])
+            del self.buf[: idx + 1]
+            if not line.strip():
+                continue
+            try:
+                header = decode_header(line)
+            except ValueError as exc:
+                out.append((None, "malformed JSON line: %s" % exc))
+                continue
+            blen = header.get("body_len", 0)
+            if not isinstance(blen, int) or blen < 0 or blen > MAX_BODY:
+                out.append((None, "bad body_len %r" % (blen,)))
+                continue
+            if blen:
+                self.pending = header
+            else:
+                header.pop("body_len", None)
+                out.append((header, b""))
+        return out
+
+
+def encode_frame(header: Header, body: bytes = b"") -> bytes:
+    """One serial frame: MAGIC, length, JSON header + NUL + body, CRC32 over length and payload."""
+    payload = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\0" + bytes(body)
+    if len(payload) > MAX_FRAME:
+        raise ValueError("frame payload %d bytes exceeds cap %d" % (len(payload), MAX_FRAME))
+    length = struct.pack(">I", len(payload))
+    crc = struct.pack(">I", binascii.crc32(length + payload) & 0xFFFFFFFF)
+    return MAGIC + length + payload + crc
+
+
+class FrameDecoder:
+    """Incremental frame parser with resynchronisation; counts what it had to throw away."""
+
+    def __init__(self, max_frame: int = MAX_FRAME, stale_s: float = FRAME_STALE_S) -> None:
+        self.buf = bytearray()
+        self.max_frame = max_frame
+        self.stale_s = stale_s
+        self.dropped_bytes = 0
+        self.crc_errors = 0
+        self.stale_drops = 0
+        self._progress_at = time.monotonic()
+
+    def _skip(self, n: int) -> None:
+        del self.buf[:n]
+        self.dropped_bytes += n
+
+    def feed(self, data: bytes, now: Optional[float] = None) -> List[Message]:
+        now = time.monotonic() if now is None else now
+        if data:
+            self.buf += data
+            self._progress_at = now
+        out: List[Message] = []
+        while True:
+            idx = self.buf.find(MAGIC)
+            if idx < 0:
+                keep = len(MAGIC) - 1
+                if len(self.buf) > keep:
+                    self._skip(len(self.buf) - keep)
+                break
+            if idx:
+                self._skip(idx)
+            if len(self.buf) < 8:
+                break
+            (length,) = struct.unpack(">I", bytes(self.buf[4:8]))
+            if length > self.max_frame or length == 0:
+                self._skip(1)
+                continue
+            total = 8 + length + 4
+            if len(self.buf) < total:
+                if now - self._progress_at > self.stale_s:
+                    self.stale_drops += 1
+                    self._skip(1)
+                    continue
+                break
+            (crc,) = struct.unpack(">I", bytes(self.buf[8 + length : total]))
+            if binascii.crc32(bytes(self.buf[4 : 8 + length])) & 0xFFFFFFFF != crc:
+                self.crc_errors += 1
+                self._skip(1)
+                continue
+            payload = bytes(self.buf[8 : 8 + length])
+            del self.buf[:total]
+            sep = payload.find(b"\0")
+            head, body = (payload, b"") if sep < 0 else (payload[:sep], payload[sep + 1 :])
+            try:
+                header = decode_header(head)
+            except ValueError as exc:
+                out.append((None, "malformed frame header: %s" % exc))
+                continue
+            out.append((header, body))
+        return out
+
+
+# --------------------------------------------------------------------------- hashes
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_hash(files: Dict[str, str]) -> str:
+    """Hash of a set of files (name -> sha256): sha256 over the sorted `name:sha256\\n` lines.
+
+    The one definition of the bundle and runtime hash; hilt-runner computes the same.
+    """
+    text = "".join("%s:%s\n" % (name, files[name]) for name in sorted(files))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_sha(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= SHA_HEX
