@@ -5,7 +5,7 @@ Stable API (other helpers write farm files and call these):
   "local" from the `local` profile); `find_farm(path_or_None) -> Farm` (explicit path, else
   `$HILT_FARM`, else `./farm.toml`, else the default farm).
 - `Farm.board(name) -> Board`; `Board.name`, `Board.profile` (a `BoardProfile`),
-  `Board.transport` (a `BoardTransport`: the profile's default transport merged with the farm's override),
+  `Board.transport` (a `TransportSpec`: the profile's default transport merged with the farm's override),
   `Board.machine` (the physical machine whose cores its measurements run on; the board pool leases it).
 """
 
@@ -18,26 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from device_agents.transports import TransportSpec, parse_transport
 from harness.errors import ConfigError
-from profiles.schema import (
-    BoardProfile,
-    TransportSpec,
-    format_validation_error,
-    load_profile,
-    read_toml,
-)
+from profiles.schema import BoardProfile, format_validation_error, load_profile, read_toml
 
 FARM_VERSION = 1
-
-
-class BoardTransport(TransportSpec):
-    """TransportSpec plus what a farm adds: host-key policy, agent location, timeouts."""
-
-    known_hosts: str | None = None
-    accept_new_host_key: bool = False
-    python: str = "python3"
-    agent_dir: str = ".cache/hilt-agent"
-    connect_timeout: float = Field(default=10.0, gt=0)
 
 
 class FarmBoardEntry(BaseModel):
@@ -71,7 +56,7 @@ class Board(BaseModel):
 
     name: str
     profile: BoardProfile
-    transport: BoardTransport
+    transport: TransportSpec
     tags: list[str] = Field(default_factory=list)
     machine: str = ""
 
@@ -108,9 +93,11 @@ def _resolve(entry: FarmBoardEntry, index: int, source: str, base_dir: Path | No
             merged = {}  # another kind of transport: the profile's fields do not apply
         merged.update(entry.transport)
     try:
-        transport = BoardTransport.model_validate(merged)
+        transport = parse_transport(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(f"{where}: transport", exc)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: transport: {exc}") from None
     return Board(
         name=entry.name, profile=profile, transport=transport, tags=entry.tags, machine=entry.machine or ""
     )

@@ -94,27 +94,14 @@ class SerialLogin(_Strict):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
-class TransportSpec(_Strict):
-    """How to reach a board of this kind by default; a farm file may override per board."""
+class TransportDefaults(BaseModel):
+    """How to reach a board of this kind by default: `kind` plus that transport's own fields. The
+    fields are checked against the transport's spec (beside the transport, in `device_agents`) when
+    a board is resolved, so a new transport needs no change here."""
 
-    kind: Literal["local", "ssh", "serial"]
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    user: str | None = None
-    key_file: str | None = None
-    device: str | None = None
-    baud: int | None = Field(default=None, ge=50)
-    login: SerialLogin | None = None  # serial only: log in and start the agent, instead of beforehand
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @model_validator(mode="after")
-    def _fields_for_kind(self) -> TransportSpec:
-        if self.kind == "ssh" and not self.host:
-            raise ValueError("ssh transport needs 'host'")
-        if self.kind == "serial" and not self.device:
-            raise ValueError("serial transport needs 'device'")
-        if self.login is not None and self.kind != "serial":
-            raise ValueError("'login' applies to serial transports only")
-        return self
+    kind: str = Field(min_length=1)
 
 
 class BoardProfile(_Strict):
@@ -128,7 +115,7 @@ class BoardProfile(_Strict):
     cpu: CpuSpec
     memory: MemorySpec
     power: PowerModel
-    transport: TransportSpec
+    transport: TransportDefaults
 
     @model_validator(mode="after")
     def _check_version(self) -> BoardProfile:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Literal
 
 from device_agents.transports.base import Stream, Transport, agent_pyz
+from device_agents.transports.spec import TransportSpecBase
 from harness.cache import cache_root
 from harness.errors import TransportError
 
@@ -100,3 +102,18 @@ class LocalTransport(Transport):
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+class LocalSpec(TransportSpecBase):
+    """This machine: the agent as a subprocess of this Python; an absolute `agent_dir` places its store
+    (the default lives under $HILT_CACHE)."""
+
+    kind: Literal["local"] = "local"
+    agent_dir: str = ".cache/hilt-agent"
+
+    def open(self, name: str, **options: Any) -> LocalTransport:
+        cache = self.agent_dir if self.agent_dir.startswith("/") else None
+        return LocalTransport(name, cache=cache, **options)
+
+
+SPEC = LocalSpec

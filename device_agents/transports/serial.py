@@ -18,10 +18,13 @@ import posixpath
 import shlex
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 import serial
+from pydantic import Field
 
 from device_agents.transports.base import Stream, Transport, agent_pyz
+from device_agents.transports.spec import TransportSpecBase
 from harness.errors import TransportError
 from profiles.schema import SerialLogin
 
@@ -187,3 +190,22 @@ class ConsoleLogin:
         self._expect(self.login.shell_prompts, "shell prompt after the copy")
         self._shell(f"mv {q}.tmp {q}")
         return remote
+
+
+class SerialSpec(TransportSpecBase):
+    """A board on a serial line (pyserial): the agent started beforehand, or through the console
+    when `login` is given."""
+
+    kind: Literal["serial"] = "serial"
+    device: str = Field(min_length=1)
+    baud: int = Field(default=115200, ge=50)
+    login: SerialLogin | None = None
+
+    def address(self) -> str:
+        return f"{self.device} @ {self.baud}"
+
+    def open(self, name: str, **options: Any) -> SerialTransport:
+        return SerialTransport(name, device=self.device, baud=self.baud, login=self.login, **options)
+
+
+SPEC = SerialSpec

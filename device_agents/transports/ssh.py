@@ -11,12 +11,14 @@ import logging
 import posixpath
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paramiko
 from fabric import Config, Connection
+from pydantic import Field
 
 from device_agents.transports.base import Stream, Transport, agent_pyz
+from device_agents.transports.spec import TransportSpecBase
 from harness.errors import HostKeyError, TransportError
 
 log = logging.getLogger(__name__)
@@ -192,3 +194,28 @@ class SshTransport(Transport):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+class SshSpec(TransportSpecBase):
+    """A board over SSH (fabric), with strict host-key checking unless told otherwise."""
+
+    kind: Literal["ssh"] = "ssh"
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    python: str = "python3"
+    agent_dir: str = DEFAULT_AGENT_DIR
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+    def address(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def open(self, name: str, **options: Any) -> SshTransport:
+        fields = self.model_dump(exclude={"kind"})
+        return SshTransport(name, **fields, **options)
+
+
+SPEC = SshSpec

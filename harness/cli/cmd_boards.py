@@ -43,12 +43,7 @@ def _list(
     for col in ("board", "profile", "transport", "address"):
         boards.add_column(col, no_wrap=col != "address", overflow="fold")
     for b in f.boards:
-        t = b.transport
-        addr = {
-            "ssh": f"{t.user + '@' if t.user else ''}{t.host}:{t.port or 22}",
-            "serial": f"{t.device} @ {t.baud or 115200}",
-        }
-        boards.add_row(b.name, b.profile.name, t.kind, addr.get(t.kind, "this machine"))
+        boards.add_row(b.name, b.profile.name, b.transport.kind, b.transport.address())
     console.print(boards)
 
 

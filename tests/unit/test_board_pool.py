@@ -56,9 +56,9 @@ def test_leases_are_exclusive_across_processes(tmp_path: Path) -> None:
 
 def test_expired_lease_can_be_taken(tmp_path: Path) -> None:
     table = LeaseTable(create_engine(f"sqlite:///{tmp_path / 'l.db'}"))
-    assert table.try_take("b", "a", ttl_s=0.05)
+    assert table.try_take("b", "a", ttl_s=1.0)
     assert table.try_take("b", "c", ttl_s=10) is None
-    time.sleep(0.1)
+    time.sleep(1.1)
     assert table.try_take("b", "c", ttl_s=10)
 
 

@@ -50,3 +50,20 @@ def test_model_families_come_from_the_adapter_modules() -> None:
     assert SUPPORTED_FAMILIES == ("gpt2", "llama", "qwen2", "mistral")
     assert model_class("qwen2", "causal-lm").__name__ == "Qwen2ForCausalLM"
     assert model_class("gpt2", "sequence-classification").__name__ == "GPT2ForSequenceClassification"
+
+
+def test_transports_come_from_their_modules_and_an_unknown_kind_is_refused() -> None:
+    import pytest
+
+    import device_agents.transports as transports_pkg
+    from device_agents.inventory import parse_farm
+    from device_agents.transports import SPECS
+    from harness.errors import ConfigError
+
+    modules = {m.name for m in pkgutil.iter_modules(transports_pkg.__path__)} - {"base", "spec"}
+    assert set(SPECS) == modules == {"local", "ssh", "serial"}
+    farm = {"version": 1, "board": [{"name": "x", "profile": "local", "transport": {"kind": "usb"}}]}
+    with pytest.raises(
+        ConfigError, match=r"board\[0\] 'x': transport: unknown transport kind 'usb' \(known: "
+    ):
+        parse_farm(farm, "<farm>")
