@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from device_agents.transports.base import agent_pyz
 from harness.errors import FarmError, HiltError
@@ -86,6 +87,32 @@ def free_port(start: int, taken: set[int]) -> int:
     raise FarmError(f"no free loopback port in {start}..{start + 199} for a board's sshd")
 
 
+def new_board(
+    name: str, profile: str, image: RootfsImage, directory: Path, port: int, mode: Literal["user", "system"]
+) -> BoardState:
+    """A fresh board directory (any earlier one removed) and the state that describes it; both modes
+    start here. A system-mode board's agent serves on its virtio console, a user-mode one on a pty."""
+    if directory.exists():
+        safe_rmtree(directory)
+    for sub in ("upper", "work", "root", "ssh", "logs"):
+        (directory / sub).mkdir(parents=True)
+    return BoardState(
+        name=name,
+        arch=image.arch,
+        mode=mode,
+        profile=profile,
+        image=image.path,
+        directory=str(directory),
+        root=str(directory / "root"),
+        ssh_port=port,
+        key_file=str(directory / "ssh" / "id_ed25519"),
+        known_hosts=str(directory / "ssh" / "known_hosts"),
+        serial_host=str(directory / "serial-host"),
+        serial_board="/dev/hvc0" if mode == "system" else str(directory / "serial-board"),
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
 def start_user_board(
     name: str,
     profile: str,
@@ -96,25 +123,8 @@ def start_user_board(
     ready_timeout: float = 120.0,
 ) -> BoardState:
     """Start one board; on any failure everything already started or mounted is undone."""
-    if directory.exists():
-        safe_rmtree(directory)
-    root = directory / "root"
-    for sub in ("upper", "work", "root", "ssh", "logs"):
-        (directory / sub).mkdir(parents=True)
-    state = BoardState(
-        name=name,
-        arch=image.arch,
-        profile=profile,
-        image=image.path,
-        directory=str(directory),
-        root=str(root),
-        ssh_port=port,
-        key_file=str(directory / "ssh" / "id_ed25519"),
-        known_hosts=str(directory / "ssh" / "known_hosts"),
-        serial_host=str(directory / "serial-host"),
-        serial_board=str(directory / "serial-board"),
-        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
+    state = new_board(name, profile, image, directory, port, mode="user")
+    root = Path(state.root)
     try:
         _mount_root(state, Path(image.path), directory)
         write_ssh_keys(state, root)

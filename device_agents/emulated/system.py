@@ -25,6 +25,7 @@ from .board import (
     BOARD_AGENT,
     RuntimeFiles,
     install_payload,
+    new_board,
     spawn,
     stop_board,
     wait_agent,
@@ -215,26 +216,8 @@ def start_system_board(
     ready_timeout: float = 600.0,
 ) -> BoardState:
     """Boot one VM: per-board disk (keys, agent, runtime baked in), sshd via hostfwd, agent on hvc0."""
-    if directory.exists():
-        safe_rmtree(directory)
-    for sub in ("upper", "work", "root", "ssh", "logs"):
-        (directory / sub).mkdir(parents=True)
-    root = directory / "root"
-    state = BoardState(
-        name=name,
-        arch=image.arch,
-        mode="system",
-        profile=profile,
-        image=image.path,
-        directory=str(directory),
-        root=str(root),
-        ssh_port=port,
-        key_file=str(directory / "ssh" / "id_ed25519"),
-        known_hosts=str(directory / "ssh" / "known_hosts"),
-        serial_host=str(directory / "serial-host"),
-        serial_board="/dev/hvc0",
-        started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
+    state = new_board(name, profile, image, directory, port, mode="system")
+    root = Path(state.root)
     try:
         opts = f"lowerdir={image.path},upperdir={directory / 'upper'},workdir={directory / 'work'}"
         mount(["-t", "overlay", "overlay", "-o", opts], root)

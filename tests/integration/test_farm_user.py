@@ -116,13 +116,15 @@ def test_agent_over_ssh_and_serial(farm: FarmPaths, name: str) -> None:
         assert again.hello["arch"] == ARCH_OF[name]
 
 
-def test_ssh_and_serial_agents_of_one_board_never_bench_at_once(farm: FarmPaths) -> None:
+def test_ssh_and_serial_agents_of_one_board_never_bench_at_once(farm: FarmPaths, tmp_path: Path) -> None:
     """The board's SSH agent and its serial agent share one store, hence one bench lock: a serial
-    bench that will not wait is refused naming the SSH bench, one that waits runs after it."""
+    bench that will not wait is refused naming the SSH bench, one that waits runs after it. The serial
+    benches use a board pool of their own (as another host would), so only the agent's lock is tested."""
     import threading
 
     from device_agents.bench import BenchOptions, bench_board
     from device_agents.inventory import load_farm
+    from device_agents.pool import BoardPool
     from device_agents.transports.serial import SerialTransport
     from harness.errors import BoardBusyError
 
@@ -146,9 +148,10 @@ def test_ssh_and_serial_agents_of_one_board_never_bench_at_once(farm: FarmPaths)
                 assert th.is_alive() and time.monotonic() < deadline, f"the SSH bench never held it: {out}"
                 time.sleep(0.1)
         quick = dataclasses.replace(opts, min_seconds=0.0, holder="serial-bench")
+        other_host = BoardPool(str(tmp_path / "other-host-pool.db"))
         with pytest.raises(BoardBusyError, match="held by ssh-bench .* since 20"):
-            bench_board(serial_board, None, quick)
-        waited = bench_board(serial_board, None, dataclasses.replace(quick, wait_s=180.0))
+            bench_board(serial_board, None, quick, pool=other_host)
+        waited = bench_board(serial_board, None, dataclasses.replace(quick, wait_s=180.0), pool=other_host)
     finally:
         th.join(timeout=300)
     first = out["ssh"]
