@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.data import load_demo_split
 from harness.errors import ConfigError
 from harness.models.loading import DEMO_NAMES
 from harness.sia.data import load_calibration
@@ -13,8 +14,6 @@ from tuner.pipeline import TaskData
 def task_data(model: str, calib: Path | None, val: Path | None, val_n: int | None) -> TaskData:
     """Demo models use the demo task's calib/val splits; other models need --calib and --val files."""
     if calib is None and val is None and model in DEMO_NAMES:
-        from harness.data import load_demo_split
-
         c = load_demo_split("calib")
         v = load_demo_split("val", val_n)
         return TaskData(c.input_ids, c.labels, v.input_ids, v.labels)

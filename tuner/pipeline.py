@@ -26,9 +26,15 @@ from device_agents.bench import BenchOptions, measure_held
 from device_agents.pool import BoardPool, pool_url
 from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
+from harness.compile.compiler import CompileOptions, compile_model
 from harness.errors import AgentError, BoardBusyError, HiltError, TransportError
-from harness.models.manifest import count_parameters
+from harness.evaluate import evaluate_classifier
+from harness.models import load_model
+from harness.models.manifest import count_parameters, save_pruned
+from harness.prune.cascade import run_cascade
 from harness.prune.schedule import Schedule
+from harness.sia import check_sia
+from harness.sia.empirical import EmpiricalConfig
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
 from tuner.results import DenseResult, TrialResult
 from tuner.store import ResultsStore
@@ -120,17 +126,12 @@ class TrialPipeline:
 
     # ---- models ------------------------------------------------------------------------
     def _load(self, directory: Path) -> nn.Module:
-        from harness.models import load_model
-
         return load_model(directory).model
 
     def horizons(
         self, model: nn.Module, granularities: list[str], criteria: dict[str, str]
     ) -> dict[str, float]:
         """SIA predictable horizon per granularity on this model (cached by model and data hash)."""
-        from harness.sia import check_sia
-        from harness.sia.empirical import EmpiricalConfig
-
         cfg = EmpiricalConfig(**self.cfg.sia_settings) if self.cfg.sia_settings else EmpiricalConfig()
         report = check_sia(
             model,
@@ -161,9 +162,6 @@ class TrialPipeline:
 
     def prune(self, schedule: Schedule, say: Say) -> tuple[Path, list[dict], float]:
         """Run the schedule stage by stage, reusing any cached prefix; returns (dir, logs, SIA slack)."""
-        from harness.models.manifest import save_pruned
-        from harness.prune.cascade import run_cascade
-
         current: Path = self.cfg.model_dir
         logs: list[dict] = []
         worst = -1.0
@@ -212,8 +210,6 @@ class TrialPipeline:
         return current, logs, worst
 
     def evaluate(self, model_dir: Path) -> float:
-        from harness.evaluate import evaluate_classifier
-
         model = self._load(model_dir)
         data = _Data(self.data.val_ids, self.data.val_labels, int(model.config.num_labels))
         result = evaluate_classifier(model, data)  # type: ignore[arg-type]
@@ -221,8 +217,6 @@ class TrialPipeline:
 
     # ---- build and measure ---------------------------------------------------------------
     def compile(self, model_dir: Path, say: Say) -> Path:
-        from harness.compile.compiler import CompileOptions, compile_model
-
         board = self.cfg.boards[0]
         opts = self.cfg.compile_options or CompileOptions(seq_len=self.data.seq_len)
         say(f"compiling for {board.profile.name}")

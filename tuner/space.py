@@ -14,8 +14,11 @@ import optuna
 from torch import nn
 
 from harness.errors import ScheduleError
+from harness.models.adapters import get_adapter
+from harness.prune.cascade import validate_for_model
 from harness.prune.criteria import SEARCHABLE
 from harness.prune.schedule import Schedule, kept_count
+from harness.prune.targets import schedule_for_compression
 
 FINENESS = {"layer": 0, "head": 1, "channel": 2}
 
@@ -114,21 +117,15 @@ def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) ->
     name = f"trial-{trial.number}"
     schedule = _schedule(slots, cfg, name)
     if cfg.compression:
-        from harness.prune.targets import schedule_for_compression
-
         present = sorted({s["granularity"] for s in slots}, key=FINENESS.get)
         split = {g: trial.suggest_float(f"split_{g}", 0.25, 4.0, log=True) for g in present}
         schedule, achieved = schedule_for_compression(model, cfg.compression, schedule, split)
         trial.set_user_attr("compression_planned", achieved)
     if cfg.round_to:
-        from harness.models.adapters import get_adapter
-
         ad = get_adapter(model)
         schedule = round_channel_widths(
             schedule, [ad.num_channels(i) for i in range(ad.num_layers())], cfg.round_to
         )
-    from harness.prune.cascade import validate_for_model
-
     validate_for_model(model, schedule)  # a later stage that would empty a layer: rejected before any work
     return schedule
 

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import optuna
 
+from device_agents.inventory import find_farm
 from device_agents.leases import worker_id
 from harness.errors import ConfigError
+from harness.models import load_model
+from harness.models.loading import resolve_model_dir
+from harness.prune.criteria import DEFAULT_CRITERION
 from tuner.constraints import Limits
 from tuner.data import task_data
 from tuner.objectives import ObjectiveSpec
@@ -59,8 +63,6 @@ class TuneResult:
 
 def select_boards(farm_path: str | None, board: str | None, profile: str | None) -> list:
     """The boards a study measures on: one profile only (a study tunes for one board kind)."""
-    from device_agents.inventory import find_farm
-
     farm = find_farm(farm_path)
     if board:
         chosen = farm.board(board)
@@ -79,8 +81,6 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
     """Drop granularities SIA forbids on the dense model (horizon 0 under the default criterion) and
     raise the ratio floor to the widest horizon left: schedules that stage 1 would reject are never
     proposed. Later stages are still checked on the model as pruned so far."""
-    from harness.prune.criteria import DEFAULT_CRITERION
-
     grans = list(space.granularities)
     horizons = pipeline.horizons(dense, grans, {g: DEFAULT_CRITERION[g] for g in grans})
     allowed = tuple(g for g in grans if horizons.get(g, 0.0) > 0.0)
@@ -95,9 +95,6 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
 
 
 def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
-    from harness.models import load_model
-    from harness.models.loading import resolve_model_dir
-
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)
     data = task_data(req.model, req.calib, req.val, req.val_n)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from device_agents.transports.base import agent_pyz
+from device_agents.transports.serial import SerialTransport
 from harness.errors import FarmError, HiltError
 
 from .mounts import mount, mounts_under, safe_rmtree, unmount
@@ -302,8 +303,6 @@ def wait_agent(state: BoardState, timeout: float) -> None:
     """The board is up only when its serial agent answers too (it starts after sshd in a VM)."""
     if not state.agent_path:
         return
-    from device_agents.transports.serial import SerialTransport
-
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_agents.agent import wire
 from harness.errors import FarmError, HiltError
+from harness.runtime import build_runtime
 from profiles.schema import load_profile
 
 from .board import RuntimeFiles, free_port, start_user_board, stop_board
@@ -61,15 +63,8 @@ def parse_arches(text: str) -> list[str]:
     return list(dict.fromkeys(arches))
 
 
-def _runtime_for(arch: str) -> RuntimeFiles | None:
+def _runtime_for(arch: str) -> RuntimeFiles:
     """The board runtime from the compiler side (built or cached), described as the agent stores it."""
-    try:
-        from harness.runtime import build_runtime
-    except ImportError:
-        log.warning("harness.runtime is not available: boards start without a TVM runtime")
-        return None
-    from device_agents.agent import wire
-
     try:
         package = build_runtime(arch)
     except HiltError as exc:

@@ -25,7 +25,9 @@ from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
 from harness.compile.target import export_kwargs, tvm_target
+from harness.compile.tune import TuningDatabase
 from harness.errors import ArtifactError, CompileError
+from harness.models import load_model
 from harness.runtime.toolchains import host_arch
 from harness.versions import package_version
 from profiles.schema import BoardProfile, load_profile
@@ -139,8 +141,6 @@ def _compile_model(
     options: CompileOptions | None = None,
     progress: Progress | None = None,
 ) -> CompileResult:
-    from harness.models import load_model
-
     opts = options or CompileOptions()
     say = progress or (lambda msg: log.info("%s", msg))
     prof = _resolve_profile(profile)
@@ -164,8 +164,6 @@ def _compile_model(
 
     tuning = None
     if opts.tune_trials > 0 or opts.database_dir is not None:
-        from harness.compile.tune import TuningDatabase
-
         tuning = TuningDatabase(opts.database_dir or default_database_dir(prof.arch))
     key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
     if opts.use_cache and opts.tune_trials == 0:

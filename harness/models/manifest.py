@@ -20,7 +20,7 @@ from safetensors.torch import save_model as st_save_model
 from torch import nn
 
 from harness.errors import ModelLoadError
-from harness.models.adapters import ArchitectureAdapter, get_adapter
+from harness.models.adapters import ArchitectureAdapter, PruneError, get_adapter
 from harness.models.adapters.base import BASE_CONFIG_ATTR
 from harness.models.families import SUPPORTED_FAMILIES, model_class
 
@@ -84,8 +84,6 @@ def _config_from_dict(base: dict[str, Any]):  # noqa: ANN202 - a transformers Pr
 
 def apply_manifest(adapter: ArchitectureAdapter, manifest: PruningManifest) -> None:
     """Remove from a dense model everything the manifest says is gone (validating every index)."""
-    from harness.models.adapters import PruneError
-
     try:
         for entry in manifest.layers:
             i = entry.source_index

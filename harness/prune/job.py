@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from harness.data import load_demo_split
 from harness.data.files import load_token_file
 from harness.errors import DataError, HiltError
 from harness.models import load_model
@@ -40,8 +41,6 @@ def load_token_data(path: str | Path) -> TokenData:
 
 
 def _demo_data(split: str, n: int | None) -> TokenData:
-    from harness.data import load_demo_split
-
     d = load_demo_split(split, n)  # type: ignore[arg-type]
     return TokenData(d.input_ids, d.labels)
 

@@ -28,6 +28,8 @@ from harness.prune.criteria import (
     layer_scores,
     needs,
 )
+from harness.prune.recovery import recover
+from harness.prune.schedule import Recovery
 from harness.prune.weights import saved_weights
 
 
@@ -214,9 +216,6 @@ class ModelProbe(Probe):
                         for i in kept
                     ]
         if recovery_steps > 0 and self.recovery_data is not None:
-            from harness.prune.recovery import recover
-            from harness.prune.schedule import Recovery
-
             ids, labels = self.recovery_data
             model, _ = recover(
                 model, Recovery(steps=recovery_steps, rank=8, alpha=16.0, lr=1e-3), ids, labels, self.seed

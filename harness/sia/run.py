@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.cache import cache_root
+from harness.errors import ConfigError
 from harness.prune.calib import calibration_batches
 from harness.prune.schedule import DEFAULT_CRITERION
 from harness.sia.empirical import EmpiricalConfig, GranularityResult, run_empirical
@@ -120,8 +121,6 @@ def check_sia(
     criteria = {**DEFAULT_CRITERION, **(criteria or {})}
     bad = [g for g in granularities if g not in GRANULARITIES]
     if bad:
-        from harness.errors import ConfigError
-
         raise ConfigError(f"unknown granularity {bad[0]!r}; use one of: {', '.join(GRANULARITIES)}")
     model.eval()
     mh = model_hash(model)
