@@ -143,10 +143,7 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
     record = next(stored_record(r) for r in rows if r["trial_number"] == chosen.number)
     dense = DenseResult.from_user_attrs(study.user_attrs["dense"]) if "dense" in study.user_attrs else None
     dense_record = next((stored_record(r) for r in rows if r["trial_number"] is None), None)
-    work = Path(study.user_attrs.get("work_dir", "hilt-runs")) / study_name / "sia"
-    sia = []
-    for p in sorted(work.glob("*.json")) if work.is_dir() else []:
-        sia += json.loads(p.read_text())["results"]
+    sia = store.sia_results(study_name)
     profile = study.user_attrs.get("profile", "?")
     try:
         emulated = load_profile(profile).emulated

@@ -141,13 +141,8 @@ class TrialPipeline:
             criteria=criteria,
             config=cfg,
         )
-        sia_dir = self.cfg.work_dir / self.cfg.study / "sia"  # kept for the deployment report
-        sia_dir.mkdir(parents=True, exist_ok=True)
-        for r in report.results:
-            path = sia_dir / f"{report.model_hash[:16]}-{r.granularity}.json"
-            if not path.exists():
-                data = {**report.to_dict(), "results": [r.to_dict()], "model_dir_digest": None}
-                path.write_text(json.dumps(data, indent=2))
+        for r in report.results:  # kept in the study's database for the deployment report
+            self.store.add_sia_result(self.cfg.study, report.model_hash, r.granularity, r.to_dict())
         return {r.granularity: r.horizon_removed for r in report.results}
 
     def check_stage(self, model: nn.Module, schedule: Schedule, index: int) -> float:

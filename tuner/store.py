@@ -76,6 +76,17 @@ artifacts = Table(
 )
 
 
+sia_results = Table(
+    "hilt_sia_results",
+    metadata,
+    Column("study", String(255), primary_key=True),
+    Column("model_hash", String(64), primary_key=True),
+    Column("granularity", String(32), primary_key=True),
+    Column("created", Float),
+    Column("result", JSON),  # GranularityResult.to_dict(), what the deployment report plots
+)
+
+
 def resolve_url(url: str | None) -> str:
     """The storage URL; a bare path means an SQLite file, and its folder is created."""
     return sql_url(url or os.environ.get("HILT_STORAGE") or DEFAULT_URL)
@@ -160,6 +171,25 @@ class ResultsStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(artifacts).where(artifacts.c.bundle == bundle)).first()
             return None if row is None else dict(row._mapping)
+
+    # ---- SIA results of a study (one per model state and granularity) --------------------
+    def add_sia_result(self, study: str, model_hash: str, granularity: str, result: dict) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(sia_results).values(
+                        study=study, model_hash=model_hash, granularity=granularity, created=time.time(),
+                        result=result,
+                    )
+                )  # fmt: skip
+        except IntegrityError:
+            pass  # the same model state was checked before: the result is the same
+
+    def sia_results(self, study: str) -> list[dict]:
+        """The study's SIA results, oldest first."""
+        q = select(sia_results).where(sia_results.c.study == study).order_by(sia_results.c.created)
+        with self.engine.connect() as conn:
+            return [dict(r.result) for r in conn.execute(q)]
 
     # ---- nightly runs --------------------------------------------------------------------
     def add_run(self, name: str, suite: str, summary: dict) -> None:
