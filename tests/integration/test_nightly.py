@@ -46,8 +46,10 @@ def lab(tmp_path_factory) -> dict:
     def suite(name: str, b_model: Path) -> Path:
         p = root / f"{name}.toml"
         p.write_text(
-            # a shared CI machine's noise on a 40 µs workload can pass 5%: this suite tolerates 15%
-            f'version = 1\nname = "edge"\n[thresholds]\nlatency_pct = 15.0\nmemory_pct = 15.0\n'
+            # the two local boards share one machine and now take turns (board pool), but other jobs on a
+            # loaded CI machine still move a 40 µs workload by tens of percent between nights: the suite
+            # flags +50% (the "regressed" build is 3x the blocks, far above it)
+            f'version = 1\nname = "edge"\n[thresholds]\nlatency_pct = 50.0\nmemory_pct = 15.0\n'
             f'[[case]]\nname = "m"\nmodel = "{small}"\nprofiles = ["local"]\n'
             f'seq_len = 12\n[[case]]\nname = "m"\nmodel = "{b_model}"\nprofiles = ["local-b"]\nseq_len = 12\n'
         )
@@ -90,6 +92,12 @@ def test_baseline_then_noise_then_slowdown_then_dead_board(lab) -> None:
     assert 'failures="1"' in xml and 'name="m@b"' in xml
     assert xml.split('name="m@b"')[1].split("</testcase>")[0].count("<failure") == 1
     assert xml.split('name="m@a"')[1].split("</testcase>")[0].count("<failure") == 0
+    from tuner.store import ResultsStore, stored_record
+
+    for run in ("n1", "n2", "n3"):  # boards a and b share this machine: their benches never overlap
+        rows = ResultsStore(f"sqlite:///{lab['db']}").measurements(run=run)
+        a, b = (stored_record(r) for r in sorted(rows, key=lambda r: r["board"]))
+        assert a.machine == b.machine and (a.finished_at <= b.started_at or b.finished_at <= a.started_at)
 
     dead = _nightly(lab, "ok", "n4", farm="farm-dead.toml")
     assert dead.returncode == 2, dead.stdout + dead.stderr
