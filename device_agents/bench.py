@@ -17,7 +17,7 @@ from typing import Any
 
 from device_agents.agent import wire
 from device_agents.inventory import Board, Farm
-from device_agents.pool import BoardPool, Held
+from device_agents.pool import BoardPool, Held, busy_message
 from device_agents.records import MeasurementRecord
 from device_agents.transports import Transport, open_transport
 from harness.compile.bundle import load_bundle
@@ -178,22 +178,32 @@ class BoardStatus:
     reachable: bool
     hello: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    busy: str = ""  # who measures on it now: the pool's lease on its machine, or the agent's lock
 
 
-def check_board(board: Board) -> BoardStatus:
+def check_board(board: Board, pool: BoardPool | None = None) -> BoardStatus:
+    """Hello (which runs no measurement, so it needs no lease) plus who holds the board, if anyone."""
     status = BoardStatus(board.name, board.profile.name, board.transport.kind, False)
+    holder = pool.leases.holder_of(board.machine) if pool else None
+    if holder is not None:
+        status.busy = busy_message(board, holder)
     try:
         with open_transport(board) as transport:
             status.hello = dict(transport.hello)
             status.reachable = True
     except HiltError as exc:
         status.error = str(exc)
+    lock = status.hello.get("bench_lock") or {}
+    if not status.busy and lock.get("holder"):
+        status.busy = (
+            f"board {board.name} busy: held by {lock['holder']} (agent lock) since {lock.get('since')}"
+        )
     return status
 
 
-def check_boards(farm: Farm, workers: int = 8) -> list[BoardStatus]:
+def check_boards(farm: Farm, workers: int = 8, pool: BoardPool | None = None) -> list[BoardStatus]:
     """Hello to each board in parallel; one status per board, in farm order."""
     if not farm.boards:
         return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(farm.boards))) as pool:
-        return list(pool.map(check_board, farm.boards))
+    with ThreadPoolExecutor(max_workers=min(workers, len(farm.boards))) as threads:
+        return list(threads.map(lambda b: check_board(b, pool), farm.boards))

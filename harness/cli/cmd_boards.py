@@ -49,12 +49,14 @@ def _list(
 
 def _check(
     farm: Path | None = typer.Option(None, "--farm", help="Farm file (default: $HILT_FARM, ./farm.toml)."),
+    pool: str | None = typer.Option(None, "--pool", help="Board pool database URL (default: $HILT_POOL)."),
 ) -> None:
-    """Say hello to every farm board in parallel; exit 1 if any is unreachable."""
+    """Say hello to every farm board in parallel and say which are busy; exit 1 if any is unreachable."""
     from device_agents.bench import check_boards
     from device_agents.inventory import find_farm
+    from device_agents.pool import BoardPool
 
-    statuses = check_boards(find_farm(farm))
+    statuses = check_boards(find_farm(farm), pool=BoardPool(pool))
     table = Table(title="boards")
     for col in (
         "board",
@@ -80,6 +82,9 @@ def _check(
             power if s.reachable else "", runtimes if s.reachable else "",
         )  # fmt: skip
     console.print(table)
+    for s in statuses:
+        if s.busy:
+            console.print(f"[yellow]{s.busy}[/yellow]", highlight=False, soft_wrap=True)
     for s in statuses:
         if not s.reachable:
             console.print(f"[red]{s.board} unreachable:[/red] {s.error}", highlight=False, soft_wrap=True)
