@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from device_agents import inventory
 from device_agents.emulated import FarmPaths, down, parse_arches, status, up
 from device_agents.emulated.farmfile import render_farm_file
 from device_agents.emulated.host import apt_mirror, check_mirror, ensure_binfmt
@@ -183,7 +184,6 @@ def test_unknown_arch_image(tmp_path: Path) -> None:
 
 
 def test_farm_file_matches_the_inventory_contract(tmp_path: Path) -> None:
-    inventory = pytest.importorskip("device_agents.inventory")
     from device_agents.emulated.state import BoardState
 
     board = BoardState(
