@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,18 @@ def load_calibration(spec: str) -> tuple[torch.Tensor, torch.Tensor]:
         d = load_demo_split("calib")
         return d.input_ids, d.labels
     path = Path(spec)
+    if path.is_dir():
+        raise DataError(f"calibration data {path} is a directory, not an .npz file")
     if not path.is_file():
         raise DataError(f"calibration data {path} does not exist (use 'demo' or an .npz file)")
     try:
         with np.load(path, allow_pickle=False) as z:
             ids, labels = z["input_ids"], z["labels"]
-    except (OSError, ValueError, KeyError) as exc:
+    except PermissionError as exc:
+        raise DataError(f"cannot read calibration data {path}: {exc.strerror}") from None
+    except EOFError:  # np.load of an empty file; click would turn a stray EOFError into "aborted"
+        raise DataError(f"{path}: empty file, not an .npz with 'input_ids' and 'labels'") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not an .npz with 'input_ids' and 'labels' ({exc})") from None
     if (
         ids.ndim != 2

@@ -54,4 +54,4 @@ def test_every_subcommand_in_the_plan_is_built() -> None:
 def test_unknown_subcommand_is_usage_error() -> None:
     out = _run("no-such-command")
     assert out.returncode == 2
-    assert "No such command" in out.stderr
+    assert out.stderr.strip() == "error: hilt: No such command 'no-such-command'. (see hilt --help)"
