@@ -360,7 +360,6 @@ def console(tmp_path: Path) -> Iterator[str]:
         if time.monotonic() > deadline:
             pytest.fail("socat did not create the console pty")
         time.sleep(0.05)
-    time.sleep(0.3)
     try:
         yield str(link)
     finally:
