@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,9 +104,8 @@ def test_agent_over_ssh_and_serial(farm: FarmPaths, name: str) -> None:
     board = _board(farm, name)
     with SerialTransport(f"{name}-serial", board.serial_host) as serial_line:
         assert serial_line.hello["arch"] == ARCH_OF[name]
-        start = time.perf_counter()
-        assert serial_line.request("has", {"hashes": []}) == {"held": []}
-        assert time.perf_counter() - start < 2.0
+        # a round trip, with no wall-clock bound: qemu's speed is not the agent's
+        assert serial_line.request("has", {"hashes": []}, timeout=30.0) == {"held": []}
     with SshTransport(name, "127.0.0.1", board.ssh_port, "root", board.key_file, board.known_hosts) as ssh:
         assert ssh.hello["arch"] == ARCH_OF[name]
         assert ssh.hello["cache"] == "/root/.cache/hilt-agent/store"  # shared with the serial agent

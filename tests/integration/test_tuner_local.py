@@ -180,7 +180,13 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(task, tmp_path) -> None
     _wait_for(one_done_and_one_running, 600)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(7)  # the dead worker's heartbeat goes stale (HILT_HEARTBEAT_S=2, grace 6 s)
+    # wait until the storage itself calls the dead worker's trial stale (HILT_HEARTBEAT_S=2, grace 6 s):
+    # the resumed worker reaps exactly the trials this query returns
+    from tuner.study import make_storage
+
+    storage = make_storage(f"sqlite:///{db}", heartbeat_s=2)
+    study_id = storage.get_study_id_from_name("resume")
+    _wait_for(lambda: len(storage._get_stale_trial_ids(study_id)) == 1, 60)
     again = _cli(args)
     out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out
@@ -198,7 +204,14 @@ def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> No
     db = tmp_path / "hilt.db"
     args = _args(task, db, "pair", 4, "--no-sia")
     first = _cli(args)
-    time.sleep(3)
+
+    def study_created() -> bool:  # the second worker joins a study, not a race to create one
+        try:
+            return bool(db.exists() and _study(db, "pair"))
+        except Exception:  # noqa: BLE001 - schema or study not there yet
+            return False
+
+    _wait_for(study_created, 300)
     second = _cli(args)
     for p in (first, second):
         out, _ = p.communicate(timeout=900)
