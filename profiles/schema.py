@@ -142,10 +142,16 @@ def parse_profile(data: dict[str, Any], source: str) -> BoardProfile:
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
     """Parse a TOML file hilt reads (profile, farm, suite); a missing or malformed one is one line."""
+    if path.is_dir():
+        raise ConfigError(f"{what} file {path} is a directory, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 

@@ -118,12 +118,35 @@ def _pct(new: float, old: float) -> float:
     return (new / old - 1.0) * 100.0 if old else 0.0
 
 
+def _existing_sqlite(url: str) -> None:
+    """A report reads a results database; it must not create (or add tables to) an empty one."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.is_dir():
+        raise ConfigError(f"results database {path} is a directory, not an SQLite file")
+    if not path.is_file():
+        raise ConfigError(f"results database {path} does not exist")
+    try:
+        with path.open("rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read results database {path}: {exc.strerror or exc}") from None
+    if empty:
+        raise ConfigError(f"results database {path} is empty: no study to report on")
+
+
 def load_report_data(study_name: str, storage: str | None, trial: int | None = None) -> ReportData:
+    from sqlalchemy.exc import DatabaseError
+
     url = resolve_url(storage)
+    _existing_sqlite(url)
     try:
         study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
         raise ConfigError(f"no study named '{study_name}' in {url}") from None
+    except DatabaseError as exc:  # not a database, unreadable, locked
+        raise ConfigError(f"cannot read results database {url}: {exc.orig or exc}") from None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", [1]))]
     if not feasible:

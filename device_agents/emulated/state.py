@@ -78,7 +78,14 @@ def load_state(path: Path) -> FarmState:
     if not path.exists():
         return FarmState()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise FarmError(f"cannot read farm state file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise FarmError(
+            f"farm state file {path} is not valid JSON (not UTF-8 text); "
+            "stop leftover boards by hand and delete it"
+        ) from None
     except json.JSONDecodeError as exc:
         raise FarmError(
             f"farm state file {path} is not valid JSON ({exc.msg} at line {exc.lineno}); "

@@ -6,7 +6,8 @@ import logging
 import sys
 
 import typer
-from typer._click.exceptions import ClickException
+from rich.markup import escape
+from typer._click.exceptions import ClickException, UsageError
 
 from harness.cli.common import err_console
 from harness.errors import HiltError
@@ -48,24 +49,45 @@ def _register() -> None:
     registry.register(app)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(message: str) -> int:
+    """One red line on stderr, exit code 2: how every user-facing failure ends."""
+    err_console.print(f"[red]error:[/red] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    return 2
+
+
+def _os_error(exc: OSError) -> str:
+    """'Permission denied: /path' rather than '[Errno 13] Permission denied: '/path''."""
+    if exc.strerror and exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{exc.strerror}: {where}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; any HiltError becomes one red line on stderr and exit code 2."""
+    """Run the CLI; a HiltError, a usage error or an OSError becomes one red line and exit code 2."""
     _register()
     try:
-        rc = app(args=argv, standalone_mode=False)  # click returns a typer.Exit's code here
+        rc = app(args=argv, prog_name="hilt", standalone_mode=False)  # returns a typer.Exit's code
         if isinstance(rc, int):
             return rc
     except HiltError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        return _error(str(exc))
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         err_console.print("[red]aborted[/red]")
         return 130
-    except ClickException as exc:  # usage errors carry their own exit code
-        exc.show()
-        return exc.exit_code
+    except UsageError as exc:  # unknown option, bad value, missing option: name the command and the fault
+        where = exc.ctx.command_path if exc.ctx is not None else "hilt"
+        return _error(f"{where}: {exc.format_message()} (see {where} --help)")
+    except ClickException as exc:
+        return _error(exc.format_message())
+    except OSError as exc:  # permission denied, is a directory, no such file: the user's input, not a bug
+        return _error(_os_error(exc))
     return 0
 
 

@@ -18,6 +18,13 @@ SUFFIXES = (".npz", ".safetensors")
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    if not head:
+        raise DataError(f"{path}: empty file, not token data (input_ids and labels)")
     if path.suffix == ".npz":
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path}: not a readable .npz file (not a zip archive)")

@@ -168,12 +168,12 @@ def parse_schedule(data: Any, source: str = "schedule") -> Schedule:
 def load_schedule(path: str | Path) -> Schedule:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes()
     except OSError as exc:
         raise ScheduleError(f"cannot read schedule {path}: {exc.strerror or exc}") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ScheduleError(f"{path}: schedule is not valid JSON ({exc})") from exc
     return parse_schedule(data, str(path))
 

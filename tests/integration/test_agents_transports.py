@@ -88,6 +88,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             break
         except OSError:
             time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"sshd did not listen on port {port} within 15 s: {(d / 'sshd.log').read_text()}")
     known = d / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_type} {host_key}\n")
     try:
@@ -309,22 +312,10 @@ def test_hello_put_has_identical_everywhere(all_transports: dict[str, Transport]
     assert answers["local"] == answers["ssh"] == answers["serial"]
 
 
-def _runtime_or_skip() -> object:
-    try:
-        from device_agents.bench import runtime_files
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"bench support missing: {exc}")
-    try:
-        return runtime_files(os.uname().machine)
-    except Exception as exc:  # noqa: BLE001 - a runtime that cannot be built here is a skip, with its reason
-        pytest.skip(f"board runtime unavailable: {exc}")
-
-
 def test_bench_selftest_identical_everywhere(all_transports: dict[str, Transport]) -> None:
     from device_agents.bench import BenchOptions, run_bench
     from device_agents.inventory import default_farm
 
-    _runtime_or_skip()
     board = default_farm().board("local")
     opts = BenchOptions(warmup=2, min_iters=10, min_seconds=0.05, idle_seconds=0.0)
     records = {name: run_bench(t, board, None, opts) for name, t in all_transports.items()}
@@ -369,7 +360,6 @@ def console(tmp_path: Path) -> Iterator[str]:
         if time.monotonic() > deadline:
             pytest.fail("socat did not create the console pty")
         time.sleep(0.05)
-    time.sleep(0.3)
     try:
         yield str(link)
     finally:

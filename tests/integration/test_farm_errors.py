@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from device_agents import inventory
 from device_agents.emulated import FarmPaths, down, parse_arches, status, up
 from device_agents.emulated.farmfile import render_farm_file
 from device_agents.emulated.host import apt_mirror, check_mirror, ensure_binfmt
@@ -39,18 +39,36 @@ def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_not_root_is_refused(tmp_path: Path) -> None:
-    code = "from device_agents.emulated import up\nup(['aarch64'])"
+NOT_ROOT = """
+import os, sys
+from harness.cli.main import _register, main
+import device_agents.emulated  # everything imported while still root: the interpreter lives under /root
+_register()
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+sys.exit(main(["farm", "up", "--arch", "aarch64", "--state-dir", sys.argv[1]]))
+"""
+
+
+@needs_root
+def test_not_root_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`hilt farm up` by an unprivileged user: the CLI's one line and exit 2, nothing created."""
+    tmp_path.chmod(0o777)
+    state = tmp_path / "state"
     proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        [sys.executable, "-c", NOT_ROOT, str(state)],
         cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "HILT_CACHE": str(tmp_path / "c")},
         capture_output=True,
         text=True,
+        timeout=120,
     )
-    assert proc.returncode != 0
-    assert "FarmError: the emulated farm needs root" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: the emulated farm needs root (mount, chroot, debootstrap): run `sudo hilt farm ...`"
+    )
+    assert not state.exists()
 
 
 @needs_root
@@ -183,7 +201,6 @@ def test_unknown_arch_image(tmp_path: Path) -> None:
 
 
 def test_farm_file_matches_the_inventory_contract(tmp_path: Path) -> None:
-    inventory = pytest.importorskip("device_agents.inventory")
     from device_agents.emulated.state import BoardState
 
     board = BoardState(

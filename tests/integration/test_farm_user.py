@@ -21,10 +21,14 @@ import pytest
 import torch
 from fabric import Connection
 
+from device_agents import bench, inventory
 from device_agents.emulated import FarmPaths, down, reboot, status, up
 from device_agents.emulated.board import processes_in_root
 from device_agents.emulated.mounts import holders, mounts_under
 from device_agents.emulated.state import BoardState, load_state
+from device_agents.transports.serial import SerialTransport
+from device_agents.transports.ssh import SshTransport
+from harness import compile as compile_mod
 from harness.cli.main import main
 from harness.errors import FarmError
 
@@ -99,20 +103,16 @@ def test_ssh_reaches_the_emulated_arch(farm: FarmPaths, name: str, tmp_path: Pat
 
 @pytest.mark.parametrize("name", sorted(ARCH_OF))
 def test_agent_over_ssh_and_serial(farm: FarmPaths, name: str) -> None:
-    transports = pytest.importorskip("device_agents.transports.serial")
-    from device_agents.transports.ssh import SshTransport
-
     board = _board(farm, name)
-    with transports.SerialTransport(f"{name}-serial", board.serial_host) as serial_line:
+    with SerialTransport(f"{name}-serial", board.serial_host) as serial_line:
         assert serial_line.hello["arch"] == ARCH_OF[name]
-        start = time.perf_counter()
-        assert serial_line.request("has", {"hashes": []}) == {"held": []}
-        assert time.perf_counter() - start < 2.0
+        # a round trip, with no wall-clock bound: qemu's speed is not the agent's
+        assert serial_line.request("has", {"hashes": []}, timeout=30.0) == {"held": []}
     with SshTransport(name, "127.0.0.1", board.ssh_port, "root", board.key_file, board.known_hosts) as ssh:
         assert ssh.hello["arch"] == ARCH_OF[name]
         assert ssh.hello["cache"] == "/root/.cache/hilt-agent/store"  # shared with the serial agent
     # the serial agent keeps serving after a client goes away
-    with transports.SerialTransport(f"{name}-serial", board.serial_host) as again:
+    with SerialTransport(f"{name}-serial", board.serial_host) as again:
         assert again.hello["arch"] == ARCH_OF[name]
 
 
@@ -160,7 +160,6 @@ def test_ssh_and_serial_agents_of_one_board_never_bench_at_once(farm: FarmPaths,
 
 
 def test_boards_through_the_farm_file(farm: FarmPaths) -> None:
-    inventory = pytest.importorskip("device_agents.inventory")
     loaded = inventory.load_farm(farm.farm_file)
     assert sorted(loaded.names()) == sorted([*ARCH_OF, *(f"{n}-serial" for n in ARCH_OF)])
     for name, arch in ARCH_OF.items():
@@ -230,9 +229,6 @@ def test_pruned_model_benches_on_the_board_and_matches_pytorch(
 ) -> None:
     """Compile for the board's profile, bench through the agent over SSH, and compare the board's
     logits (the runner's dump, fetched over SSH) and the agent's checksum with PyTorch."""
-    compile_mod = pytest.importorskip("harness.compile")
-    bench = pytest.importorskip("device_agents.bench")
-    inventory = pytest.importorskip("device_agents.inventory")
     from harness.models import load_model
 
     board_state = _board(farm, name)

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.cli_errors import one_error_line
 from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore
 
@@ -59,9 +60,9 @@ def test_report_errors(study, capsys) -> None:
     from harness.cli.main import main
 
     assert main(["report", "--study", "nope", "--storage", f"sqlite:///{study['db']}"]) == 2
-    assert "no study named 'nope'" in capsys.readouterr().err
+    assert "no study named 'nope'" in one_error_line(capsys)
     assert main(["report", "--study", "rep", "--storage", f"sqlite:///{study['db']}", "--trial", "999"]) == 2
-    assert "no completed trial 999" in capsys.readouterr().err
+    assert "no completed trial 999" in one_error_line(capsys)
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")

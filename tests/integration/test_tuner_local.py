@@ -69,7 +69,8 @@ def test_short_study_completes_persists_and_opens_in_dashboard(task, tmp_path) -
         assert t.values[0] == a["accuracy"] and t.values[1] == pytest.approx(a["latency_ms"])
         assert store.artifact(a["bundle"]) is not None
         assert Path(a["pruned_dir"], "stage_log.json").is_file()
-        assert len(rows[0]["record"]["samples_ns"]) >= 20
+        (row,) = [r for r in rows if r["trial_number"] == t.number]  # this trial's own measurement
+        assert len(row["record"]["samples_ns"]) >= 20 and row["record"]["artifact"] == a["bundle"]
         cache = a["cache"]  # every stage is a prune hit or miss, and the one build a compile hit or miss
         assert cache["prune_hits"] + cache["prune_misses"] == len(a["schedule"]["stages"])
         assert cache["compile_hits"] + cache["compile_misses"] == 1
@@ -179,7 +180,13 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(task, tmp_path) -> None
     _wait_for(one_done_and_one_running, 600)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(7)  # the dead worker's heartbeat goes stale (HILT_HEARTBEAT_S=2, grace 6 s)
+    # wait until the storage itself calls the dead worker's trial stale (HILT_HEARTBEAT_S=2, grace 6 s):
+    # the resumed worker reaps exactly the trials this query returns
+    from tuner.study import make_storage
+
+    storage = make_storage(f"sqlite:///{db}", heartbeat_s=2)
+    study_id = storage.get_study_id_from_name("resume")
+    _wait_for(lambda: len(storage._get_stale_trial_ids(study_id)) == 1, 60)
     again = _cli(args)
     out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out
@@ -197,7 +204,14 @@ def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> No
     db = tmp_path / "hilt.db"
     args = _args(task, db, "pair", 4, "--no-sia")
     first = _cli(args)
-    time.sleep(3)
+
+    def study_created() -> bool:  # the second worker joins a study, not a race to create one
+        try:
+            return bool(db.exists() and _study(db, "pair"))
+        except Exception:  # noqa: BLE001 - schema or study not there yet
+            return False
+
+    _wait_for(study_created, 300)
     second = _cli(args)
     for p in (first, second):
         out, _ = p.communicate(timeout=900)

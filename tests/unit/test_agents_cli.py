@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
+from tests.cli_errors import one_error_line
 
 
 def _farm(tmp_path: Path) -> Path:
@@ -64,6 +65,4 @@ def test_user_errors_are_one_line_exit_2(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HILT_FARM", raising=False)
     assert main(args) == 2
-    err = capsys.readouterr().err
-    assert needle in err
-    assert err.count("error:") == 1
+    assert needle in one_error_line(capsys)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from harness.cli import registry
+
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -26,7 +28,14 @@ def test_help_lists_every_planned_subcommand() -> None:
         assert name in out.stdout
 
 
+def test_every_subcommand_is_built() -> None:
+    import importlib
+
+    for name in registry.SUBCOMMANDS:
+        assert hasattr(importlib.import_module(f"harness.cli.cmd_{name}"), "register"), name
+
+
 def test_unknown_subcommand_is_usage_error() -> None:
     out = _run("no-such-command")
     assert out.returncode == 2
-    assert "No such command" in out.stderr
+    assert out.stderr.strip() == "error: hilt: No such command 'no-such-command'. (see hilt --help)"

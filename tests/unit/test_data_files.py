@@ -31,7 +31,7 @@ def test_bad_token_files_name_what_is_wrong(tmp_path: Path) -> None:
     cases = {
         tmp_path / "x.csv": "must be an .npz or .safetensors",
         tmp_path / "missing.npz": "does not exist",
-        tmp_path / "empty.npz": "not a readable .npz",
+        tmp_path / "empty.npz": "empty file",
         tmp_path / "garbage.safetensors": "not a readable safetensors",
         tmp_path / "nolabels.npz": "missing `labels`",
         tmp_path / "float.npz": "must be integer",

@@ -101,7 +101,15 @@ def test_snr_is_against_a_fixed_reference() -> None:
     noisy = simulate(_params("normal", 30.0, snr=0.0), np.random.default_rng(9))
     noise = noisy - quiet
     assert noise.std() == pytest.approx(reference_rms(), rel=0.05)
-    assert reference_rms() == reference_rms()
+    # the noise does not scale with the fault's energy: weak and strong faults get the same noise
+    for severity in (0.25, 1.4):
+        fault = simulate(_params("outer", 30.0, snr=None, severity=severity), np.random.default_rng(9))
+        fault_noisy = simulate(_params("outer", 30.0, snr=0.0, severity=severity), np.random.default_rng(9))
+        assert np.std(fault - quiet) > 0.01  # there is a fault signal, of a severity-dependent energy
+        assert (fault_noisy - fault).std() == pytest.approx(noise.std(), rel=0.02)
+    # and 20 dB more SNR is a tenth of the noise amplitude
+    clean = simulate(_params("normal", 30.0, snr=20.0), np.random.default_rng(9)) - quiet
+    assert clean.std() == pytest.approx(reference_rms() / 10.0, rel=0.05)
 
 
 def test_severity_scales_fault_energy() -> None:

@@ -13,6 +13,7 @@ from harness.cli.main import main
 from harness.models import get_adapter, load_model
 from harness.models.manifest import MANIFEST_FILE
 from harness.prune.job import SCHEDULE_FILE, STAGE_LOG_FILE, prune_to_dir
+from tests.cli_errors import one_error_line
 from tests.unit.prune_tiny import tiny_model, tokens
 
 SCHEDULE = {
@@ -71,7 +72,7 @@ def test_prune_command_writes_model_and_log(setup: dict[str, Path], capsys: pyte
 def test_existing_output_refused(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     setup["out"].mkdir()
     assert main(_args(setup)) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already exists" in one_error_line(capsys)
 
 
 def test_interrupted_run_leaves_no_output(setup: dict[str, Path]) -> None:
@@ -109,18 +110,18 @@ def test_bad_data_is_a_clear_error(
     bad = setup["tmp"] / "bad.safetensors"
     save_file(tensors, str(bad))
     assert main(_args(setup, data=bad)) == 2
-    assert message in capsys.readouterr().err
+    assert message in one_error_line(capsys)
     assert not setup["out"].exists()
 
 
 def test_bad_inputs_are_clear_errors(setup: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     (setup["tmp"] / "garbage.safetensors").write_bytes(b"nope")
     assert main(_args(setup, data=setup["tmp"] / "garbage.safetensors")) == 2
-    assert "not a readable safetensors file" in capsys.readouterr().err
+    assert "not a readable safetensors file" in one_error_line(capsys)
     assert main(_args(setup, model=setup["tmp"] / "nowhere")) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in one_error_line(capsys)
     bad = dict(SCHEDULE, stages=[{"granularity": "layer", "ratio": 0.1}])
     (setup["tmp"] / "empty.json").write_text(json.dumps(bad))
     assert main(_args(setup, schedule=setup["tmp"] / "empty.json")) == 2
-    assert "would remove every one of 4 layers" in capsys.readouterr().err
+    assert "would remove every one of 4 layers" in one_error_line(capsys)
     assert not setup["out"].exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 
@@ -157,6 +158,8 @@ def test_judge_names_failing_metric_and_respects_conservative() -> None:
 def test_check_sia_on_tiny_models_runs_and_caches(family: str, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HILT_CACHE", str(tmp_path))
     model = tiny_model(family, layers=3)
+    forwards = [0]
+    model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
     ids = tokens(n=32, seed=2)
     labels = torch.arange(32) % 3
     cfg = EmpiricalConfig(ratios=(0.25, 0.5), subsets_per_ratio=4, bootstrap=50, recovery_steps=2)
@@ -168,12 +171,21 @@ def test_check_sia_on_tiny_models_runs_and_caches(family: str, tmp_path, monkeyp
     assert heads.n_units == expected_units
     assert report.results[2].n_units == 3 * 4
     for r in report.results:
-        assert 0.0 <= r.horizon_removed <= 0.5
+        # the horizon is the largest tested fraction up to which no ratio is violated
+        tested = sorted((x.removed_fraction, x.verdict) for x in r.ratios)
+        ok = [f for f, _ in itertools.takewhile(lambda fv: fv[1] != "violated", tested)]
+        assert r.horizon_removed == (ok[-1] if ok else 0.0), (r.granularity, tested)
+        assert r.min_keep_ratio == pytest.approx(1.0 - r.horizon_removed)
         assert r.forward_passes > 0
         assert all(x.stability_recovered is not None for x in r.ratios)
+    assert forwards[0] > 0  # the first check ran the model
+    forwards[0] = 0
     again = check_sia(model, ids, labels, config=cfg, calibration=calib)  # served from the cache
+    assert forwards[0] == 0  # a hit runs no forward pass at all
     assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(report.to_dict(), sort_keys=True)
     assert len(list((tmp_path / "sia").glob("*.json"))) == 3
+    check_sia(model, ids, labels, config=cfg, calibration=calib, cache=False)
+    assert forwards[0] > 0  # and without the cache it recomputes
     assert PAD not in ids
 
 

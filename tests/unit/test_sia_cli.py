@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.cli.main import main
+from tests.cli_errors import one_error_line
 from tests.unit.prune_tiny import tiny_model, tokens
 
 
@@ -60,4 +61,4 @@ def test_sia_cli_bad_npz(tmp_path, model_and_data, capsys) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, input_ids=np.zeros((4, 3), dtype=np.int64), labels=np.zeros(5, dtype=np.int64))
     assert main(["sia", "--model", str(model_dir), "--data", str(bad)]) == 2
-    assert "same N" in capsys.readouterr().err
+    assert "same N" in one_error_line(capsys)
