@@ -344,6 +344,21 @@ exec bash --norc --noprofile -i
 """
 
 
+def _reading_tty(script: str) -> bool:
+    """Whether a process running `script` is blocked reading its terminal."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if script.encode() in cmdline.read_bytes():
+                if (
+                    "tty" in (cmdline.parent / "wchan").read_text()
+                    or "wait_woken" in (cmdline.parent / "wchan").read_text()
+                ):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.fixture()
 def console(tmp_path: Path) -> Iterator[str]:
     if SOCAT is None:
@@ -360,6 +375,12 @@ def console(tmp_path: Path) -> Iterator[str]:
         if time.monotonic() > deadline:
             pytest.fail("socat did not create the console pty")
         time.sleep(0.05)
+    # the pty exists before the script runs: wait until it sits in its first `read` (a nudge sent
+    # earlier would be read as an empty user name, which is not the race under test)
+    while not _reading_tty(str(script)):
+        if time.monotonic() > deadline:
+            pytest.fail("the console script never waited for a login")
+        time.sleep(0.02)
     try:
         yield str(link)
     finally:
