@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -138,6 +142,22 @@ def train(
     console.print(_per_class(records))
 
 
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 to `path` for the block: TVM's C++ warnings and Python warnings would
+    otherwise bury the demo's lines (hilt's own errors are printed after the block)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _quiet_optuna() -> None:
     """The demo prints its own line per trial: Optuna's INFO lines and experimental-API warnings are noise."""
     import warnings
@@ -152,7 +172,7 @@ def _quiet_optuna() -> None:
 def run(
     threads: int = typer.Option(1, "--threads", help="torch threads (0: torch's default)."),
     trials: int = typer.Option(
-        8, "--trials", min=0, help="Tuning trials on the local board (0: the demo models only, no board)."
+        4, "--trials", min=0, help="Tuning trials on the local board (0: the demo models only, no board)."
     ),
     emulated_trials: int = typer.Option(
         2, "--emulated-trials", min=0, help="Tuning trials on the emulated board (0: no emulated board)."
@@ -167,8 +187,11 @@ def run(
 
     _set_threads(threads)
     _quiet_optuna()
-    with StageLog(console) as stages:
+    out.mkdir(parents=True, exist_ok=True)
+    side_log = (out / "demo.log").resolve()
+    with StageLog(console) as stages, _stderr_to(side_log):
         stages.line(f"hilt demo run: output in {out.resolve()}, caches in {cache_root()}")
+        stages.line(f"compiler messages and warnings go to {side_log}")
         res = run_main_job(out, trials, emulated_trials, emulated, stages)
     records = [read_record(demo_model_dir(name)) for name in DEMO_MODELS]
     console.print(_per_class(records))
@@ -177,7 +200,7 @@ def run(
         console.print(f"[yellow]skipped:[/yellow] {note}")
     if res.first_result_s is not None:
         console.print(f"first measured result after {res.first_result_s:.0f} s")
-    console.print(f"main job took {stages.elapsed:.0f} s")
+    console.print(f"main job took {stages.elapsed:.0f} s; compiler messages and warnings: {side_log}")
     for study, path in res.reports.items():
         console.print(f"report {study}: {path}", soft_wrap=True)
     if res.reports:

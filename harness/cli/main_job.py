@@ -138,8 +138,16 @@ def _dense_local_stage(stages: StageLog, res: MainJobResult) -> None:
     board = select_boards(None, "local", None)[0]
     runtime = _in_background("runtime-local", lambda: _runtime_step(stages, board.profile.arch))
     with stages.step("demo task data (calibration and validation splits)") as st:
+        from harness.data.splits import SPLITS, split_cache_path
+
+        was_cached = (
+            split_cache_path("calib", SPLITS["calib"].default_n).is_file()
+            and split_cache_path("val", VAL_N).is_file()
+        )
         data = task_data(MODEL, None, None, VAL_N)
-        st.done(f"{len(data.calib_labels)} calibration, {len(data.val_labels)} validation windows")
+        (st.cached if was_cached else st.done)(
+            f"{len(data.calib_labels)} calibration, {len(data.val_labels)} validation windows"
+        )
     model_dir = resolve_model_dir(MODEL)
     bundle = _compile_step(stages, model_dir, board.profile, data.seq_len, f"dense {MODEL} for {board.name}")
     runtime.wait()
@@ -263,6 +271,19 @@ def _image_step(stages: StageLog, arch: str) -> None:
         st.done(f"debootstrap into {image.path}")
 
 
+def _shared_prune_cache(out: Path) -> None:
+    """Pruned models are keyed by (base model, stage prefix, calibration): they stay valid across runs,
+    so `out/prune-cache` points into $HILT_CACHE and a fresh --out does not prune them again."""
+    from harness.cache import cache_root
+
+    link = out / "prune-cache"
+    if link.exists() or link.is_symlink():
+        return
+    target = cache_root() / "demo" / "prune-cache"
+    target.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
 def run_main_job(
     out: Path,
     trials: int,
@@ -273,6 +294,7 @@ def run_main_job(
 ) -> MainJobResult:
     res = MainJobResult()
     out.mkdir(parents=True, exist_ok=True)
+    _shared_prune_cache(out)
     storage = f"sqlite:///{out / 'hilt.db'}"
     want_emulated = emulated and trials > 0 and emulated_trials > 0
     if want_emulated and os.geteuid() != 0:
