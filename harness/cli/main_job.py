@@ -222,7 +222,7 @@ def _tune_stage(
         result = tune(req, on_event)
         total = finished(result.study)
         if not ran and total >= n:
-            st.cached(f"study {study} already had {total} finished trials (delete {out} to start over)")
+            st.cached(f"study {study} already complete ({total} of {n} trials; delete {out} to start over)")
         else:
             st.done(f"{len(done)} of {len(ran)} trials measured, {total} finished in study {study}")
     res.trials[study] = done
