@@ -29,7 +29,15 @@ DEMO_MODELS = ("demo-gpt2", "demo-llama")
 RECORD_FILE = "hilt_demo.json"
 RECORD_VERSION = 1
 
-__all__ = ["DEMO_MODELS", "cache_root", "demo_model_dir", "ensure_demo_model", "read_record", "DemoRecord"]
+__all__ = [
+    "DEMO_MODELS",
+    "cache_root",
+    "demo_model_dir",
+    "ensure_demo_model",
+    "provide_demo_model",
+    "read_record",
+    "DemoRecord",
+]
 
 
 @dataclass
@@ -57,7 +65,27 @@ class DemoRecord:
     train_cpu_seconds: float | None = (
         None  # CPU time of the training loop (wall time suffers from contention)
     )
+    # "trained": this directory holds the fp32 weights training wrote; "package": the fp16 weights
+    # shipped in harness/demo/weights, upcast to fp32, whose accuracy is the fp16_* fields below
+    source: str = "trained"
+    fp16_test_accuracy: float | None = None
+    fp16_test_per_class_accuracy: list[float] | None = None
+    fp16_test_mean_loss: float | None = None
+    fp16_val_accuracy: float | None = None
     version: int = RECORD_VERSION
+
+    @property
+    def dense_accuracy(self) -> float:
+        """Test accuracy of the weights in this directory (after the fp16 round trip when packaged)."""
+        if self.source == "package" and self.fp16_test_accuracy is not None:
+            return self.fp16_test_accuracy
+        return self.test_accuracy
+
+    @property
+    def dense_per_class_accuracy(self) -> list[float]:
+        if self.source == "package" and self.fp16_test_per_class_accuracy is not None:
+            return self.fp16_test_per_class_accuracy
+        return self.test_per_class_accuracy
 
 
 def _check_name(name: str) -> None:
@@ -138,9 +166,21 @@ def train_demo_model(
     return final, record
 
 
-def ensure_demo_model(name: str, *, force: bool = False, progress: bool = True) -> Path:
-    """Path of a trained demo model, training it first if it is missing (or if force)."""
+def provide_demo_model(name: str, *, force: bool = False, progress: bool = True) -> tuple[Path, str]:
+    """The demo model in the cache and how it got there: "cached" (already there), "package"
+    (the shipped fp16 weights, sha256-verified and upcast to fp32) or "trained" (no package, or force)."""
+    from harness.demo.package import has_package, install_package
+
     d = demo_model_dir(name)
-    if force or not _is_complete(d):
-        train_demo_model(name, progress=progress)
-    return d
+    if not force and _is_complete(d):
+        return d, "cached"
+    if not force and has_package(name):
+        install_package(name, d)
+        return d, "package"
+    train_demo_model(name, progress=progress)
+    return d, "trained"
+
+
+def ensure_demo_model(name: str, *, force: bool = False, progress: bool = True) -> Path:
+    """Path of a demo model: cached, else installed from the packaged weights, else trained (or if force)."""
+    return provide_demo_model(name, force=force, progress=progress)[0]

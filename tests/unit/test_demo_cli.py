@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.cli.main import main
-from harness.demo import models
+from harness.demo import models, package
 from harness.demo.configs import TrainConfig, micro_config
 from harness.demo.models import DEMO_MODELS, demo_model_dir
 
@@ -21,6 +21,7 @@ def _micro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "MODEL_CONFIGS", {n: (lambda n=n: micro_config(n)) for n in DEMO_MODELS})
     quick = TrainConfig(steps=20, batch_size=16, warmup_steps=2, train_windows=100, eval_windows=30)
     monkeypatch.setattr(models, "TRAIN_CONFIGS", {n: quick for n in DEMO_MODELS})
+    monkeypatch.setattr(package, "WEIGHTS_ROOT", tmp_path / "no-packaged-weights")  # train, don't install
 
 
 def test_train_then_run_prints_accuracy_tables(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from harness.data import load_demo_split
-from harness.demo import configs, models
+from harness.demo import configs, models, package
 from harness.demo.configs import TrainConfig, gpt2_config, llama_config, micro_config
 from harness.demo.models import (
     DEMO_MODELS,
@@ -31,11 +31,12 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def _micro(monkeypatch: pytest.MonkeyPatch) -> None:
+def _micro(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Demo names map to micro configs and a short recipe, so the full pipeline runs in seconds."""
     monkeypatch.setattr(models, "MODEL_CONFIGS", {n: (lambda n=n: micro_config(n)) for n in DEMO_MODELS})
     quick = TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup_steps=5, train_windows=200, eval_windows=50)
     monkeypatch.setattr(models, "TRAIN_CONFIGS", {n: quick for n in DEMO_MODELS})
+    monkeypatch.setattr(package, "WEIGHTS_ROOT", tmp_path / "no-packaged-weights")  # train, don't install
 
 
 def _params(cfg) -> int:
