@@ -110,10 +110,11 @@ def install_package(name: str, dest: Path, root: Path | None = None) -> Path:
 def export_package(name: str, model_dir: Path, root: Path | None = None, eval_windows: int | None = None):  # noqa: ANN201
     """Write the fp16 package of a trained model directory; re-measure accuracy after the fp16 round
     trip and record it. Returns the package's DemoRecord."""
+    from transformers import AutoModelForSequenceClassification
+
     from harness.data import load_demo_split
     from harness.demo.models import RECORD_FILE, read_record
     from harness.evaluate import evaluate_classifier
-    from harness.models import load_model
 
     record = read_record(model_dir)
     dest = package_dir(name, root)
@@ -132,7 +133,7 @@ def export_package(name: str, model_dir: Path, root: Path | None = None, eval_wi
     scratch.mkdir()
     save_file(_cast(load_file(str(tmp / WEIGHTS_FILE)), torch.float32), str(scratch / WEIGHTS_FILE))
     shutil.copy2(tmp / CONFIG_FILE, scratch / CONFIG_FILE)
-    model = load_model(scratch).model.eval()
+    model = AutoModelForSequenceClassification.from_pretrained(scratch, dtype=torch.float32).eval()
     test = evaluate_classifier(model, load_demo_split("test", eval_windows))
     val = evaluate_classifier(model, load_demo_split("val", eval_windows))
     shutil.rmtree(scratch)

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from harness.demo.models import demo_model_dir
+from harness.demo.models import ensure_demo_model
 from harness.errors import ModelLoadError, UnsupportedFamilyError
 from harness.models.families import (
     SUPPORTED_FAMILIES,
@@ -140,9 +140,7 @@ def _load_plain(directory: Path, cfg: dict, family: Family, task: Task | None) -
 def resolve_model_dir(path: str | Path) -> Path:
     """The directory behind a model argument: a demo model name or a path (checked to exist)."""
     if str(path) in DEMO_NAMES:
-        directory = demo_model_dir(str(path))
-        if not directory.is_dir():
-            raise ModelLoadError(f"demo model {path} is not trained yet; run `hilt demo train` first")
+        directory = ensure_demo_model(str(path), progress=False)  # packaged weights: installed once
     else:
         directory = Path(path).expanduser()
     if not directory.exists():
