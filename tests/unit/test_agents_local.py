@@ -82,7 +82,8 @@ def test_killed_agent_is_a_transport_error_not_a_hang(local: LocalTransport) -> 
     assert local.pid is not None
     os.kill(local.pid, signal.SIGKILL)
     t0 = time.monotonic()
-    with pytest.raises(TransportError, match="connection closed"):
+    # EOF if the request went out before the process died, a broken pipe if after: both the same error
+    with pytest.raises(TransportError, match="connection closed|cannot write to the agent"):
         local.request("hello", timeout=30)
     assert time.monotonic() - t0 < 5
 
