@@ -90,7 +90,7 @@ class ChunkSizer:
     MIN = 256
     MAX = 256 << 10
     DECAY = 0.99  # per frame: the estimate follows a line whose quality changes
-    PRIOR_FAILS = 0.1  # a clean line still grows the chunk towards MAX, not beyond any bound at once
+    PRIOR_FAILS = 0.05  # as if this many frames failed: a clean line grows the chunk to MAX, gradually
 
     def __init__(self, start: int = 16 << 10, overhead: int = 160) -> None:
         self.size = max(self.MIN, min(self.MAX, start))
@@ -421,7 +421,7 @@ class Transport:
         self, name: str, acked: int, size: int, stalled: float, sent: int, failed: int, mark: tuple[int, ...]
     ) -> TransportError:
         what = f"upload of {name} stalled at {acked:,} of {size:,} bytes for {stalled:.0f} s"
-        keep = f"the {acked:,} bytes stored resume on the next try"
+        keep = f"what the board stored (at least {acked:,} bytes) resumes on the next try"
         if self._noise_mark() == mark:  # not one damaged frame seen since the last progress: silence
             return AgentTimeoutError(
                 f"board {self.name}: {what}; no answer at all: the agent or the line is down; {keep}"
@@ -437,12 +437,12 @@ class Transport:
         """The line, for error messages ("at 921600 baud")."""
         return ""
 
-    def _noise_mark(self) -> tuple[int, int, int]:
+    def _noise_mark(self) -> tuple[int, ...]:
         """Changes when this side saw damaged frames, or the agent said it did (NAKs)."""
         d = self._decoder
         if isinstance(d, wire.FrameDecoder):
-            return (d.crc_errors, d.stale_drops, self._naks)
-        return (0, 0, self._naks)
+            return (d.crc_errors, d.stale_drops, d.dropped_bytes, self._naks)
+        return (0, 0, 0, self._naks)
 
     def _too_noisy(
         self, what: str, sent: int | None = None, failed: int | None = None, keep: str = ""
