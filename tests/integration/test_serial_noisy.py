@@ -205,3 +205,23 @@ def test_hello_on_a_line_nothing_crosses_is_the_clear_error(tmp_path: Path) -> N
         with pytest.raises(LineTooNoisyError, match="line too noisy: 100 % of frames"):
             SerialTransport("hopeless", relay.host_path, BAUD).open()
     assert time.monotonic() - t0 < SerialTransport.hello_timeout_s + 3
+
+
+def test_boards_check_shows_the_line_quality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    with agent_on_relay(tmp_path / "cache", seed=3) as relay:
+        farm = tmp_path / "farm.toml"
+        farm.write_text(
+            'version = 1\n[[board]]\nname = "tty0"\nprofile = "local"\n[board.transport]\nkind = "serial"\n'
+            f'device = "{relay.host_path}"\nbaud = {BAUD}\n'
+        )
+        deadline = time.monotonic() + 30
+        while relay.forwarded["to_host"] < len(wire.READY_MARKER) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the agent is up
+        relay.drop_next("to_host", 30)  # the first answer is lost: check still answers, and says so
+        assert main(["boards", "check", "--farm", str(farm)]) == 0
+    out = capsys.readouterr().out
+    assert "tty0 line: " in out and "retries" in out and "CRC failures" in out
+    sent, failed = (int(x) for x in out.split("tty0 line: ")[1].split(" failed")[0].split(" frames sent, "))
+    assert sent > failed > 0

@@ -4,6 +4,7 @@ cache, the chunk sizer's estimate, and the relay's seeded random noise."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import random
@@ -18,7 +19,7 @@ from device_agents.agent import serve, wire
 from device_agents.agent.store import Store
 from device_agents.linesim import LineNoise, _Noiser
 from device_agents.transports.base import ChunkSizer, LineTooNoisyError
-from harness.errors import HiltError, TransportError
+from harness.errors import ConfigError, HiltError, TransportError
 
 # ------------------------------------------------------------------------------ checked frames
 
@@ -175,3 +176,49 @@ def test_noise_is_seeded_and_near_its_rates() -> None:
     assert 800 < counts["flipped"] < 1300 and 380 < counts["dropped"] < 650
     assert 0 < counts["burst_bytes"] <= 8 * 25
     assert len(out) == len(data) - counts["dropped"]
+
+
+# ------------------------------------------------------- line quality: record, metrics, CLI
+
+
+def test_record_line_field_round_trips_and_old_records_still_load(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from device_agents.records import LineQuality, load_record
+    from device_agents.transports.base import LineStats
+    from harness.cli.cmd_boards import line_summary
+    from reports.metrics import HiltMetrics
+    from tests.unit.test_agents_records import _record
+
+    old = _record([5, 6, 7])
+    assert old.line is None
+    data = json.loads(old.to_json())
+    data.pop("line")  # a record written before the field existed
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert load_record(tmp_path / "old.json").line is None
+
+    stats = LineStats(frames_sent=200, frames_failed=20, crc_errors=3, resyncs=4, retries=21,
+                      bytes_sent=250_000, upload_bytes=200_000, upload_s=2.5,
+                      agent={"frames": 180, "crc_errors": 17, "resyncs": 15, "stale_drops": 0})  # fmt: skip
+    line = LineQuality.model_validate(stats.as_dict())
+    assert line.goodput_bps == 80_000 and line.frame_error_rate == 0.1
+    rec = old.model_copy(update={"line": line})
+    rec.save(tmp_path / "new.json")
+    assert load_record(tmp_path / "new.json").line == line
+    data = json.loads((tmp_path / "new.json").read_text())
+    data["line"]["made_up"] = 1
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="line.made_up"):
+        load_record(tmp_path / "bad.json")
+
+    text = line_summary(stats.as_dict())
+    assert "200 frames sent, 20 failed (10 %), 21 retries" in text and "80.0 kB/s" in text
+    assert "the agent saw 17 damaged of 197 frames" in text
+
+    metrics = HiltMetrics()
+    metrics.observe_line("tty0", line)
+    metrics.observe_line("tty0", line)
+    scraped = generate_latest(metrics.registry).decode()
+    assert 'hilt_line_frames_total{board="tty0",outcome="failed"} 40.0' in scraped
+    assert 'hilt_line_upload_bytes_total{board="tty0"} 400000.0' in scraped
+    assert 'hilt_line_goodput_bytes_per_second{board="tty0"} 80000.0' in scraped
