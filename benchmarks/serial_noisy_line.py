@@ -114,9 +114,7 @@ def main() -> int:
             )
     line_rate = opts.baud / 10
     clean = rows[0]["goodput_bps"] or 0.0
-    table = Table(
-        title=f"upload over a noisy line ({opts.size_mb:g} MiB, relay at {opts.baud} baud 8N1)"
-    )
+    table = Table(title=f"upload over a noisy line ({opts.size_mb:g} MiB, relay at {opts.baud} baud 8N1)")
     for col in ("flips/byte", "result", "seconds", "goodput kB/s", "% of clean", "% of line", "frames failed",
                 "final chunk B"):  # fmt: skip
         table.add_column(col, justify="right")

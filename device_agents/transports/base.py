@@ -458,7 +458,7 @@ class Transport:
         line = self._line_name()
         return LineTooNoisyError(
             f"board {self.name}: line too noisy: {rate:.0f} % of frames failed CRC or were lost "
-            f"({failed} of {sent}){seen}{' at ' + line if line else ''} ({what}); "
+            f"({failed} of {sent}){' at ' + line if line else ''}{seen} ({what}); "
             "try a lower baud or a shorter cable" + (f"; {keep}" if keep else "")
         )
 
