@@ -92,8 +92,9 @@ class ChunkSizer:
     DECAY = 0.99  # per frame: the estimate follows a line whose quality changes
     PRIOR_FAILS = 0.05  # as if this many frames failed: a clean line grows the chunk to MAX, gradually
 
-    def __init__(self, start: int = 16 << 10, overhead: int = 160) -> None:
-        self.size = max(self.MIN, min(self.MAX, start))
+    def __init__(self, start: int = 16 << 10, overhead: int = 160, max_size: int | None = None) -> None:
+        self.max = max(self.MIN, min(self.MAX, max_size or self.MAX))
+        self.size = max(self.MIN, min(self.max, start))
         self.overhead = overhead  # header and framing bytes per chunk
         self.fails = 0.0
         self.bytes = 0.0  # decayed line bytes of the frames whose fate is known
@@ -103,8 +104,8 @@ class ChunkSizer:
             return self.size
         p = min(0.5, (self.fails + self.PRIOR_FAILS) / self.bytes)
         h = self.overhead
-        best = (-h + math.sqrt(h * h + 4 * h / p)) / 2 if p > 0 else self.MAX
-        return int(max(self.MIN, min(self.MAX, best)))
+        best = (-h + math.sqrt(h * h + 4 * h / p)) / 2 if p > 0 else self.max
+        return int(max(self.MIN, min(self.max, best)))
 
     def _record(self, nbytes: int, failed: bool) -> None:
         self.fails = self.fails * self.DECAY + (1.0 if failed else 0.0)

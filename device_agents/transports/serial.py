@@ -52,8 +52,9 @@ class SerialTransport(Transport):
         self.baud = baud
         self.login = login
         self.agent_path = Path(agent_path) if agent_path else agent_pyz()
-        # upload chunks start at 4 KiB and follow the line (256 B .. 256 KiB)
-        self.sizer = ChunkSizer(4 << 10)
+        # upload chunks start at 4 KiB and follow the line's error rate, from 256 B up to about one
+        # second of line time (16 KiB .. 256 KiB): a blocking write of two stays inside write_timeout
+        self.sizer = ChunkSizer(4 << 10, max_size=max(16 << 10, min(256 << 10, baud // 10)))
         self.port: serial.Serial | None = None
         if login is not None:
             self.shutdown_on_close = True  # we started it: end it, which returns the console to the shell

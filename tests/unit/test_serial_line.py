@@ -222,3 +222,14 @@ def test_record_line_field_round_trips_and_old_records_still_load(tmp_path: Path
     assert 'hilt_line_frames_total{board="tty0",outcome="failed"} 40.0' in scraped
     assert 'hilt_line_upload_bytes_total{board="tty0"} 400000.0' in scraped
     assert 'hilt_line_goodput_bytes_per_second{board="tty0"} 80000.0' in scraped
+
+
+def test_serial_chunks_stay_within_about_a_second_of_line_time() -> None:
+    from device_agents.transports.serial import SerialTransport
+
+    slow = SerialTransport("slow", "/dev/null", 115200, agent_path=__file__)
+    fast = SerialTransport("fast", "/dev/null", 3_000_000, agent_path=__file__)
+    assert slow.sizer.max == 16 << 10 and fast.sizer.max == ChunkSizer.MAX
+    for _ in range(300):
+        slow.sizer.clean(slow.sizer.size + 100)
+    assert slow.sizer.size == 16 << 10
