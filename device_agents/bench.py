@@ -18,7 +18,7 @@ from typing import Any
 from device_agents.agent import wire
 from device_agents.inventory import Board, Farm
 from device_agents.pool import BoardPool, Held, busy_message
-from device_agents.records import MeasurementRecord
+from device_agents.records import LineQuality, MeasurementRecord
 from device_agents.transports import Transport, open_transport
 from harness.compile.bundle import load_bundle
 from harness.errors import ArtifactError, ConfigError, HiltError
@@ -121,7 +121,8 @@ def run_bench(
         runtime=rt_tree,
         hello=hello,
     )
-    return record.model_copy(update={"emulated": board.profile.emulated})
+    line = LineQuality.model_validate(transport.line.as_dict()) if transport.framed else None
+    return record.model_copy(update={"emulated": board.profile.emulated, "line": line})
 
 
 def bench_any(
@@ -179,6 +180,7 @@ class BoardStatus:
     hello: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     busy: str = ""  # who measures on it now: the pool's lease on its machine, or the agent's lock
+    line: dict[str, Any] = field(default_factory=dict)  # serial: the transport's line counters
 
 
 def check_board(board: Board, pool: BoardPool | None = None) -> BoardStatus:
@@ -191,6 +193,7 @@ def check_board(board: Board, pool: BoardPool | None = None) -> BoardStatus:
         with open_transport(board) as transport:
             status.hello = dict(transport.hello)
             status.reachable = True
+            status.line = transport.line.as_dict() if transport.framed else {}
     except HiltError as exc:
         status.error = str(exc)
     lock = status.hello.get("bench_lock") or {}

@@ -91,6 +91,28 @@ class LatencySummary(BaseModel):
         )
 
 
+class LineQuality(BaseModel):
+    """How the line to the board behaved during the measurement (framed transports: serial).
+
+    Counted by the host's transport (`device_agents.transports.base.LineStats`); `agent` holds the
+    agent's own frame-reader counters since it started (frames, crc_errors, resyncs, stale_drops)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames_sent: int = 0
+    frames_failed: int = 0  # sent, never answered: damaged or lost either way
+    crc_errors: int = 0  # answers that failed CRC at the host
+    resyncs: int = 0
+    retries: int = 0
+    replays: int = 0  # answers the agent re-sent from its reply cache instead of running again
+    bytes_sent: int = 0
+    upload_bytes: int = 0
+    upload_s: float = 0.0
+    goodput_bps: float | None = None  # acknowledged upload bytes per second
+    frame_error_rate: float = 0.0
+    agent: dict[str, int] = Field(default_factory=dict)
+
+
 class MeasurementRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,6 +145,7 @@ class MeasurementRecord(BaseModel):
     emulated: bool = False  # measured on an emulated board (qemu): emulation time, not board time
     machine: str = ""  # the physical machine the board pool leased for this measurement
     pool_wait_s: float = 0.0  # how long the measurement waited for that machine
+    line: LineQuality | None = None  # serial: frames, CRC failures, retries, goodput (None: pipes, SSH)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 
@@ -36,7 +37,29 @@ class HiltMetrics:
             "hilt_lease_wait_seconds", "Time waited for a board lease", ["board"], registry=r,
             buckets=(0.01, 0.1, 1, 5, 30, 120, 600),
         )  # fmt: skip
+        self.line_frames = Counter(
+            "hilt_line_frames", "Frames on a board's serial line by outcome (sent, failed, crc_error, "
+            "resync, retry)", ["board", "outcome"], registry=r,
+        )  # fmt: skip
+        self.line_upload_bytes = Counter(
+            "hilt_line_upload_bytes", "Upload payload a board acknowledged over its serial line", ["board"],
+            registry=r,
+        )  # fmt: skip
+        self.line_goodput = Gauge(
+            "hilt_line_goodput_bytes_per_second", "Upload goodput of a board's serial line, last measurement",
+            ["board"], registry=r,
+        )  # fmt: skip
         self.server = None
+
+    def observe_line(self, board: str, line: Any) -> None:
+        """Add one measurement's line counters (a `records.LineQuality`) to the board's totals."""
+        for outcome, count in (("sent", line.frames_sent), ("failed", line.frames_failed),
+                               ("crc_error", line.crc_errors), ("resync", line.resyncs),
+                               ("retry", line.retries)):  # fmt: skip
+            self.line_frames.labels(board, outcome).inc(count)
+        self.line_upload_bytes.labels(board).inc(line.upload_bytes)
+        if line.goodput_bps is not None:
+            self.line_goodput.labels(board).set(line.goodput_bps)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start the scrape endpoint; returns the bound port (0 picks a free one)."""

@@ -8,7 +8,8 @@ import platform
 import select
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
 
 from .bench import Bench
 from .facts import Facts
@@ -18,6 +19,7 @@ from .rawtty import set_raw
 from .store import Store
 from .wire import (
     AGENT_VERSION,
+    FRAME_KINDS,
     PROTOCOL_VERSION,
     READY_MARKER,
     AgentFailure,
@@ -29,6 +31,14 @@ from .wire import (
     error_answer,
 )
 
+# Requests that must not run twice: a retry with the same id is answered from a small cache of recent
+# replies (the result re-sent if the reply was lost), never run again.
+NOT_IDEMPOTENT = frozenset({"bench", "shutdown"})
+REPLY_CACHE = 16  # recent replies kept by id
+REPLAY_GAP_S = 1.0  # retries queued behind a long run: re-send the cached reply once, then at most this often
+REQUEST_FRAME_MAX = (256 + 16) << 10
+NAK_GAP_S = 0.2  # at most this often, a frame that failed CRC is reported to the host
+
 
 class Agent:
     """Serves requests one at a time; errors become typed answers, never a dead agent."""
@@ -39,6 +49,33 @@ class Agent:
         self.facts = Facts(sysfs, procfs)
         self.sysfs = sysfs
         self.running = True
+        self.line: Optional[FrameDecoder] = None  # the framed reader, whose counters hello reports
+        # (type, id) -> [answer, when last re-sent or None]
+        self.replies: OrderedDict[Tuple[Any, str], List[Any]] = OrderedDict()
+        self.replays = 0
+
+    def respond(self, header: Header, body: bytes) -> Optional[Header]:
+        """The answer to send, or None when a retried request's cached answer went out just now."""
+        kind = header.get("type")
+        req_id = header.get("id")
+        if kind not in NOT_IDEMPOTENT or req_id is None:
+            return self.handle(header, body)
+        key = (kind, json.dumps(req_id, sort_keys=True))
+        cached = self.replies.get(key)
+        if cached is not None:
+            now = time.monotonic()
+            if cached[1] is not None and now - cached[1] < REPLAY_GAP_S:
+                return None
+            cached[1] = now
+            self.replays += 1
+            answer = dict(cached[0])
+            answer["replayed"] = True
+            return answer
+        answer = self.handle(header, body)
+        self.replies[key] = [answer, None]
+        while len(self.replies) > REPLY_CACHE:
+            self.replies.popitem(last=False)
+        return answer
 
     def handle(self, header: Header, body: bytes) -> Header:
         req_id = header.get("id")
@@ -87,6 +124,10 @@ class Agent:
             "cache": self.cache,
             "pid": os.getpid(),
             "bench_lock": current_holder(self.cache),  # None, or who is measuring on this board now
+            # what the agent's frame reader saw since it started (None over pipes): line quality
+            "line": dict(self.line.stats(), replays=self.replays) if self.line is not None else None,
+            "dedup": sorted(NOT_IDEMPOTENT),  # these are answered from a cache when retried with one id
+            "frames": list(FRAME_KINDS),  # frame kinds this agent reads (2: checked, see wire)
         }
 
     def do_has(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
@@ -108,8 +149,13 @@ class Agent:
 
 def serve(agent: Agent, in_fd: int, out_fd: int, framed: bool) -> None:
     """Read requests from `in_fd`, answer on `out_fd`, until shutdown or end of input."""
-    decoder = FrameDecoder() if framed else LineDecoder()
-    encode = encode_frame if framed else encode_line
+    # a host sends no frame over 256 KiB of body: a length damaged on the line to more than that is
+    # refused at once, instead of swallowing the frames behind it until that many bytes arrived
+    decoder = FrameDecoder(max_frame=REQUEST_FRAME_MAX) if framed else LineDecoder()
+    if isinstance(decoder, FrameDecoder):
+        agent.line = decoder
+    naked = 0  # CRC failures and stale drops already told to the host
+    nak_at = 0.0
     while agent.running:
         try:
             ready, _, _ = select.select([in_fd], [], [], 0.2)
@@ -123,12 +169,25 @@ def serve(agent: Agent, in_fd: int, out_fd: int, framed: bool) -> None:
                 continue
             if not data:
                 return
-        for header, body in decoder.feed(data):
+        messages = decoder.feed(data)
+        if isinstance(decoder, FrameDecoder):
+            bad = decoder.crc_errors + decoder.stale_drops
+            if bad > naked and time.monotonic() - nak_at >= NAK_GAP_S:
+                # a damaged frame: say so (id null), so the host can tell a noisy line from a dead agent
+                naked, nak_at = bad, time.monotonic()
+                nak = {"v": PROTOCOL_VERSION, "id": None, "nak": True, "line": decoder.stats()}
+                write_all(out_fd, encode_frame(nak, checked=decoder.checked_seen))
+        for header, body in messages:
             if header is None:
-                answer = error_answer(None, "bad_request", body)
+                answer: Optional[Header] = error_answer(None, "bad_request", body)
             else:
-                answer = agent.handle(header, body)
-            write_all(out_fd, encode(answer))
+                answer = agent.respond(header, body)
+            if answer is None:
+                continue
+            if isinstance(decoder, FrameDecoder):
+                write_all(out_fd, encode_frame(answer, checked=decoder.checked_seen))
+            else:
+                write_all(out_fd, encode_line(answer))
             if not agent.running:
                 return
 

@@ -16,6 +16,8 @@ from .sysfs import listdir
 from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha, sha256_file, tree_hash
 
 SUBDIRS = ("objects", "partial", "bundle", "runtime", "tmp")
+HANDLES = 256  # upload handles remembered
+AHEAD_MAX = 8 << 20  # bytes of out-of-order chunks held in memory per upload (a pipelining host's window)
 
 
 def safe_name(name: Any) -> bool:
@@ -32,6 +34,11 @@ def safe_name(name: Any) -> bool:
 class Store:
     def __init__(self, root: str) -> None:
         self.root = root
+        # sha -> {offset: body}: chunks that arrived past a gap (an earlier chunk was lost on the line);
+        # appended once the gap is filled, so partial/<sha> is always a contiguous, resumable prefix
+        self.ahead: Dict[str, Dict[int, bytes]] = {}
+        self.handles: Dict[int, str] = {}  # upload handle -> sha256 (see `put`)
+        self._next_handle = 0
         for sub in SUBDIRS:
             os.makedirs(os.path.join(root, sub), exist_ok=True)
 
@@ -48,8 +55,15 @@ class Store:
         return {"held": [h for h in hashes if is_sha(h) and self.held(h)]}
 
     def put(self, args: Dict[str, Any], body: bytes) -> Dict[str, Any]:
-        """Chunked, resumable, content-addressed upload: op begin / chunk / commit."""
+        """Chunked, resumable, content-addressed upload: op begin / chunk / commit.
+
+        `begin` also answers a small `handle` that chunks may name instead of the sha256 (64 bytes
+        less in every chunk header: on a noisy line shorter frames get through more often)."""
         sha = args.get("sha256")
+        if sha is None and "handle" in args:
+            sha = self.handles.get(args["handle"]) if isinstance(args["handle"], int) else None
+            if sha is None:
+                raise AgentFailure("bad_request", "unknown upload handle; begin the upload again")
         if not is_sha(sha):
             raise AgentFailure("bad_request", "put needs a lowercase hex 'sha256'")
         final = self.path("objects", sha)
@@ -59,18 +73,13 @@ class Store:
             return {"offset": os.path.getsize(final), "complete": True}
         if op == "begin":
             size = os.path.getsize(partial) if os.path.exists(partial) else 0
-            return {"offset": size, "complete": False}
+            return {"offset": size, "complete": False, "handle": self._handle(sha)}
         if op == "chunk":
-            offset = args.get("offset")
-            size = os.path.getsize(partial) if os.path.exists(partial) else 0
-            if offset != size:  # duplicate or out of order: tell the host where to resume
-                return {"offset": size, "complete": False}
-            with open(partial, "ab") as f:
-                f.write(body)
-            return {"offset": size + len(body), "complete": False}
+            return self._chunk(sha, partial, args.get("offset"), body)
         if op == "commit":
             if not os.path.exists(partial):
                 raise AgentFailure("missing_file", "nothing uploaded for %s" % sha)
+            self.ahead.pop(sha, None)
             actual = sha256_file(partial)
             if actual != sha:
                 os.unlink(partial)
@@ -80,6 +89,47 @@ class Store:
             os.replace(partial, final)
             return {"offset": os.path.getsize(final), "complete": True}
         raise AgentFailure("bad_request", "unknown put op %r" % (op,))
+
+    def _handle(self, sha: str) -> int:
+        for handle, known in self.handles.items():
+            if known == sha:
+                return handle
+        self._next_handle += 1
+        self.handles[self._next_handle] = sha
+        while len(self.handles) > HANDLES:
+            del self.handles[min(self.handles)]
+        return self._next_handle
+
+    def _chunk(self, sha: str, partial: str, offset: Any, body: bytes) -> Dict[str, Any]:
+        """Append a chunk at the end of the prefix; hold one from past a gap; ignore a duplicate.
+
+        The answer's `offset` is always the contiguous prefix stored; `ahead: true` says this chunk
+        is held for later (the host need not resend it)."""
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise AgentFailure("bad_request", "put chunk needs an integer 'offset' >= 0")
+        size = os.path.getsize(partial) if os.path.exists(partial) else 0
+        held = self.ahead.setdefault(sha, {})
+        if offset > size:
+            if body and (offset in held or sum(len(b) for b in held.values()) + len(body) <= AHEAD_MAX):
+                held[offset] = body
+                return {"offset": size, "complete": False, "ahead": True}
+            return {"offset": size, "complete": False}
+        with open(partial, "ab") as f:
+            if offset + len(body) > size:  # new bytes (a resent chunk may overlap what is stored)
+                f.write(body[size - offset :])
+                size = offset + len(body)
+            while held:  # the gap before held chunks may be filled now
+                starts = [o for o in held if o <= size]
+                if not starts:
+                    break
+                for o in starts:
+                    chunk = held.pop(o)
+                    if o + len(chunk) > size:
+                        f.write(chunk[size - o :])
+                        size = o + len(chunk)
+        if not held:
+            self.ahead.pop(sha, None)
+        return {"offset": size, "complete": False}
 
     def install(self, args: Dict[str, Any]) -> Dict[str, Any]:
         """Assemble a bundle or runtime directory from stored objects; refuse a hash mismatch."""

@@ -6,6 +6,10 @@ Wire formats (both carry a JSON header and an optional binary body):
 - frames (serial): MAGIC | u32 length | payload | u32 CRC32(length + payload), payload =
   JSON header, NUL, body. Frames over MAX_FRAME, with a bad CRC, or left incomplete for too long
   are dropped and the reader resynchronises on the next MAGIC.
+  Checked frames (MAGIC2) add a u32 CRC32 of the length right after it: a length damaged on a noisy
+  line is refused at once instead of swallowing the frames behind it. Every reader takes both; a
+  host sends checked frames once the agent's hello lists frame kind 2 in `frames`, and the agent
+  answers in checked frames once it has seen one.
 
 Every request carries `v` (protocol version), `id`, `type` and `timeout` (seconds); every answer
 carries the same `id` and either `ok: true, result` or `ok: false, error: {type, message}`.
@@ -23,6 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.2.0"
 MAGIC = b"HLT\x01"
+MAGIC2 = b"HLT\x02"  # checked frame: the length has its own CRC
+FRAME_KINDS = (1, 2)
 MAX_FRAME = 1 << 20  # payload cap for serial frames (bytes)
 MAX_LINE = 1 << 20  # cap on one JSON header line
 MAX_BODY = 64 << 20  # cap on one binary body in lines mode
@@ -118,14 +124,22 @@ class LineDecoder:
         return out
 
 
-def encode_frame(header: Header, body: bytes = b"") -> bytes:
-    """One serial frame: MAGIC, length, JSON header + NUL + body, CRC32 over length and payload."""
+def _crc(data: bytes) -> bytes:
+    return struct.pack(">I", binascii.crc32(data) & 0xFFFFFFFF)
+
+
+def encode_frame(header: Header, body: bytes = b"", checked: bool = False) -> bytes:
+    """One serial frame: MAGIC, length, JSON header + NUL + body, CRC32 over length and payload.
+
+    `checked`: MAGIC2, length, CRC32 of the length, payload, CRC32 over all after the magic."""
     payload = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\0" + bytes(body)
     if len(payload) > MAX_FRAME:
         raise ValueError("frame payload %d bytes exceeds cap %d" % (len(payload), MAX_FRAME))
     length = struct.pack(">I", len(payload))
-    crc = struct.pack(">I", binascii.crc32(length + payload) & 0xFFFFFFFF)
-    return MAGIC + length + payload + crc
+    if checked:
+        head = length + _crc(length)
+        return MAGIC2 + head + payload + _crc(head + payload)
+    return MAGIC + length + payload + _crc(length + payload)
 
 
 class FrameDecoder:
@@ -138,11 +152,28 @@ class FrameDecoder:
         self.dropped_bytes = 0
         self.crc_errors = 0
         self.stale_drops = 0
+        self.frames = 0  # good frames decoded
+        self.checked_seen = False  # a checked frame (MAGIC2) arrived: the peer reads them too
+        self.resyncs = 0  # times the reader lost the frame boundary and had to hunt for MAGIC
+        self._in_sync = True
         self._progress_at = time.monotonic()
 
     def _skip(self, n: int) -> None:
         del self.buf[:n]
         self.dropped_bytes += n
+        if self._in_sync:
+            self._in_sync = False
+            self.resyncs += 1
+
+    def stats(self) -> Dict[str, int]:
+        """What this reader saw: good frames, CRC failures, resyncs, stale drops, bytes thrown away."""
+        return {
+            "frames": self.frames,
+            "crc_errors": self.crc_errors,
+            "resyncs": self.resyncs,
+            "stale_drops": self.stale_drops,
+            "dropped_bytes": self.dropped_bytes,
+        }
 
     def feed(self, data: bytes, now: Optional[float] = None) -> List[Message]:
         now = time.monotonic() if now is None else now
@@ -151,7 +182,7 @@ class FrameDecoder:
             self._progress_at = now
         out: List[Message] = []
         while True:
-            idx = self.buf.find(MAGIC)
+            idx = self.buf.find(MAGIC[:3])
             if idx < 0:
                 keep = len(MAGIC) - 1
                 if len(self.buf) > keep:
@@ -159,26 +190,40 @@ class FrameDecoder:
                 break
             if idx:
                 self._skip(idx)
-            if len(self.buf) < 8:
+            if len(self.buf) < 4:
+                break
+            kind = self.buf[3]
+            if kind not in FRAME_KINDS:
+                self._skip(1)
+                continue
+            head = 8 if kind == 1 else 12
+            if len(self.buf) < head:
                 break
             (length,) = struct.unpack(">I", bytes(self.buf[4:8]))
+            if kind == 2 and _crc(bytes(self.buf[4:8])) != bytes(self.buf[8:12]):
+                self.crc_errors += 1  # a damaged length: drop it now, do not wait for that many bytes
+                self._skip(1)
+                continue
             if length > self.max_frame or length == 0:
                 self._skip(1)
                 continue
-            total = 8 + length + 4
+            total = head + length + 4
             if len(self.buf) < total:
                 if now - self._progress_at > self.stale_s:
                     self.stale_drops += 1
                     self._skip(1)
                     continue
                 break
-            (crc,) = struct.unpack(">I", bytes(self.buf[8 + length : total]))
-            if binascii.crc32(bytes(self.buf[4 : 8 + length])) & 0xFFFFFFFF != crc:
+            if _crc(bytes(self.buf[4 : head + length])) != bytes(self.buf[head + length : total]):
                 self.crc_errors += 1
                 self._skip(1)
                 continue
-            payload = bytes(self.buf[8 : 8 + length])
+            payload = bytes(self.buf[head : head + length])
             del self.buf[:total]
+            if kind == 2:
+                self.checked_seen = True
+            self.frames += 1
+            self._in_sync = True
             sep = payload.find(b"\0")
             head, body = (payload, b"") if sep < 0 else (payload[:sep], payload[sep + 1 :])
             try:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,83 @@ def agent_pyz() -> Path:
     return Path(pack.build_pyz(str(cache_root() / "agent-pyz")))
 
 
-# Requests the host may safely resend after a lost frame (they change nothing twice).
+# Requests the host may safely resend after a lost frame (they change nothing twice). Others (bench,
+# shutdown) are resent only to an agent that answers a repeated id from its reply cache (hello `dedup`).
 IDEMPOTENT = frozenset({"hello", "has", "put", "install"})
+
+
+class LineTooNoisyError(TransportError):
+    """The line damages or loses so many frames that a request or upload makes no progress."""
+
+
+@dataclass
+class LineStats:
+    """Line quality as this transport measured it (framed transports; all zero over pipes)."""
+
+    frames_sent: int = 0
+    frames_failed: int = 0  # sent frames never answered: damaged or lost on the way, or their answer was
+    crc_errors: int = 0  # answers that failed CRC here
+    resyncs: int = 0  # times this side's frame reader lost the frame boundary
+    retries: int = 0  # requests and upload chunks sent again
+    replays: int = 0  # answers the agent re-sent from its reply cache (a retried bench ran once)
+    bytes_sent: int = 0
+    upload_bytes: int = 0  # upload payload the agent acknowledged
+    upload_s: float = 0.0  # time those uploads took
+    agent: dict[str, int] = field(default_factory=dict)  # the agent's own reader counters (hello, NAKs)
+
+    @property
+    def goodput_bps(self) -> float | None:
+        """Acknowledged upload payload per second (bytes/s), None before any upload."""
+        return self.upload_bytes / self.upload_s if self.upload_s > 0 else None
+
+    @property
+    def frame_error_rate(self) -> float:
+        return self.frames_failed / self.frames_sent if self.frames_sent else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["goodput_bps"] = self.goodput_bps
+        out["frame_error_rate"] = self.frame_error_rate
+        return out
+
+
+class ChunkSizer:
+    """Upload chunk sized to the line: estimates the byte error rate from which frames got through
+    (decayed counts), and picks the payload that maximises goodput for it, L/(L+h) * (1-p)^(L+h).
+
+    A failed frame at least halves the chunk; a clean one at most doubles it."""
+
+    MIN = 256
+    MAX = 256 << 10
+    DECAY = 0.99  # per frame: the estimate follows a line whose quality changes
+    PRIOR_FAILS = 0.05  # as if this many frames failed: a clean line grows the chunk to MAX, gradually
+
+    def __init__(self, start: int = 16 << 10, overhead: int = 160, max_size: int | None = None) -> None:
+        self.max = max(self.MIN, min(self.MAX, max_size or self.MAX))
+        self.size = max(self.MIN, min(self.max, start))
+        self.overhead = overhead  # header and framing bytes per chunk
+        self.fails = 0.0
+        self.bytes = 0.0  # decayed line bytes of the frames whose fate is known
+
+    def _best(self) -> int:
+        if self.bytes <= 0:
+            return self.size
+        p = min(0.5, (self.fails + self.PRIOR_FAILS) / self.bytes)
+        h = self.overhead
+        best = (-h + math.sqrt(h * h + 4 * h / p)) / 2 if p > 0 else self.max
+        return int(max(self.MIN, min(self.max, best)))
+
+    def _record(self, nbytes: int, failed: bool) -> None:
+        self.fails = self.fails * self.DECAY + (1.0 if failed else 0.0)
+        self.bytes = self.bytes * self.DECAY + nbytes
+
+    def clean(self, nbytes: int) -> None:
+        self._record(nbytes, False)
+        self.size = min(self.size * 2, self._best())
+
+    def failed(self, nbytes: int) -> None:
+        self._record(nbytes, True)
+        self.size = max(self.MIN, min(self.size // 2, self._best()))
 
 
 @dataclass
@@ -61,11 +138,24 @@ class Transport:
     retries = 0  # resends of idempotent requests after a timeout
     hello_timeout_s = 30.0
     shutdown_on_close = True  # an agent started for this session ends with it
+    # framed (noisy-line) uploads and retries
+    retry_after_s = 0.3  # first resend of an unanswered request after this plus its line time
+    ack_slack_s = 0.75  # an upload chunk is lost if unanswered this long after its last byte left
+    window_bytes = 64 << 10  # upload bytes in flight (at least two chunks)
+    window_frames = 32
+    progress_timeout_s = 60.0  # an upload that stores nothing new for this long ends with an error
+    max_failed_frames = 64  # ... as does one whose last this many frames failed (after a few seconds)
 
     def __init__(self, name: str, protocol: int = wire.PROTOCOL_VERSION) -> None:
         self.name = name
         self.protocol = protocol
-        self._ids = itertools.count(1)
+        # ids unique across sessions: an agent's reply cache must not answer a new session's request
+        self._ids = itertools.count(random.SystemRandom().randrange(1 << 32, 1 << 48))
+        self.line = LineStats()
+        self._decoder: wire.FrameDecoder | wire.LineDecoder | None = None
+        self._line_free_at = 0.0  # when the bytes written so far will have left, at the line rate
+        self._naks = 0
+        self.sizer = ChunkSizer(self.chunk_size)
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._stream: Stream | None = None
         self._reader: threading.Thread | None = None
@@ -98,6 +188,8 @@ class Transport:
         except BaseException:
             self.close()
             raise
+        if isinstance(self.hello.get("line"), dict):
+            self.line.agent = dict(self.hello["line"])
         if self.hello.get("protocol") != wire.PROTOCOL_VERSION:
             self.close()
             raise ProtocolMismatchError(
@@ -114,21 +206,44 @@ class Transport:
         timeout: float = 60.0,
         retries: int | None = None,
     ) -> dict[str, Any]:
-        """Send one request and wait for its answer; typed agent errors raise RemoteError."""
+        """Send one request and wait for its answer; typed agent errors raise RemoteError.
+
+        Over a lossy line (`retries` > 0) an unanswered request is sent again, with the same id,
+        first after a short time derived from the line rate, then backing off, until its deadline;
+        non-idempotent requests only to an agent that answers a repeated id from its reply cache."""
         if self._stream is None:
             raise TransportError(f"board {self.name}: transport is not open")
         req_id = next(self._ids)
         header = {"v": self.protocol, "id": req_id, "type": type_, "timeout": timeout, "args": args or {}}
-        data = wire.encode_frame(header, body) if self.framed else wire.encode_line(header, body)
-        tries = 1 + (self.retries if retries is None else retries) * (type_ in IDEMPOTENT)
-        for attempt in range(tries):
+        data = self._encode(header, body)
+        resends = self.retries if retries is None else retries
+        if type_ not in IDEMPOTENT and type_ not in (self.hello.get("dedup") or ()):
+            resends = 0
+        total = timeout + self.grace_s + len(data) * self._byte_time()
+        deadline = time.monotonic() + total
+        interval = self.retry_after_s + 4 * (len(data) + 1024) * self._byte_time()
+        cap = max(2.0, timeout / 8)
+        before = self._noise_mark()
+        attempt = 0
+        while True:
             with self._lock:
                 self._send(data)
-            answer = self._wait(req_id, timeout + self.grace_s + len(data) * self._byte_time())
+            now = time.monotonic()
+            until = min(deadline, now + interval) if attempt < resends else deadline
+            answer = self._wait(req_id, until - now)
             if answer is not None:
                 return self._unwrap(answer)
-            log.info("board %s: no answer to %s (try %d/%d)", self.name, type_, attempt + 1, tries)
+            if time.monotonic() >= deadline or attempt >= resends:
+                break
+            attempt += 1
+            interval = min(interval * 2, cap)
+            self.line.frames_failed += 1
+            self.line.retries += 1
+            log.info("board %s: no answer to %s yet; sending it again (%d)", self.name, type_, attempt)
         self._silent = True
+        self.line.frames_failed += 1
+        if self._noise_mark() != before:
+            raise self._too_noisy(f"no answer to '{type_}' within {total:.1f} s")
         raise AgentTimeoutError(
             f"board {self.name}: no answer to '{type_}' within {timeout + self.grace_s:.1f} s; "
             "the agent or the line is down"
@@ -139,10 +254,21 @@ class Transport:
         path = Path(path)
         sha = wire.sha256_file(str(path))
         size = path.stat().st_size
-        state = self.request("put", {"sha256": sha, "op": "begin"}, timeout=10.0, retries=3)
+        state = self.request("put", {"sha256": sha, "op": "begin"}, timeout=10.0, retries=self.retries + 3)
         offset = int(state["offset"])
         if state.get("complete"):
             return sha
+        if self.framed:
+            handle = state.get("handle")
+            name: dict[str, Any] = {"handle": handle} if isinstance(handle, int) else {"sha256": sha}
+            self._upload_frames(path, name, size, offset)
+        else:
+            self._upload_stream(path, sha, size, offset)
+        self.request("put", {"sha256": sha, "op": "commit"}, timeout=60.0, retries=self.retries + 3)
+        return sha
+
+    def _upload_stream(self, path: Path, sha: str, size: int, offset: int) -> None:
+        """Over a reliable stream (pipes, SSH): fixed chunks, one at a time."""
         chunk_timeout = max(2.0, 4 * self.chunk_size * self._byte_time())
         with path.open("rb") as f:
             while offset < size:
@@ -157,8 +283,99 @@ class Transport:
                     )
                     state = self.request("put", {"sha256": sha, "op": "begin"}, timeout=2.0, retries=8)
                 offset = int(state["offset"])
-        self.request("put", {"sha256": sha, "op": "commit"}, timeout=60.0, retries=3)
-        return sha
+
+    def _upload_frames(self, path: Path, name: dict[str, Any], size: int, acked: int) -> None:
+        """Over a lossy line: chunks sized to the line (`ChunkSizer`), several in flight; the agent
+        holds chunks that arrive past a lost one, so only lost chunks are sent again (a later answer
+        shows one was lost: the line keeps order; else its deadline passes). Ends with
+        LineTooNoisyError when nothing new is stored for `progress_timeout_s`, or the last
+        `max_failed_frames` frames all failed; what the agent stored stays for a later resume."""
+        bt = self._byte_time()
+        start, t0 = acked, time.monotonic()
+        last_progress = t0
+        streak = 0
+        mark = self._noise_mark()  # as it was when the upload last made progress
+        sent0, failed0 = self.line.frames_sent, self.line.frames_failed
+        # offset -> [end, request id (None: held by the agent past a gap), deadline]
+        ranges: dict[int, list[Any]] = {}
+        in_flight: dict[int, int] = {}  # request id -> offset
+
+        def lost(off: int, measure: bool = True) -> None:
+            nonlocal streak
+            end, rid, _ = ranges.pop(off)
+            in_flight.pop(rid, None)
+            if measure:
+                self.sizer.failed(end - off + self.sizer.overhead)
+            self.line.frames_failed += 1
+            self.line.retries += 1
+            streak += 1
+
+        try:
+            with path.open("rb") as f:
+                while acked < size:
+                    while len(in_flight) < self.window_frames and (
+                        len(in_flight) < 2
+                        or sum(ranges[o][0] - o for o in in_flight.values())
+                        < max(self.window_bytes, 2 * self.sizer.size)
+                    ):
+                        gap = _next_gap(ranges, acked, size, self.sizer.size)
+                        if gap is None:
+                            break
+                        off, end = gap
+                        f.seek(off)
+                        rid = next(self._ids)
+                        header = {"v": self.protocol, "id": rid, "type": "put",
+                                  "args": {**name, "op": "chunk", "offset": off}}  # fmt: skip
+                        frame = self._encode(header, f.read(end - off))
+                        self.sizer.overhead = len(frame) - (end - off)
+                        with self._lock:
+                            self._send(frame)
+                        ranges[off] = [end, rid, self._line_free_at + 256 * bt + self.ack_slack_s]
+                        in_flight[rid] = off
+                    if not in_flight:  # all the rest is held, yet no prefix: the agent lost it (restart)
+                        ranges.clear()
+                        continue
+                    wait = min(ranges[o][2] for o in in_flight.values()) - time.monotonic()
+                    item = self._next_item(max(0.0, wait))
+                    now = time.monotonic()
+                    if item is None:  # expired: one measurement, however many were in flight
+                        for i, off in enumerate([o for o in in_flight.values() if ranges[o][2] <= now]):
+                            lost(off, measure=i == 0)
+                    elif item.get("id") in in_flight or (
+                        item.get("ok") and isinstance(item.get("result"), dict) and "offset" in item["result"]
+                    ):  # an answer to a chunk in flight, or a late one to a chunk given up on
+                        if not item.get("ok"):
+                            self._unwrap(item)  # a typed error from the agent: raise it
+                        result = item["result"]
+                        if result.get("complete"):
+                            acked = size
+                            break
+                        reported = int(result.get("offset", 0))
+                        if reported > acked:
+                            acked, last_progress, mark = reported, now, self._noise_mark()
+                        off = in_flight.pop(item["id"], None)
+                        if off is not None:
+                            end, rid, _ = ranges[off]
+                            self.sizer.clean(end - off + self.sizer.overhead)
+                            streak = 0
+                            if result.get("ahead"):
+                                ranges[off][1] = None
+                                last_progress, mark = now, self._noise_mark()
+                            elif reported < end:  # neither stored nor held: send it again later
+                                del ranges[off]
+                            for o in [o for r, o in in_flight.items() if r < rid]:
+                                lost(o)  # sent before the one just answered, so lost on the way
+                        for o in [o for o, r in ranges.items() if r[0] <= acked]:
+                            in_flight.pop(ranges.pop(o)[1], None)
+                    stalled = now - last_progress
+                    hopeless = streak >= self.max_failed_frames and stalled > 5
+                    if stalled > self.progress_timeout_s or hopeless:
+                        sent = self.line.frames_sent - sent0
+                        failed = self.line.frames_failed - failed0
+                        raise self._stalled(path.name, acked, size, stalled, sent, failed, mark)
+        finally:
+            self.line.upload_bytes += acked - start
+            self.line.upload_s += time.monotonic() - t0
 
     def close(self) -> None:
         """Ask the agent to stop (best effort), then drop the connection."""
@@ -197,9 +414,58 @@ class Transport:
             self._stream.write(data)
         except OSError as exc:
             raise TransportError(f"board {self.name}: cannot write to the agent ({exc})") from None
+        self.line.frames_sent += 1
+        self.line.bytes_sent += len(data)
+        self._line_free_at = max(time.monotonic(), self._line_free_at) + len(data) * self._byte_time()
+
+    def _stalled(
+        self, name: str, acked: int, size: int, stalled: float, sent: int, failed: int, mark: tuple[int, ...]
+    ) -> TransportError:
+        what = f"upload of {name} stalled at {acked:,} of {size:,} bytes for {stalled:.0f} s"
+        keep = f"what the board stored (at least {acked:,} bytes) resumes on the next try"
+        if self._noise_mark() == mark:  # not one damaged frame seen since the last progress: silence
+            return AgentTimeoutError(
+                f"board {self.name}: {what}; no answer at all: the agent or the line is down; {keep}"
+            )
+        return self._too_noisy(what, sent, failed, keep)
+
+    def _encode(self, header: dict[str, Any], body: bytes = b"") -> bytes:
+        if not self.framed:
+            return wire.encode_line(header, body)
+        return wire.encode_frame(header, body, checked=2 in (self.hello.get("frames") or ()))
+
+    def _line_name(self) -> str:
+        """The line, for error messages ("at 921600 baud")."""
+        return ""
+
+    def _noise_mark(self) -> tuple[int, ...]:
+        """Changes when this side saw damaged frames, or the agent said it did (NAKs)."""
+        d = self._decoder
+        if isinstance(d, wire.FrameDecoder):
+            return (d.crc_errors, d.stale_drops, d.dropped_bytes, self._naks)
+        return (0, 0, 0, self._naks)
+
+    def _too_noisy(
+        self, what: str, sent: int | None = None, failed: int | None = None, keep: str = ""
+    ) -> LineTooNoisyError:
+        sent = self.line.frames_sent if sent is None else sent
+        failed = self.line.frames_failed if failed is None else failed
+        agent = self.line.agent
+        seen = ""
+        if agent.get("crc_errors"):
+            bad = agent["crc_errors"] + agent.get("stale_drops", 0)
+            seen = f"; the agent saw {bad} damaged of {bad + agent.get('frames', 0)} frames"
+        rate = 100.0 * failed / sent if sent else 100.0
+        line = self._line_name()
+        return LineTooNoisyError(
+            f"board {self.name}: line too noisy: {rate:.0f} % of frames failed CRC or were lost "
+            f"({failed} of {sent}){' at ' + line if line else ''}{seen} ({what}); "
+            "try a lower baud or a shorter cable" + (f"; {keep}" if keep else "")
+        )
 
     def _read_loop(self) -> None:
         decoder = wire.FrameDecoder() if self.framed else wire.LineDecoder()
+        self._decoder = decoder
         stream = self._stream
         assert stream is not None
         while not self._closed.is_set():
@@ -215,7 +481,30 @@ class Transport:
                 if header is None:
                     log.warning("board %s: dropped malformed message: %s", self.name, payload)
                     continue
+                if header.get("nak") and header.get("id") is None:  # the agent saw a damaged frame
+                    self._naks += 1
+                    if isinstance(header.get("line"), dict):
+                        self.line.agent = dict(header["line"])
+                    continue
                 self._inbox.put(header)
+            if isinstance(decoder, wire.FrameDecoder):
+                self.line.crc_errors, self.line.resyncs = decoder.crc_errors, decoder.resyncs
+
+    def _next_item(self, seconds: float) -> dict[str, Any] | None:
+        """The next answer from the agent within `seconds`, or None; TransportError at EOF."""
+        try:
+            item = self._inbox.get(timeout=seconds) if seconds > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _EOF:
+            self._inbox.put(_EOF)  # later requests fail fast too
+            why = self._describe_death()
+            raise TransportError(
+                f"board {self.name}: the agent connection closed" + (f" ({why})" if why else "")
+            )
+        if item.get("replayed"):
+            self.line.replays += 1
+        return item
 
     def _wait(self, req_id: int, seconds: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + seconds
@@ -223,16 +512,9 @@ class Transport:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            try:
-                item = self._inbox.get(timeout=left)
-            except queue.Empty:
+            item = self._next_item(left)
+            if item is None:
                 return None
-            if item is _EOF:
-                self._inbox.put(_EOF)  # later requests fail fast too
-                why = self._describe_death()
-                raise TransportError(
-                    f"board {self.name}: the agent connection closed" + (f" ({why})" if why else "")
-                )
             if item.get("id") == req_id:
                 return item
             log.debug("board %s: ignoring stale answer %s", self.name, item.get("id"))
@@ -249,3 +531,16 @@ class Transport:
             busy = message.replace("board busy", f"board {self.name} busy", 1)
             raise BoardBusyError(f"{busy}; try again later, or wait for it (--wait)")
         raise RemoteError(kind, f"board {self.name}: {message}")
+
+
+def _next_gap(ranges: dict[int, list[Any]], acked: int, size: int, chunk: int) -> tuple[int, int] | None:
+    """The first stretch at or after `acked` that is neither in flight nor held, at most `chunk` long."""
+    cursor = acked
+    for off in sorted(ranges):
+        end = ranges[off][0]
+        if end <= cursor:
+            continue
+        if off > cursor:
+            return cursor, min(off, cursor + chunk)
+        cursor = end
+    return (cursor, min(size, cursor + chunk)) if cursor < size else None

@@ -4,8 +4,10 @@ The agent is either started on the board beforehand (`python3 agent-<hash>.pyz -
 --baud B`) or, when the board's transport has a `login`, through the console: hilt logs in, copies the
 agent `.pyz` over the line if this version is absent (base64 through the shell), and starts it on the
 console's tty.
-Lost or corrupted frames are resent: idempotent requests are retried, uploads resume from the
-agent's last acknowledged offset.
+Lost or corrupted frames are resent: requests are retried with their id (the agent answers a
+repeated non-idempotent one from its reply cache), upload chunks are sized to the line's measured
+error rate and only lost ones are resent, and a line that lets nothing through ends in one clear
+LineTooNoisyError (see `base.Transport._upload_frames`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Literal
 import serial
 from pydantic import Field
 
-from device_agents.transports.base import Stream, Transport, agent_pyz
+from device_agents.transports.base import ChunkSizer, Stream, Transport, agent_pyz
 from device_agents.transports.spec import TransportSpecBase
 from harness.errors import TransportError
 from profiles.schema import SerialLogin
@@ -35,7 +37,7 @@ class SerialTransport(Transport):
     kind = "serial"
     framed = True
     grace_s = 1.5
-    retries = 2
+    retries = 100  # resends of an unanswered request, backing off; its deadline bounds them
     hello_timeout_s = 5.0
     shutdown_on_close = False  # the agent was started on the board beforehand and keeps serving
 
@@ -53,14 +55,18 @@ class SerialTransport(Transport):
         self.baud = baud
         self.login = login
         self.agent_path = Path(agent_path) if agent_path else agent_pyz()
-        # about one second of line time per chunk (16 KiB .. 256 KiB): acks cost a small share of it
-        self.chunk_size = max(16 << 10, min(256 << 10, baud // 10))
+        # upload chunks start at 4 KiB and follow the line's error rate, from 256 B up to about one
+        # second of line time (16 KiB .. 256 KiB): a blocking write of two stays inside write_timeout
+        self.sizer = ChunkSizer(4 << 10, max_size=max(16 << 10, min(256 << 10, baud // 10)))
         self.port: serial.Serial | None = None
         if login is not None:
             self.shutdown_on_close = True  # we started it: end it, which returns the console to the shell
 
     def _byte_time(self) -> float:
         return 10.0 / self.baud  # 8N1: ten bit times per byte
+
+    def _line_name(self) -> str:
+        return f"{self.baud} baud"
 
     def _connect(self) -> Stream:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -77,7 +78,7 @@ def _check(
         runtimes = ", ".join(r.get("arch", r["hash"][:8]) for r in h.get("runtimes", [])) or "-"
         state = "[green]ok[/green]" if s.reachable else "[red]down[/red]"
         table.add_row(
-            s.board, state, s.profile, s.transport, str(h.get("arch", "")), str(h.get("cpu_model", "")),
+            s.board, s.profile, s.transport, state, str(h.get("arch", "")), str(h.get("cpu_model", "")),
             str((h.get("memory_mb") or {}).get("total", "")), str(h.get("python", "")),
             power if s.reachable else "", runtimes if s.reachable else "",
         )  # fmt: skip
@@ -85,12 +86,34 @@ def _check(
     for s in statuses:
         if s.busy:
             console.print(f"[yellow]{s.busy}[/yellow]", highlight=False, soft_wrap=True)
+        if s.line:
+            console.print(f"{s.board} line: {line_summary(s.line)}", highlight=False, soft_wrap=True)
     for s in statuses:
         if not s.reachable:
             console.print(f"[red]{s.board} unreachable:[/red] {s.error}", highlight=False, soft_wrap=True)
     if not all(s.reachable for s in statuses):
         # SystemExit, not typer.Exit: main() runs typer with standalone_mode=False and drops its return code.
         raise SystemExit(1)
+
+
+def line_summary(line: dict[str, Any]) -> str:
+    """One line about a serial line's quality: the host's counts, then what the agent saw."""
+    sent, failed = int(line.get("frames_sent", 0)), int(line.get("frames_failed", 0))
+    text = (
+        f"{sent} frames sent, {failed} failed ({100.0 * failed / sent if sent else 0.0:.0f} %), "
+        f"{line.get('retries', 0)} retries, {line.get('crc_errors', 0)} CRC failures and "
+        f"{line.get('resyncs', 0)} resyncs here"
+    )
+    agent = line.get("agent") or {}
+    if agent:
+        bad = int(agent.get("crc_errors", 0)) + int(agent.get("stale_drops", 0))
+        text += (
+            f"; the agent saw {bad} damaged of {bad + int(agent.get('frames', 0))} frames "
+            f"({agent.get('resyncs', 0)} resyncs) since it started"
+        )
+    if line.get("goodput_bps"):
+        text += f"; upload goodput {float(line['goodput_bps']) / 1e3:.1f} kB/s"
+    return text
 
 
 def register(app: typer.Typer) -> None:

@@ -70,6 +70,8 @@ def nightly(
             metrics.board_up.labels(r.board).set(0 if r.status == "error" else 1)
         for (_case, board), rec in res.records.items():
             metrics.bench_latency.labels(board).observe(rec.summary.median_ns / 1e9)
+            if rec.line is not None:
+                metrics.observe_line(board, rec.line)
     if pushgateway:
         from reports.metrics import CaseMetrics, push_nightly
 

@@ -50,10 +50,12 @@ def test_put_is_content_addressed_and_resumable(ag: serve.Agent) -> None:
     data = b"hello board, here are some bytes"
     sha = hashlib.sha256(data).hexdigest()
     _call(ag, "put", {"sha256": sha, "op": "chunk", "offset": 0}, data[:10])
-    # a duplicate and an out-of-order chunk are not written; the answer says where to resume
+    # a duplicate is not written, a chunk past a gap is held (not written); the answer says where to resume
     assert _call(ag, "put", {"sha256": sha, "op": "chunk", "offset": 0}, data[:10])["result"]["offset"] == 10
-    assert _call(ag, "put", {"sha256": sha, "op": "chunk", "offset": 20}, data[20:])["result"]["offset"] == 10
-    assert _call(ag, "put", {"sha256": sha, "op": "begin"})["result"] == {"offset": 10, "complete": False}
+    ahead = _call(ag, "put", {"sha256": sha, "op": "chunk", "offset": 20}, data[20:])["result"]
+    assert ahead == {"offset": 10, "complete": False, "ahead": True}
+    begin = _call(ag, "put", {"sha256": sha, "op": "begin"})["result"]
+    assert begin["offset"] == 10 and begin["complete"] is False and isinstance(begin["handle"], int)
     assert _put(ag, data) == sha
     assert _call(ag, "has", {"hashes": [sha, "f" * 64, "junk"]})["result"]["held"] == [sha]
     assert _call(ag, "put", {"sha256": sha, "op": "begin"})["result"]["complete"] is True

@@ -1,0 +1,227 @@
+"""Serial on a noisy line, against real parts: the packed agent serving `--serial` on one end of
+hilt's pty relay, which damages bytes at random from fixed seeds (bit flips, dropped bytes, bursts
+of garbage; either direction), and the serial transport on the other end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tty
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_agents.agent import wire
+from device_agents.linesim import LineNoise, PtyRelay
+from device_agents.transports.base import LineTooNoisyError, agent_pyz
+from device_agents.transports.serial import SerialTransport
+from harness.errors import HiltError
+
+BAUD = 921600
+
+
+@contextmanager
+def agent_on_relay(cache: Path, baud: int | None = None, seed: int = 0) -> Iterator[PtyRelay]:
+    """A relay (unthrottled unless `baud`) with the packed agent serving its board end."""
+    with PtyRelay(baud=baud, seed=seed) as relay:
+        proc = subprocess.Popen(
+            [sys.executable, str(agent_pyz()), "--serial", relay.board_path, "--cache", str(cache)]
+        )
+        try:
+            yield relay
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _blob(tmp_path: Path, size: int, name: str = "blob") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def _runtime_or_skip() -> tuple[str, dict[str, Path], dict[str, Any]]:
+    from device_agents.bench import runtime_files
+
+    try:
+        return runtime_files(os.uname().machine)
+    except Exception as exc:  # noqa: BLE001 - a runtime that cannot be built here is a skip, with its reason
+        pytest.skip(f"board runtime unavailable: {exc}")
+
+
+SWEEP = [
+    ("flips-1e-4", LineNoise(flip=1e-4), True),
+    ("flips-1e-3", LineNoise(flip=1e-3), True),
+    ("drops-1e-4", LineNoise(drop=1e-4), True),
+    ("drops-1e-3", LineNoise(drop=1e-3), True),
+    ("bursts-5e-5", LineNoise(burst=5e-5, burst_len=32), True),
+    ("bursts-2e-4", LineNoise(burst=2e-4, burst_len=32), True),
+    ("mixed-to-host-only", LineNoise(flip=1e-3, drop=3e-4, burst=5e-5), False),
+]
+
+
+@pytest.mark.parametrize(("name", "noise", "to_board"), SWEEP, ids=[s[0] for s in SWEEP])
+def test_upload_survives_random_noise(name: str, noise: LineNoise, to_board: bool, tmp_path: Path) -> None:
+    blob = _blob(tmp_path, 200_000)
+    seed = [s[0] for s in SWEEP].index(name)
+    with agent_on_relay(tmp_path / "cache", seed=seed) as relay:
+        with SerialTransport("noisy", relay.host_path, BAUD) as t:
+            relay.set_noise(noise if to_board else None, noise)
+            sha = t.upload(blob)
+            assert t.request("has", {"hashes": [sha]})["held"] == [sha]
+            relay.set_noise(None, None)
+        damage = relay.noise_damage
+    assert sha == wire.sha256_file(str(blob))
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
+    assert sum(damage["to_board" if to_board else "to_host"].values()) > 0
+    assert to_board or sum(damage["to_board"].values()) == 0
+    assert t.line.frames_failed > 0 and t.line.retries > 0 and t.line.upload_bytes == 200_000
+
+
+def test_bench_over_a_noisy_line_completes_with_the_right_hash(tmp_path: Path) -> None:
+    from device_agents.bench import BenchOptions, run_bench
+    from device_agents.inventory import default_farm
+
+    rt_tree, rt_files, _ = _runtime_or_skip()
+    board = default_farm().board("local")
+    noise = LineNoise(flip=1e-4, drop=5e-5)
+    with agent_on_relay(tmp_path / "cache", seed=11) as relay:
+        with SerialTransport("noisy", relay.host_path, BAUD) as t:
+            relay.set_noise(noise, noise)
+            opts = BenchOptions(warmup=1, min_iters=5, min_seconds=0.0, idle_seconds=0.0, power=False)
+            record = run_bench(t, board, None, opts)
+    installed = tmp_path / "cache" / "runtime" / rt_tree
+    for name, path in rt_files.items():  # the runtime the agent assembled is the one that was sent
+        assert wire.sha256_file(str(installed / name)) == wire.sha256_file(str(path))
+    assert record.runtime == rt_tree and record.summary.n >= 5 and record.transport == "serial"
+    assert record.line is not None and record.line.retries > 0 and record.line.frames_failed > 0
+    assert record.line.upload_bytes >= sum(p.stat().st_size for p in rt_files.values())
+    assert sum(relay.noise_damage["to_board"].values()) > 100
+
+
+def test_a_short_request_survives_a_lost_reply(tmp_path: Path) -> None:
+    with agent_on_relay(tmp_path / "cache", baud=BAUD) as relay:
+        with SerialTransport("lossy", relay.host_path, BAUD) as t:
+            relay.drop_next("to_host", 30)  # the head of the next answer vanishes
+            t0 = time.monotonic()
+            assert t.request("has", {"hashes": ["e" * 64]}, timeout=10.0)["held"] == []
+            took = time.monotonic() - t0
+    assert took < 2.0  # resent after a short, line-rate timeout, not after the 10 s request timeout
+    assert t.line.retries == 1
+
+
+def _read_answers(fd: int, n: int, timeout: float) -> list[dict[str, Any]]:
+    dec = wire.FrameDecoder()
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        out += [h for h, _ in dec.feed(data) if h is not None and h.get("id") is not None]
+    return out
+
+
+def test_a_repeated_bench_id_runs_once(tmp_path: Path) -> None:
+    from device_agents.bench import ship_tree
+
+    rt_tree, rt_files, versions = _runtime_or_skip()
+    args = {"runtime": rt_tree, "selftest": True, "warmup": 1, "min_iters": 5, "min_seconds": 0.0,
+            "idle_seconds": 0.0, "power": False, "holder": "test"}  # fmt: skip
+    with agent_on_relay(tmp_path / "cache") as relay:
+        with SerialTransport("tty", relay.host_path, BAUD) as t:
+            ship_tree(t, "runtime", rt_files, rt_tree, versions=versions)
+            # the bench's answer is lost: the transport sends the request again with its id, and the
+            # agent re-sends the result it has instead of running the bench again
+            relay.drop_next("to_host", 40)
+            result = t.request("bench", args, timeout=60.0)
+            assert result["runner"]["samples_ns"] and t.line.replays == 1
+        # the same id twice on the raw line: two answers, one run
+        fd = os.open(relay.host_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            tty.setraw(fd)
+            req = {"v": wire.PROTOCOL_VERSION, "id": "twice-1", "type": "bench", "timeout": 60, "args": args}
+            os.write(fd, wire.encode_frame(req) + wire.encode_frame(req))
+            first, second = _read_answers(fd, 2, 60.0)
+            os.write(fd, wire.encode_frame(dict(req, id="twice-2")))
+            (third,) = _read_answers(fd, 1, 60.0)
+        finally:
+            os.close(fd)
+    assert first["ok"] and not first.get("replayed") and second["replayed"]
+    assert second["result"] == first["result"]  # the very same run: same start time, same samples
+    assert third["ok"] and third["result"]["started_at"] != first["result"]["started_at"]
+
+
+def test_a_line_nothing_crosses_ends_in_one_clear_error_and_the_upload_resumes(tmp_path: Path) -> None:
+    blob = _blob(tmp_path, 600_000)
+    cache = tmp_path / "cache"
+    sha = wire.sha256_file(str(blob))
+    with agent_on_relay(cache, baud=BAUD, seed=5) as relay:
+        t = SerialTransport("hopeless", relay.host_path, BAUD)
+        t.progress_timeout_s = 30.0
+        t.open()
+        try:
+            import threading
+
+            def spoil() -> None:  # the line goes bad a third of the way in
+                while relay.forwarded["to_board"] < 200_000:
+                    time.sleep(0.005)
+                relay.set_noise(LineNoise(flip=0.05), LineNoise(flip=0.05))
+
+            threading.Thread(target=spoil, daemon=True).start()
+            t0 = time.monotonic()
+            with pytest.raises(LineTooNoisyError) as info:
+                t.upload(blob)
+            took = time.monotonic() - t0
+        finally:
+            t.close()
+        message = str(info.value)
+        stored = (cache / "partial" / sha).stat().st_size
+        relay.set_noise(None, None)
+        with SerialTransport("clean-again", relay.host_path, BAUD) as again:
+            assert again.upload(blob) == sha
+    assert isinstance(info.value, HiltError) and "\n" not in message
+    assert "line too noisy" in message and "% of frames failed CRC or were lost" in message
+    assert f"at {BAUD} baud" in message and "try a lower baud or a shorter cable" in message
+    # acknowledged before the error: a lower bound (answers were lost too, and frames in flight land)
+    known = int(message.split("(at least ")[1].split(" bytes)")[0].replace(",", ""))
+    assert "resumes on the next try" in message and 100_000 <= known <= stored
+    assert took < 3.3 + 30.0  # the stretch before the line went bad, then well within the deadline
+    assert again.line.upload_bytes == 600_000 - stored  # resumed from the stored prefix
+    assert (cache / "objects" / sha).read_bytes() == blob.read_bytes()
+
+
+def test_hello_on_a_line_nothing_crosses_is_the_clear_error(tmp_path: Path) -> None:
+    with agent_on_relay(tmp_path / "cache", seed=9) as relay:
+        relay.set_noise(LineNoise(flip=0.05), LineNoise(flip=0.05))
+        t0 = time.monotonic()
+        with pytest.raises(LineTooNoisyError, match="line too noisy: 100 % of frames"):
+            SerialTransport("hopeless", relay.host_path, BAUD).open()
+    assert time.monotonic() - t0 < SerialTransport.hello_timeout_s + 3
+
+
+def test_boards_check_shows_the_line_quality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    with agent_on_relay(tmp_path / "cache", seed=3) as relay:
+        farm = tmp_path / "farm.toml"
+        farm.write_text(
+            'version = 1\n[[board]]\nname = "tty0"\nprofile = "local"\n[board.transport]\nkind = "serial"\n'
+            f'device = "{relay.host_path}"\nbaud = {BAUD}\n'
+        )
+        deadline = time.monotonic() + 30
+        while relay.forwarded["to_host"] < len(wire.READY_MARKER) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the agent is up
+        relay.drop_next("to_host", 30)  # the first answer is lost: check still answers, and says so
+        assert main(["boards", "check", "--farm", str(farm)]) == 0
+    out = capsys.readouterr().out
+    assert "tty0 line: " in out and "retries" in out and "CRC failures" in out
+    sent, failed = (int(x) for x in out.split("tty0 line: ")[1].split(" failed")[0].split(" frames sent, "))
+    assert sent > failed > 0
