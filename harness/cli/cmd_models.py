@@ -60,5 +60,61 @@ def list_cmd() -> None:
     console.print(table)
 
 
+@app.command("perplexity")
+def perplexity_cmd(
+    model: str = typer.Option(..., "--model", help="A causal LM: smollm2-135m, an HF dir or a pruned dir."),
+    text: Path | None = typer.Option(
+        None, "--text", help="UTF-8 text file; default: the built-in corpus (Python's reference topics)."
+    ),
+    split: str = typer.Option("eval", "--split", help="calib, recovery or eval (disjoint by document)."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per window."),
+    windows: int | None = typer.Option(64, "--windows", help="Most windows to score (0: all)."),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    threads: int | None = typer.Option(None, help="torch threads."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+) -> None:
+    """Next-token perplexity of a causal LM on natural-language text."""
+    import json
+    import time
+
+    import torch
+
+    from harness.data.text import TEXT_SPLITS, model_text_split
+    from harness.errors import DataError, ModelLoadError
+    from harness.evaluate import evaluate_perplexity
+    from harness.models import load_model
+
+    if split not in TEXT_SPLITS:
+        raise DataError(f"--split {split!r} is not one of {', '.join(TEXT_SPLITS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model)
+    if loaded.task != "causal-lm":
+        raise ModelLoadError(f"{model} is a {loaded.task} model; perplexity needs a causal LM")
+    data = model_text_split(loaded.source, split, text, seq_len, windows or None)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    with console.status(f"scoring {len(data)} windows of {seq_len} tokens"):
+        result = evaluate_perplexity(loaded.model, data.input_ids, batch_size)
+    seconds = time.perf_counter() - t0
+    console.print(
+        f"{model}: perplexity {result.perplexity:.2f} (loss {result.mean_loss:.4f} nats/token) on "
+        f"{result.tokens:,} tokens ({result.windows} windows x {seq_len}) of {data.corpus} {split} "
+        f"(corpus sha256 {data.corpus_sha256[:12]}) in {seconds:.1f} s",
+        highlight=False,
+    )
+    if json_out:
+        payload = {
+            "model": model,
+            "corpus": data.corpus,
+            "corpus_sha256": data.corpus_sha256,
+            "split": split,
+            "seq_len": seq_len,
+            "seconds": round(seconds, 2),
+            "threads": torch.get_num_threads(),
+            **result.__dict__,
+        }
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="models")

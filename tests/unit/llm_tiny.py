@@ -98,3 +98,47 @@ def write_llama_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def byte_tokenizer():  # noqa: ANN201 - a transformers GPT2Tokenizer (byte-level BPE, ~260 tokens)
+    from transformers import GPT2Tokenizer
+
+    tokens = byte_vocab()
+    tok = GPT2Tokenizer(
+        vocab={t: i for i, t in enumerate(tokens)},
+        merges=[tuple(m.split(" ")) for m in MERGES],
+        unk_token=EOT,
+        bos_token=EOT,
+        eos_token=EOT,
+    )
+    return tok
+
+
+def tiny_causal(family: str, vocab: int, seed: int = 0, layers: int = 3, kv_heads: int = 2):  # noqa: ANN201
+    """A tiny random causal LM of one family (llama: GQA 2:1 and tied embeddings; qwen2: biases)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        cfg = GPT2Config(
+            vocab_size=vocab, n_layer=layers, n_embd=32, n_head=4, n_inner=48, n_positions=64,
+            bos_token_id=vocab - 1, eos_token_id=vocab - 1, initializer_range=0.2,
+        )  # fmt: skip
+        return GPT2LMHeadModel(cfg).eval()
+    kw = dict(
+        vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
+        initializer_range=0.2, bos_token_id=vocab - 1, eos_token_id=vocab - 1, tie_word_embeddings=True,
+    )  # fmt: skip
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**kw)).eval()
+    return LlamaForCausalLM(LlamaConfig(**kw)).eval()
+
+
+def save_tiny_lm(directory: Path, family: str = "llama", **kw: object) -> Path:
+    """A tiny causal LM with its byte-level tokenizer saved to `directory` (what an import writes)."""
+    tok = byte_tokenizer()
+    model = tiny_causal(family, len(tok), **kw)  # type: ignore[arg-type]
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
