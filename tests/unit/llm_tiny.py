@@ -132,7 +132,25 @@ def tiny_causal(family: str, vocab: int, seed: int = 0, layers: int = 3, kv_head
     )  # fmt: skip
     if family == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**kw)).eval()
+    if family == "mistral":
+        from transformers import MistralConfig, MistralForCausalLM
+
+        return MistralForCausalLM(MistralConfig(head_dim=8, sliding_window=64, **kw)).eval()
     return LlamaForCausalLM(LlamaConfig(**kw)).eval()
+
+
+def pruned_uneven(family: str = "llama", vocab: int = 64):  # noqa: ANN201
+    """A tiny causal LM pruned unevenly: a layer removed, one KV group gone in one layer only, and
+    different FFN widths per layer (what a cascade leaves)."""
+    from harness.models import get_adapter
+
+    model = tiny_causal(family, vocab, layers=3)
+    ad = get_adapter(model)
+    ad.remove_layers([0, 2])
+    ad.remove_heads(0, [1])  # layer 0: 1 KV group (2 query heads); layer 1 keeps 2 groups
+    ad.remove_channels(0, list(range(0, 48, 2)))
+    ad.remove_channels(1, list(range(40)))
+    return model.eval()
 
 
 def save_tiny_lm(directory: Path, family: str = "llama", **kw: object) -> Path:
