@@ -8,7 +8,7 @@ a prompt right-padded to a prefill bucket leaves only masked junk that later dec
 Prefill is the step with T = the bucket length at pos 0; decode is T = 1. Each layer reads its own head
 counts off its weights, so pruned models with removed layers and uneven heads/widths per layer work.
 
-Only the LLaMA family (LLaMA, Qwen2, Mistral) so far.
+Families: GPT-2 (learned positions, fused c_attn, MHA) and LLaMA (LLaMA, Qwen2, Mistral: RoPE, GQA).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from harness.errors import CompileError
 
 log = logging.getLogger(__name__)
 
-CAUSAL_FAMILIES = ("llama", "qwen2", "mistral")
+CAUSAL_FAMILIES = ("gpt2", "llama", "qwen2", "mistral")
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,55 @@ class CachedStep(nn.Module):
         if family == "mistral" and window is not None and max_len > int(window):
             raise CompileError(f"cache length {max_len} exceeds Mistral's sliding window {window}")
         self.model = model.eval()
+        self.family = family
         self.max_len = int(max_len)
-        layouts = []
-        for layer in model.model.layers:
-            attn = layer.self_attn
-            layouts.append((attn.k_proj.out_features // attn.head_dim, attn.head_dim))
+        if family == "gpt2":
+            layouts = [(b.attn.split_size // b.attn.head_dim, b.attn.head_dim) for b in model.transformer.h]
+        else:
+            layouts = []
+            for layer in model.model.layers:
+                attn = layer.self_attn
+                layouts.append((attn.k_proj.out_features // attn.head_dim, attn.head_dim))
         self.layout = CacheLayout(self.max_len, tuple(layouts))
 
+    def _attend(
+        self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caches: tuple,
+        positions: torch.Tensor, bias: torch.Tensor, scaling: float, out: list[torch.Tensor],
+    ) -> torch.Tensor:  # fmt: skip
+        """Write k/v [1, kv, T, hd] into layer i's caches at `positions`; attend q [1, nq, T, hd] to them."""
+        kv, hd = self.layout.layers[i]
+        nq, t, length = q.shape[1], q.shape[2], self.max_len
+        index = positions.view(1, 1, t, 1).expand(1, kv, t, hd)
+        k_cache = caches[2 * i].scatter(2, index, k)
+        v_cache = caches[2 * i + 1].scatter(2, index, v)
+        out += [k_cache, v_cache]
+        group = nq // kv
+        k_all = k_cache.unsqueeze(2).expand(1, kv, group, length, hd).reshape(1, nq, length, hd)
+        v_all = v_cache.unsqueeze(2).expand(1, kv, group, length, hd).reshape(1, nq, length, hd)
+        probs = torch.softmax(torch.matmul(q, k_all.transpose(2, 3)) * scaling + bias, dim=-1)
+        return torch.matmul(probs, v_all).transpose(1, 2).reshape(1, t, nq * hd)
+
     def forward(self, input_ids: torch.Tensor, pos: torch.Tensor, *caches: torch.Tensor) -> tuple:
-        body = self.model.model
         t = input_ids.shape[1]
-        h = body.embed_tokens(input_ids)
         positions = pos + torch.arange(t, dtype=torch.long)  # [T]
-        cos, sin = body.rotary_emb(h, positions.unsqueeze(0))  # [1, T, head_dim]
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         keys = torch.arange(self.max_len, dtype=torch.long)
         visible = keys.unsqueeze(0) <= positions.unsqueeze(1)  # [T, L]
         bias = torch.where(visible, 0.0, torch.finfo(torch.float32).min).view(1, 1, t, self.max_len)
         out: list[torch.Tensor] = []
+        if self.family == "gpt2":
+            logits = self._gpt2(input_ids, positions, caches, bias, out)
+        else:
+            logits = self._llama(input_ids, positions, caches, bias, out)
+        return (logits, *out)
+
+    def _llama(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, caches: tuple, bias: torch.Tensor, out: list
+    ) -> torch.Tensor:
+        body = self.model.model
+        t = input_ids.shape[1]
+        h = body.embed_tokens(input_ids)
+        cos, sin = body.rotary_emb(h, positions.unsqueeze(0))  # [1, T, head_dim]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         for i, layer in enumerate(body.layers):
             attn = layer.self_attn
             kv, hd = self.layout.layers[i]
@@ -89,24 +120,27 @@ class CachedStep(nn.Module):
             v = attn.v_proj(x).view(1, t, kv, hd).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            index = positions.view(1, 1, t, 1).expand(1, kv, t, hd)
-            k_cache = caches[2 * i].scatter(2, index, k)
-            v_cache = caches[2 * i + 1].scatter(2, index, v)
-            out += [k_cache, v_cache]
-            group = nq // kv
-            k_all = (
-                k_cache.unsqueeze(2).expand(1, kv, group, self.max_len, hd).reshape(1, nq, self.max_len, hd)
-            )
-            v_all = (
-                v_cache.unsqueeze(2).expand(1, kv, group, self.max_len, hd).reshape(1, nq, self.max_len, hd)
-            )
-            scores = torch.matmul(q, k_all.transpose(2, 3)) * attn.scaling + bias
-            probs = torch.softmax(scores, dim=-1)
-            o = torch.matmul(probs, v_all).transpose(1, 2).reshape(1, t, nq * hd)
-            h = h + attn.o_proj(o)
+            h = h + attn.o_proj(self._attend(i, q, k, v, caches, positions, bias, attn.scaling, out))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.model.lm_head(body.norm(h))
-        return (logits, *out)
+        return self.model.lm_head(body.norm(h))
+
+    def _gpt2(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, caches: tuple, bias: torch.Tensor, out: list
+    ) -> torch.Tensor:
+        body = self.model.transformer
+        t = input_ids.shape[1]
+        h = body.wte(input_ids) + body.wpe(positions.unsqueeze(0))
+        for i, block in enumerate(body.h):
+            attn = block.attn
+            kv, hd = self.layout.layers[i]
+            scaling = hd**-0.5 if attn.scale_attn_weights else 1.0
+            if attn.scale_attn_by_inverse_layer_idx:
+                scaling /= float(attn.layer_idx + 1)
+            q, k, v = attn.c_attn(block.ln_1(h)).split(attn.split_size, dim=2)
+            q, k, v = (x.view(1, t, kv, hd).transpose(1, 2) for x in (q, k, v))
+            h = h + attn.c_proj(self._attend(i, q, k, v, caches, positions, bias, scaling, out))
+            h = h + block.mlp(block.ln_2(h))
+        return self.model.lm_head(body.ln_f(h))
 
 
 def greedy_reference(
@@ -166,7 +200,7 @@ class CausalBuild:
 
 
 def build_causal(model: nn.Module, target: object, bucket: int, max_len: int) -> CausalBuild:
-    """Export and build the prefill and decode steps of a causal LM (LLaMA family) for a TVM target."""
+    """Export and build the prefill and decode steps of a causal LM for a TVM target."""
     import tvm
     from tvm import relax
 

@@ -11,11 +11,12 @@ from harness.errors import CompileError
 from tests.unit.llm_tiny import pruned_uneven
 
 
-def test_tvm_prefill_and_decode_match_pytorch_on_x86() -> None:
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_tvm_prefill_and_decode_match_pytorch_on_x86(family: str) -> None:
     import tvm
 
     torch.set_num_threads(1)
-    model = pruned_uneven()  # a layer removed, uneven KV groups and FFN widths per layer
+    model = pruned_uneven(family)  # a layer removed, uneven KV groups / heads and FFN widths per layer
     prompt = np.random.default_rng(0).integers(0, 64, (1, 5))
     ref_ids, ref_logits = greedy_reference(model, prompt, 16)
     build = build_causal(model, tvm.target.Target({"kind": "llvm", "num-cores": 1}), bucket=8, max_len=32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -34,9 +36,12 @@ def torch_greedy(step: CachedStep, prompt: np.ndarray, bucket: int, new: int) ->
     return gen, logits
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "pruned"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "mistral", "pruned-llama", "pruned-gpt2"])
 def test_prefill_and_16_decode_steps_match_hf(family: str) -> None:
-    model = pruned_uneven() if family == "pruned" else tiny_causal(family, 64)
+    if family.startswith("pruned-"):
+        model = pruned_uneven(family.removeprefix("pruned-"))
+    else:
+        model = tiny_causal(family, 64)
     prompt = np.random.default_rng(0).integers(0, 64, (1, 5))
     ref_ids, ref_logits = greedy_reference(model, prompt, 16)
     step = CachedStep(model, max_len=32)
@@ -51,6 +56,7 @@ def test_cache_layout_follows_each_layers_own_heads() -> None:
     layout = CachedStep(model, 16).layout
     assert layout.layers == ((1, 8), (2, 8)) and layout.max_len == 16
     assert [tuple(c.shape) for c in layout.empty()] == [(1, 1, 16, 8)] * 2 + [(1, 2, 16, 8)] * 2
+    assert CachedStep(pruned_uneven("gpt2"), 16).layout.layers == ((1, 8), (4, 8))  # MHA: heads = KV heads
 
 
 def test_bad_requests_are_one_clear_error() -> None:
@@ -60,7 +66,8 @@ def test_bad_requests_are_one_clear_error() -> None:
         check_prompt(8, 8, 32, 30)
     with pytest.raises(CompileError, match="prompt is empty"):
         check_prompt(0, 8, 32)
-    with pytest.raises(CompileError, match="supports the llama, qwen2, mistral families, not 'gpt2'"):
-        CachedStep(tiny_causal("gpt2", 64), 16)
+    other = SimpleNamespace(config=SimpleNamespace(model_type="phi3"))
+    with pytest.raises(CompileError, match="supports the gpt2, llama, qwen2, mistral families, not 'phi3'"):
+        CachedStep(other, 16)  # type: ignore[arg-type]
     with pytest.raises(CompileError, match="cache length 100 must be in 2..64"):
         CachedStep(tiny_causal("llama", 64), 100)
