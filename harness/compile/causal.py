@@ -150,14 +150,14 @@ def greedy_reference(
     ids = torch.from_numpy(prompt).long()
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
-        cache, step_logits = out.past_key_values, [out.logits[0, -1].float().numpy()]
+        cache, step_logits = out.cache, [out.logits[0, -1].float().numpy()]
         generated = []
         for i in range(new_tokens):
             generated.append(int(np.argmax(step_logits[-1])))
             if i == new_tokens - 1:
                 break
             out = model(input_ids=torch.tensor([generated[-1:]]), cache=cache, use_cache=True)
-            cache = out.past_key_values
+            cache = out.cache
             step_logits.append(out.logits[0, -1].float().numpy())
     return generated, step_logits
 
