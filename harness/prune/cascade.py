@@ -21,7 +21,7 @@ from harness.models.adapters import get_adapter
 from harness.prune import criteria
 from harness.prune.calib import calibration_batches, mean_batch_loss, task_of
 from harness.prune.recovery import recover
-from harness.prune.schedule import Schedule, check_against_model, noop_targets
+from harness.prune.schedule import PruneTarget, Schedule, check_against_model, noop_targets
 from harness.prune.select import apply_attention, apply_channels, apply_layers
 from harness.prune.stats import count_parameters, forward_flops
 
@@ -93,6 +93,12 @@ def _accuracy(model: nn.Module, data: _Data | None, batch_size: int = 128) -> fl
             correct += int((out.logits.argmax(-1) == data.labels[i : i + batch_size]).sum())
     model.train(was)
     return correct / max(1, len(data.labels))
+
+
+def _label(t: PruneTarget) -> str:
+    """`granularity:ratio:criterion:scope`, plus `:query_head` when GQA heads are pruned inside groups."""
+    unit = ":query_head" if t.granularity == "head" and t.attention_unit == "query_head" else ""
+    return f"{t.granularity}:{t.ratio:g}:{t.criterion}:{t.scope}{unit}"
 
 
 def _perplexity(model: nn.Module, data: _Data | None) -> float | None:
@@ -204,7 +210,7 @@ def run_cascade(
         records.append(
             StageRecord(
                 index=si,
-                targets=[f"{t.granularity}:{t.ratio:g}:{t.criterion}:{t.scope}" for t in stage.targets],
+                targets=[_label(t) for t in stage.targets],
                 params_before=p0,
                 params_after=count_parameters(model),
                 flops_before=f0,

@@ -106,6 +106,7 @@ def test_query_heads_inside_kv_groups_and_text_file(tmp_path: Path) -> None:
     assert [ad.attention_shape(i).num_kv_groups for i in range(3)] == [2, 2, 2]
     assert [ad.attention_shape(i).heads_per_group for i in range(3)] == [1, 1, 1]
     assert log.final_perplexity is not None and log.warnings == []
+    assert log.stages[0].targets == ["head:0.5:taylor:per_layer:query_head"]
 
 
 def test_recovery_lowers_lm_loss_on_what_it_trains() -> None:
