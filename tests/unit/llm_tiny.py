@@ -48,7 +48,8 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def write_llama_gguf(
     path: Path, model: LlamaForCausalLM, architecture: str = "llama", name: str = "tiny-llama"
 ) -> Path:
-    """Write `model` (and the byte-level tokenizer) as an F32 GGUF the way llama.cpp's converter does."""
+    """Write a LLaMA-family `model` (and the byte-level tokenizer) as an F32 GGUF the way llama.cpp's
+    converter does (q/k rows permuted for architecture "llama", as transformers expects)."""
     import gguf
 
     cfg = model.config
@@ -78,21 +79,23 @@ def write_llama_gguf(
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
     if not cfg.tie_word_embeddings:
         w.add_tensor("output.weight", sd["lm_head.weight"])
+    names = {
+        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }  # fmt: skip
+    heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}
     for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        w.add_tensor(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
-        w.add_tensor(
-            f"blk.{i}.attn_q.weight", _permute(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads)
-        )
-        w.add_tensor(
-            f"blk.{i}.attn_k.weight", _permute(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads)
-        )
-        w.add_tensor(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
-        w.add_tensor(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
-        w.add_tensor(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"])
-        w.add_tensor(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"])
+        for hf, gg in names.items():
+            for kind in ("weight", "bias"):
+                key = f"model.layers.{i}.{hf}.{kind}"
+                if key not in sd:
+                    continue
+                t = sd[key]
+                if architecture == "llama" and gg in heads:  # llama.cpp permutes llama q/k rows
+                    t = _permute(t, heads[gg])
+                w.add_tensor(f"blk.{i}.{gg}.{kind}", t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -160,3 +163,54 @@ def save_tiny_lm(directory: Path, family: str = "llama", **kw: object) -> Path:
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def tiny_gpt2_for_gguf(vocab: int, seed: int = 0):  # noqa: ANN201
+    """A tiny GPT-2 of the shapes transformers assumes reading a GPT-2 GGUF (FFN 4x, 1024 positions)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=vocab, n_layer=2, n_embd=32, n_head=4, n_positions=1024, initializer_range=0.2
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def write_gpt2_gguf(path: Path, model) -> Path:  # noqa: ANN001 - a GPT2LMHeadModel
+    """Write a GPT-2 (and the byte-level tokenizer) as an F32 GGUF the way llama.cpp's converter does."""
+    import gguf
+
+    cfg, tokens = model.config, byte_vocab()
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_name("tiny-gpt2")
+    w.add_context_length(cfg.n_positions)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_block_count(cfg.n_layer)
+    w.add_feed_forward_length(4 * cfg.n_embd)
+    w.add_head_count(cfg.n_head)
+    w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL])
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(len(tokens) - 1)
+    w.add_eos_token_id(len(tokens) - 1)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["transformer.wte.weight"])
+    w.add_tensor("position_embd.weight", sd["transformer.wpe.weight"])
+    for kind in ("weight", "bias"):
+        w.add_tensor(f"output_norm.{kind}", sd[f"transformer.ln_f.{kind}"])
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}."
+        for hf, gg in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm")):
+            for kind in ("weight", "bias"):
+                w.add_tensor(f"blk.{i}.{gg}.{kind}", sd[f"{p}{hf}.{kind}"])
+        for hf, gg in (("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"),
+                       ("mlp.c_proj", "ffn_down")):  # fmt: skip
+            w.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(sd[f"{p}{hf}.weight"].T))  # Conv1D
+            w.add_tensor(f"blk.{i}.{gg}.bias", sd[f"{p}{hf}.bias"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
