@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import ClassificationData
+from harness.errors import DataError
 
 
 @dataclass
@@ -90,7 +91,8 @@ def evaluate_perplexity(
 ) -> PerplexityResult:
     """exp(mean next-token cross-entropy) over all windows, in eval mode (the mode is restored)."""
     if input_ids.ndim != 2 or input_ids.shape[1] < 2 or len(input_ids) == 0:
-        raise ValueError(f"need input_ids [N>0, L>=2], got {tuple(input_ids.shape)}")
+        raise DataError(f"perplexity needs token windows [N>0, L>=2], got {tuple(input_ids.shape)}")
+    check_window(model, int(input_ids.shape[1]))
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -110,6 +112,15 @@ def evaluate_perplexity(
         model.train(was_training)
     mean = total / count
     return PerplexityResult(perplexity=math.exp(mean), mean_loss=mean, tokens=count, windows=len(input_ids))
+
+
+def check_window(model: torch.nn.Module, seq_len: int) -> None:
+    """A window must fit the model's positions (a longer one would fail deep inside the forward)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is not None and seq_len > int(limit):
+        raise DataError(
+            f"windows of {seq_len} tokens exceed the model's {limit} positions; use a smaller --seq-len"
+        )
 
 
 def _logits_of(out: object) -> torch.Tensor:

@@ -81,7 +81,7 @@ def perplexity_cmd(
 
     from harness.data.text import TEXT_SPLITS, model_text_split
     from harness.errors import DataError, ModelLoadError
-    from harness.evaluate import evaluate_perplexity
+    from harness.evaluate import check_window, evaluate_perplexity
     from harness.models import load_model
 
     if split not in TEXT_SPLITS:
@@ -91,6 +91,7 @@ def perplexity_cmd(
     loaded = load_model(model)
     if loaded.task != "causal-lm":
         raise ModelLoadError(f"{model} is a {loaded.task} model; perplexity needs a causal LM")
+    check_window(loaded.model, seq_len)
     data = model_text_split(loaded.source, split, text, seq_len, windows or None)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with console.status(f"scoring {len(data)} windows of {seq_len} tokens"):

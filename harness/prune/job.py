@@ -17,6 +17,7 @@ import torch
 from harness.data.files import load_token_file
 from harness.data.text import copy_tokenizer, model_text_split
 from harness.errors import DataError, HiltError
+from harness.evaluate import check_window
 from harness.models import load_model
 from harness.models.manifest import save_pruned
 from harness.prune.cascade import Progress, StageLog, run_cascade, validate_for_model
@@ -94,6 +95,7 @@ def prune_to_dir(
         raise DataError("pass either --text (a causal LM's text) or --data (token files), not both")
     recd: TokenData | None = None
     if causal and data_path is None:
+        check_window(loaded.model, seq_len)
         calib = _text_data(loaded.source, "calib", text_path, seq_len, calib_n)
         recd = _text_data(loaded.source, "recovery", text_path, seq_len, recovery_n)
         evald: TokenData | None = (

@@ -184,7 +184,9 @@ def test_cli_prints_the_warning_and_text_errors(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "o1"), *ARGS]) == 0
     assert "warning: stage 0: head ratio 0.5 (kv_group) removes nothing" in capsys.readouterr().out
-    assert main([*base, "--out", str(tmp_path / "o2"), "--text", str(tmp_path / "missing.txt")]) == 2
+    assert main([*base, "--out", str(tmp_path / "o4"), "--seq-len", "65"]) == 2
+    assert "windows of 65 tokens exceed the model's 64 positions" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "o2"), "--text", str(tmp_path / "missing.txt"), *ARGS]) == 2
     assert "text file" in capsys.readouterr().err
     from tests.unit.prune_tiny import tiny_model
 

@@ -132,12 +132,16 @@ def test_cli_perplexity_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     d = save_tiny_lm(tmp_path / "lm")
     base = ["models", "perplexity", "--model", str(d)]
     capsys.readouterr()
+    assert main([*base, "--seq-len", "100"]) == 2
+    assert "windows of 100 tokens exceed the model's 64 positions; use a smaller --seq-len" in _one_error(
+        capsys
+    )
     assert main([*base, "--split", "train"]) == 2
     assert "--split 'train' is not one of calib, recovery, eval" in _one_error(capsys)
     (tmp_path / "tiny.txt").write_text("Too short.")
-    assert main([*base, "--text", str(tmp_path / "tiny.txt")]) == 2
-    assert "the text has 11 tokens, fewer than one window of 128" in _one_error(capsys)
-    assert main([*base, "--text", str(tmp_path / "tiny.txt"), "--split", "calib"]) == 2
+    assert main([*base, "--text", str(tmp_path / "tiny.txt"), "--seq-len", "32"]) == 2
+    assert "the text has 11 tokens, fewer than one window of 32" in _one_error(capsys)
+    assert main([*base, "--text", str(tmp_path / "tiny.txt"), "--split", "calib", "--seq-len", "32"]) == 2
     assert "tiny.txt: too little text for the calib split (1 documents" in _one_error(capsys)
     tiny_model("gpt2").save_pretrained(tmp_path / "cls")
     capsys.readouterr()
@@ -146,5 +150,5 @@ def test_cli_perplexity_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     lm = tmp_path / "notok"
     tiny_causal("llama", 300).save_pretrained(lm)
     capsys.readouterr()
-    assert main(["models", "perplexity", "--model", str(lm)]) == 2
+    assert main(["models", "perplexity", "--model", str(lm), "--seq-len", "32"]) == 2
     assert "has no tokenizer files" in _one_error(capsys)
