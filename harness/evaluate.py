@@ -1,17 +1,22 @@
-"""Classification accuracy, per-class accuracy, confusion matrix and mean loss of a classifier.
+"""How good a model is: accuracy (and per-class accuracy, confusion, loss) of a classifier, and
+next-token perplexity of a causal LM.
 
-Works for any HF `*ForSequenceClassification` model (anything whose forward takes `input_ids` and
-returns `.logits` [batch, classes]); pruning damage is measured with these numbers.
+`evaluate_classifier` works for any HF `*ForSequenceClassification` model (anything whose forward takes
+`input_ids` and returns `.logits` [batch, classes]); `evaluate_perplexity` for any `*ForCausalLM` /
+`*LMHeadModel` on token windows (harness.data.text). Pruning damage is measured with these numbers.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from harness.data import ClassificationData
+from harness.errors import DataError
 
 
 @dataclass
@@ -65,3 +70,58 @@ def evaluate_classifier(model: torch.nn.Module, data: ClassificationData, batch_
 def mean_loss(model: torch.nn.Module, data: ClassificationData, batch_size: int = 64) -> float:
     """Mean cross-entropy over the data set (the signal pruning criteria and SIA compare)."""
     return evaluate_classifier(model, data, batch_size).mean_loss
+
+
+@dataclass
+class PerplexityResult:
+    """Next-token perplexity of a causal LM on token windows (every position after the first predicted)."""
+
+    perplexity: float
+    mean_loss: float  # nats per predicted token
+    tokens: int  # predicted tokens
+    windows: int
+
+
+@torch.no_grad()
+def evaluate_perplexity(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> PerplexityResult:
+    """exp(mean next-token cross-entropy) over all windows, in eval mode (the mode is restored)."""
+    if input_ids.ndim != 2 or input_ids.shape[1] < 2 or len(input_ids) == 0:
+        raise DataError(f"perplexity needs token windows [N>0, L>=2], got {tuple(input_ids.shape)}")
+    check_window(model, int(input_ids.shape[1]))
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(input_ids), batch_size):
+            ids = input_ids[start : start + batch_size]
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            logits = _logits_of(out)[:, :-1].float()
+            target = ids[:, 1:]
+            total += float(
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum")
+            )
+            count += target.numel()
+            if progress:
+                progress(min(start + batch_size, len(input_ids)), len(input_ids))
+    finally:
+        model.train(was_training)
+    mean = total / count
+    return PerplexityResult(perplexity=math.exp(mean), mean_loss=mean, tokens=count, windows=len(input_ids))
+
+
+def check_window(model: torch.nn.Module, seq_len: int) -> None:
+    """A window must fit the model's positions (a longer one would fail deep inside the forward)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is not None and seq_len > int(limit):
+        raise DataError(
+            f"windows of {seq_len} tokens exceed the model's {limit} positions; use a smaller --seq-len"
+        )
+
+
+def _logits_of(out: object) -> torch.Tensor:
+    return out.logits if hasattr(out, "logits") else out[0]  # type: ignore[index,attr-defined]

@@ -13,7 +13,7 @@ from harness.cli.common import console
 
 def prune(
     model: str = typer.Option(
-        ..., "--model", help="HF checkpoint dir, pruned dir, or demo-gpt2 / demo-llama."
+        ..., "--model", help="HF checkpoint dir, pruned dir, demo-gpt2 / demo-llama, or smollm2-135m."
     ),
     schedule: Path = typer.Option(..., "--schedule", help="Schedule JSON (version 1)."),
     out: Path = typer.Option(..., "--out", help="Output directory (must not exist; written atomically)."),
@@ -25,8 +25,15 @@ def prune(
     eval_data: Path | None = typer.Option(
         None, "--eval-data", help="Evaluation token file (.npz or .safetensors); default: demo val."
     ),
-    calib_n: int = typer.Option(512, help="Demo calibration examples."),
-    eval_n: int = typer.Option(1000, help="Demo evaluation examples."),
+    text: Path | None = typer.Option(
+        None,
+        "--text",
+        help="Causal LMs: UTF-8 text split into calibration/recovery/evaluation (default: built-in corpus).",
+    ),
+    seq_len: int = typer.Option(128, "--seq-len", help="Causal LMs: tokens per text window."),
+    calib_n: int = typer.Option(512, help="Calibration examples (demo windows, or text windows)."),
+    eval_n: int = typer.Option(1000, help="Evaluation examples (demo windows, or text windows)."),
+    recovery_n: int = typer.Option(4096, help="Causal LMs: most text windows LoRA recovery trains on."),
     threads: int | None = typer.Option(None, help="torch threads."),
 ) -> None:
     """Run a cascade pruning schedule on a model."""
@@ -55,16 +62,21 @@ def prune(
             eval_n=eval_n,
             threads=threads,
             progress=on_progress,
+            text_path=text,
+            seq_len=seq_len,
+            recovery_n=recovery_n,
         )
+    causal = log.task == "causal-lm"
     table = Table(title=f"{log.schedule}: {log.family}, {log.compression:.2f}x fewer parameters")
+    metric = "ppl" if causal else "acc"
     for col in (
         "stage",
         "targets",
         "params",
         "loss pruned",
         "loss recovered",
-        "acc pruned",
-        "acc recovered",
+        f"{metric} pruned",
+        f"{metric} recovered",
         "s",
     ):
         table.add_column(col)
@@ -72,13 +84,17 @@ def prune(
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
+    def ppl(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    show = ppl if causal else pct
     table.add_row(
         "dense",
         "",
         f"{log.dense_params:,}",
         f"{log.dense_calib_loss:.3f}",
         "",
-        pct(log.dense_accuracy),
+        show(log.dense_perplexity if causal else log.dense_accuracy),
         "",
         "",
     )
@@ -89,11 +105,13 @@ def prune(
             f"{s.params_after:,}",
             f"{s.calib_loss_after_prune:.3f}",
             f"{s.calib_loss_after_recovery:.3f}",
-            pct(s.accuracy_after_prune),
-            pct(s.accuracy_after_recovery),
+            show(s.perplexity_after_prune if causal else s.accuracy_after_prune),
+            show(s.perplexity_after_recovery if causal else s.accuracy_after_recovery),
             f"{s.seconds_total:.1f}",
         )
     console.print(table)
+    for w in log.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     console.print(f"wrote {out}")
 
 

@@ -10,7 +10,8 @@ import importlib
 import typer
 
 SUBCOMMANDS = (
-    "demo", "prune", "sia", "compile", "runtime", "boards", "bench", "tune", "nightly", "report", "farm",
+    "demo", "models", "prune", "sia", "compile", "runtime", "boards", "bench", "tune", "nightly", "report",
+    "farm",
 )  # fmt: skip
 
 

@@ -26,11 +26,14 @@ from harness.models.families import (
     model_class,
     task_from_architectures,
 )
+from harness.models.gguf import KNOWN_IMPORTS, imported_dir_for, is_imported
 from harness.models.manifest import MANIFEST_FILE, load_pruned
 
 log = logging.getLogger(__name__)
 
 DEMO_NAMES = ("demo-gpt2", "demo-llama")
+# real models imported once (`hilt models import-gguf`) into the cache, then named like a demo
+LLM_NAMES = KNOWN_IMPORTS
 
 
 @dataclass
@@ -138,9 +141,17 @@ def _load_plain(directory: Path, cfg: dict, family: Family, task: Task | None) -
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """The directory behind a model argument: a demo model name or a path (checked to exist)."""
+    """The directory behind a model argument: a demo or imported model name, or a path (checked to exist)."""
+    imported = None if Path(path).expanduser().exists() else imported_dir_for(str(path))
     if str(path) in DEMO_NAMES:
         directory = ensure_demo_model(str(path), progress=False)  # packaged weights: installed once
+    elif imported is not None:
+        directory = imported
+        if not is_imported(directory):
+            raise ModelLoadError(
+                f"model {path} is not imported yet; run `hilt models import-gguf` first"
+                + ("" if str(path) in LLM_NAMES else f" (with --name {path})")
+            )
     else:
         directory = Path(path).expanduser()
     if not directory.exists():
@@ -151,7 +162,8 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, task: Task | None = None) -> LoadedModel:
-    """Load a plain HF checkpoint dir, a pruned dir, or a demo model name (`demo-gpt2`, `demo-llama`)."""
+    """Load a plain HF checkpoint dir, a pruned dir, a demo model name (`demo-gpt2`, `demo-llama`) or an
+    imported model name (`smollm2-135m`)."""
     directory = resolve_model_dir(path)
     if (directory / MANIFEST_FILE).is_file():
         model, manifest = load_pruned(directory)

@@ -16,11 +16,12 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from harness.evaluate import evaluate_perplexity
 from harness.models.adapters import get_adapter
 from harness.prune import criteria
 from harness.prune.calib import calibration_batches, mean_batch_loss, task_of
 from harness.prune.recovery import recover
-from harness.prune.schedule import Schedule, check_against_model
+from harness.prune.schedule import PruneTarget, Schedule, check_against_model, noop_targets
 from harness.prune.select import apply_attention, apply_channels, apply_layers
 from harness.prune.stats import count_parameters, forward_flops
 
@@ -46,6 +47,8 @@ class StageRecord(BaseModel):
     accuracy_after_prune: float | None
     accuracy_after_recovery: float | None
     recovery_steps: int
+    perplexity_after_prune: float | None = None  # causal LMs, on the evaluation data
+    perplexity_after_recovery: float | None = None
     recovery_loss_first: float | None
     recovery_loss_last: float | None
     seconds_scoring: float
@@ -69,6 +72,9 @@ class StageLog(BaseModel):
     final_accuracy: float | None
     compression: float
     seconds_total: float
+    dense_perplexity: float | None = None  # causal LMs, on the evaluation data
+    final_perplexity: float | None = None
+    warnings: list[str] = []
 
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -89,18 +95,33 @@ def _accuracy(model: nn.Module, data: _Data | None, batch_size: int = 128) -> fl
     return correct / max(1, len(data.labels))
 
 
-def validate_for_model(model: nn.Module, schedule: Schedule) -> None:
-    """Refuse, before any work, a schedule that would empty a layer or the model."""
+def _label(t: PruneTarget) -> str:
+    """`granularity:ratio:criterion:scope`, plus `:query_head` when GQA heads are pruned inside groups."""
+    unit = ":query_head" if t.granularity == "head" and t.attention_unit == "query_head" else ""
+    return f"{t.granularity}:{t.ratio:g}:{t.criterion}:{t.scope}{unit}"
+
+
+def _perplexity(model: nn.Module, data: _Data | None) -> float | None:
+    if data is None or task_of(model) != "causal-lm":
+        return None
+    return evaluate_perplexity(model, data.input_ids, batch_size=4).perplexity
+
+
+def validate_for_model(model: nn.Module, schedule: Schedule, warn: bool = True) -> list[str]:
+    """Refuse, before any work, a schedule that would empty a layer or the model; returns (and logs as
+    warnings) the targets that would remove nothing from this model, each naming why."""
     ad = get_adapter(model)
     n = ad.num_layers()
+    heads = [ad.attention_shape(i).num_kv_groups for i in range(n)]
+    channels = [ad.num_channels(i) for i in range(n)]
+    per_group = min(ad.attention_shape(i).heads_per_group for i in range(n))
     check_against_model(
-        schedule,
-        layers=n,
-        heads=[ad.attention_shape(i).num_kv_groups for i in range(n)],
-        channels=[ad.num_channels(i) for i in range(n)],
-        gqa=ad.gqa,
-        heads_per_group=min(ad.attention_shape(i).heads_per_group for i in range(n)),
+        schedule, layers=n, heads=heads, channels=channels, gqa=ad.gqa, heads_per_group=per_group
     )
+    warnings = noop_targets(schedule, heads, channels, ad.gqa, per_group)
+    for w in warnings if warn else []:
+        log.warning("%s", w)
+    return warnings
 
 
 def prune_stage(model: nn.Module, stage_targets: list, batches: list, seed: int) -> None:
@@ -140,11 +161,11 @@ def run_cascade(
 ) -> tuple[nn.Module, StageLog]:
     """Run `schedule` on `model` (modified in place and returned), scoring and recovering on `data`.
 
-    `recovery_data` (default: `data`) is what LoRA trains on. Accuracy in the log is measured on
-    `eval_data` (classification models only; None otherwise).
+    `recovery_data` (default: `data`) is what LoRA trains on. Accuracy (classifiers) or perplexity
+    (causal LMs) in the log is measured on `eval_data` (None without it).
     """
     rec_data = recovery_data if recovery_data is not None else data
-    validate_for_model(model, schedule)
+    warnings = validate_for_model(model, schedule)
     t0 = time.perf_counter()
     cal = schedule.calibration
     batches = calibration_batches(data.input_ids, data.labels, cal.batches, cal.batch_size, cal.seed)
@@ -153,6 +174,7 @@ def run_cascade(
     dense_params, dense_flops = count_parameters(model), forward_flops(model, seq_len)
     dense_loss = mean_batch_loss(model, batches)
     dense_acc = _accuracy(model, eval_data)
+    dense_ppl = _perplexity(model, eval_data)
     records: list[StageRecord] = []
     total_steps = max(1, schedule.total_recovery_steps())
     steps_done = 0
@@ -166,6 +188,7 @@ def run_cascade(
         t_score = time.perf_counter() - ts
         loss1 = mean_batch_loss(model, batches)
         acc1 = _accuracy(model, eval_data)
+        ppl1 = _perplexity(model, eval_data)
 
         def on_step(step: int, loss: float, si: int = si, base: int = steps_done) -> None:
             if progress:
@@ -183,10 +206,11 @@ def run_cascade(
         t_rec = time.perf_counter() - tr
         loss2 = mean_batch_loss(model, batches) if losses else loss1
         acc2 = _accuracy(model, eval_data) if losses else acc1
+        ppl2 = _perplexity(model, eval_data) if losses else ppl1
         records.append(
             StageRecord(
                 index=si,
-                targets=[f"{t.granularity}:{t.ratio:g}:{t.criterion}:{t.scope}" for t in stage.targets],
+                targets=[_label(t) for t in stage.targets],
                 params_before=p0,
                 params_after=count_parameters(model),
                 flops_before=f0,
@@ -197,6 +221,8 @@ def run_cascade(
                 accuracy_after_prune=acc1,
                 accuracy_after_recovery=acc2,
                 recovery_steps=stage.recovery.steps,
+                perplexity_after_prune=ppl1,
+                perplexity_after_recovery=ppl2,
                 recovery_loss_first=losses[0] if losses else None,
                 recovery_loss_last=losses[-1] if losses else None,
                 seconds_scoring=t_score,
@@ -229,5 +255,8 @@ def run_cascade(
         final_accuracy=records[-1].accuracy_after_recovery,
         compression=dense_params / final_params,
         seconds_total=time.perf_counter() - t0,
+        dense_perplexity=dense_ppl,
+        final_perplexity=records[-1].perplexity_after_recovery,
+        warnings=warnings,
     )
     return model, stage_log

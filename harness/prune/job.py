@@ -16,7 +16,9 @@ import torch
 
 from harness.data import load_demo_split
 from harness.data.files import load_token_file
+from harness.data.text import copy_tokenizer, model_text_split
 from harness.errors import DataError, HiltError
+from harness.evaluate import check_window
 from harness.models import load_model
 from harness.models.manifest import save_pruned
 from harness.prune.cascade import Progress, StageLog, run_cascade, validate_for_model
@@ -45,6 +47,11 @@ def _demo_data(split: str, n: int | None) -> TokenData:
     return TokenData(d.input_ids, d.labels)
 
 
+def _text_data(source: Path, split: str, text: str | Path | None, seq_len: int, n: int | None) -> TokenData:
+    w = model_text_split(source, split, text, seq_len, n)  # type: ignore[arg-type]
+    return TokenData(w.input_ids, w.labels)
+
+
 def _check_fits(model: torch.nn.Module, data: TokenData, what: str) -> None:
     vocab = model.config.vocab_size
     if int(data.input_ids.max()) >= vocab or int(data.input_ids.min()) < 0:
@@ -65,16 +72,41 @@ def prune_to_dir(
     eval_n: int | None = 1000,
     threads: int | None = None,
     progress: Progress | None = None,
+    text_path: str | Path | None = None,
+    seq_len: int = 128,
+    recovery_n: int | None = 4096,
 ) -> StageLog:
-    """Run a schedule on a model and write the pruned model, the schedule and the stage log to `out_dir`."""
+    """Run a schedule on a model and write the pruned model, the schedule and the stage log to `out_dir`.
+
+    A causal LM without token files scores, recovers and is evaluated on the calibration, recovery and
+    evaluation splits of `text_path` (default: the built-in corpus), in its own tokenizer's tokens.
+    """
     out = Path(out_dir)
     if out.exists():
         raise HiltError(f"output directory {out} already exists; choose a new --out")
     schedule = load_schedule(schedule_path)
     loaded = load_model(model_path)
-    validate_for_model(loaded.model, schedule)
-    calib = load_token_data(data_path) if data_path else _demo_data("calib", calib_n)
-    evald = load_token_data(eval_path) if eval_path else (None if data_path else _demo_data("val", eval_n))
+    validate_for_model(loaded.model, schedule, warn=False)  # fail fast; run_cascade warns
+    causal = loaded.task == "causal-lm"
+    if text_path is not None and not causal:
+        raise DataError(f"--text is for causal LMs; {model_path} is a {loaded.task} model (use --data)")
+    if text_path is not None and data_path is not None:
+        raise DataError("pass either --text (a causal LM's text) or --data (token files), not both")
+    recd: TokenData | None = None
+    if causal and data_path is None:
+        check_window(loaded.model, seq_len)
+        calib = _text_data(loaded.source, "calib", text_path, seq_len, calib_n)
+        recd = _text_data(loaded.source, "recovery", text_path, seq_len, recovery_n)
+        evald: TokenData | None = (
+            load_token_data(eval_path)
+            if eval_path
+            else _text_data(loaded.source, "eval", text_path, seq_len, eval_n)
+        )
+    else:
+        calib = load_token_data(data_path) if data_path else _demo_data("calib", calib_n)
+        evald = (
+            load_token_data(eval_path) if eval_path else (None if data_path else _demo_data("val", eval_n))
+        )
     _check_fits(loaded.model, calib, "calibration data")
     if evald is not None:
         _check_fits(loaded.model, evald, "evaluation data")
@@ -83,8 +115,11 @@ def prune_to_dir(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        model, stage_log = run_cascade(loaded.model, schedule, calib, eval_data=evald, progress=progress)
+        model, stage_log = run_cascade(
+            loaded.model, schedule, calib, eval_data=evald, recovery_data=recd, progress=progress
+        )
         save_pruned(model, work, loaded.task)
+        copy_tokenizer(loaded.source, work)
         save_schedule(schedule, work / SCHEDULE_FILE)
         (work / STAGE_LOG_FILE).write_text(stage_log.model_dump_json(indent=2) + "\n")
         work.rename(out)

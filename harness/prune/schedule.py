@@ -236,3 +236,69 @@ def check_against_model(
                 min_heads, total_heads = min(per, new_per), new_total
             else:
                 min_ch, total_ch = min(per, new_per), new_total
+
+
+def noop_targets(
+    schedule: Schedule,
+    heads: list[int],
+    channels: list[int],
+    gqa: bool,
+    heads_per_group: int = 1,
+) -> list[str]:
+    """One message per target that would remove nothing from the model, naming why.
+
+    `heads` are per-layer attention units (KV groups for GQA), `channels` per-layer FFN widths. Counts
+    are simulated stage by stage (layer removal keeps the first layers' counts: they are uniform in the
+    models hilt prunes, and exact ones are unknown before scoring).
+    """
+    heads, channels = list(heads), list(channels)
+    messages: list[str] = []
+
+    def note(i: int, t: PruneTarget, why: str) -> None:
+        unit = f" ({t.attention_unit})" if t.granularity == "head" and gqa else ""
+        messages.append(f"stage {i}: {t.granularity} ratio {t.ratio:g}{unit} removes nothing: {why}")
+
+    for i, stage in enumerate(schedule.stages):
+        for t in stage.targets:
+            if t.granularity == "layer":
+                n = len(heads)
+                k = kept_count(t.ratio, n)
+                if k == n:
+                    note(i, t, f"round({t.ratio:g} x {n} layers) = {k} keeps every layer")
+                heads, channels = heads[:k], channels[:k]
+                continue
+            if t.granularity == "head" and gqa and t.attention_unit == "query_head":
+                k = kept_count(t.ratio, heads_per_group)
+                if k == heads_per_group:
+                    note(
+                        i,
+                        t,
+                        f"round({t.ratio:g} x {heads_per_group} query heads per group) = {k} keeps them all",
+                    )
+                heads_per_group = max(1, k)
+                continue
+            counts = heads if t.granularity == "head" else channels
+            what = ("KV groups" if gqa else "heads") if t.granularity == "head" else "FFN channels"
+            if t.scope == "global":
+                total = sum(counts)
+                k = max(len(counts), kept_count(t.ratio, total))
+                new = [max(1, round(c * k / total)) for c in counts]
+                if k >= total:
+                    note(i, t, f"round({t.ratio:g} x {total} {what} in all) = {k} keeps them all")
+            else:
+                new = [max(1, kept_count(t.ratio, c)) for c in counts]
+                if new == counts:
+                    sizes = sorted(set(counts))
+                    per = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}..{sizes[-1]}"
+                    why = f"every layer has {per} {what} and round({t.ratio:g} x that) keeps them all"
+                    if t.granularity == "head" and gqa and sizes == [1]:
+                        why += (
+                            f" (one KV head per layer: prune query heads inside it with "
+                            f'"attention_unit": "query_head", {heads_per_group} per group now)'
+                        )
+                    note(i, t, why)
+            if t.granularity == "head":
+                heads = new
+            else:
+                channels = new
+    return messages
