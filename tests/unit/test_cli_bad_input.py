@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import app, main
+from tests.unit.llm_tiny import save_tiny_lm
 from tests.unit.prune_tiny import write_tiny_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,8 @@ MALFORMED = {
     "npz": (b"PK\x03\x04 truncated, not a zip archive", b"\x93NUMPY\xff\xfe\x00\x01garbage"),
     "toml": (b"version = 1\n[[board\nname = ", b'version = 1\nname = "\xff\xfe"\n'),
     "db": (b"SQLite format 3\x00 but nothing after the header", b"\xff\xfe\x00\x01" * 64),
+    "gguf": (b"GGUF\x03\x00\x00\x00 truncated header", b"\xff\xfe\x00\x01 not a GGUF file" * 8),
+    "txt": (b"", b"\xff\xfe\x00\x01 not UTF-8 text" * 8),
 }
 PATH_KINDS = ("missing", "unreadable", "directory", "empty", "malformed", "binary")
 
@@ -84,6 +87,16 @@ COMMANDS: dict[str, Command] = {
     "report": Command(
         ("report", "--study", "s", "--storage", "sqlite:///{in}", "--out", "{out}"),
         ext="db", typed=("--trial", "best"), required="--study", out="dir",
+    ),
+    "models list": Command(("models", "list")),
+    "models import-gguf": Command(
+        ("models", "import-gguf", "--gguf", "{in}", "--name", "tiny-import"), ext="gguf",
+        typed=("--threads", "many"),
+    ),
+    "models perplexity": Command(
+        ("models", "perplexity", "--model", "{causal}", "--seq-len", "16", "--text", "{in}"), ext="txt",
+        typed=("--seq-len", "long"), required="--model",
+        kinds=("missing", "unreadable", "directory", "empty", "binary"),
     ),
     # a missing state dir is no error (no farm yet), so the farm has no missing-path case
     "farm up": Command(
@@ -166,7 +179,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     farm.write_text(
         'version = 1\n[[board]]\nname = "here"\nprofile = "local"\n[board.transport]\nkind = "local"\n'
     )
-    return {"root": root, "model": task["model"], "val": task["val"], "farm": farm}
+    causal = save_tiny_lm(root / "causal")
+    return {"root": root, "model": task["model"], "val": task["val"], "farm": farm, "causal": causal}
 
 
 def _make_input(root: Path, c: Command, kind: str) -> tuple[str, Path]:
