@@ -218,6 +218,8 @@ def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> No
         assert p.returncode == 0, out
     study = _study(db, "pair")
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    ran = [int(t.user_attrs["worker"].split(":")[1]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert first.pid in ran and second.pid in ran, ran  # both workers completed trials
     rows = ResultsStore(f"sqlite:///{db}").measurements(study="pair")
     spans = sorted((r["record"]["started_at"], r["record"]["finished_at"]) for r in rows)
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
