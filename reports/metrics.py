@@ -95,6 +95,18 @@ class HiltMetrics:
 
         return hook
 
+    def nightly_bench_hook(self) -> Callable[[str, str, object], None]:
+        """For `run_nightly(on_bench=...)`: each finished bench sets its board's gauge and latency."""
+
+        def hook(_case: str, board: str, record: object) -> None:
+            self.board_up.labels(board).set(0 if record is None else 1)
+            if record is not None:
+                self.bench_latency.labels(board).observe(record.summary.median_ns / 1e9)  # type: ignore[attr-defined]
+                if getattr(record, "line", None) is not None:  # a serial board: its line quality too
+                    self.observe_line(board, record.line)  # type: ignore[attr-defined]
+
+        return hook
+
 
 @dataclass
 class CaseMetrics:

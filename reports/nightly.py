@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,8 +73,16 @@ def _bundle_for(case: Case, board: Board, seq_len_default: int = 66) -> Path:
 Outcome = tuple[Case, MeasurementRecord | None, str | None, float]
 
 
+OnBench = Callable[[str, str, MeasurementRecord | None], None]  # (case, board, record or None if it failed)
+
+
 def _run_board(
-    board: Board, cases: list[Case], options: BenchOptions | None, pool: BoardPool, wait_s: float
+    board: Board,
+    cases: list[Case],
+    options: BenchOptions | None,
+    pool: BoardPool,
+    wait_s: float,
+    on_bench: OnBench | None = None,
 ) -> list[Outcome]:
     out: list[Outcome] = []
     for case in cases:
@@ -85,6 +94,8 @@ def _run_board(
         except HiltError as exc:
             log.warning("nightly %s on %s: %s", case.name, board.name, exc)
             out.append((case, None, str(exc), time.monotonic() - t0))
+        if on_bench is not None:  # as each bench ends (live metrics), not once the whole run is over
+            on_bench(case.name, board.name, out[-1][1])
     return out
 
 
@@ -106,6 +117,7 @@ def run_nightly(
     history: int = 14,
     pool: BoardPool | None = None,
     wait_s: float = 3600.0,
+    on_bench: OnBench | None = None,
 ) -> NightlyResult:
     """`wait_s`: how long one bench may wait for its board's machine (another board of this run on
     the same machine, or a tuner trial) before that case is an error."""
@@ -128,7 +140,7 @@ def run_nightly(
             base_records[(row["case_name"], row["board"])] = stored_record(row)
     with ThreadPoolExecutor(max_workers=max(1, len(per_board))) as threads:
         futures = {
-            name: threads.submit(_run_board, boards[name], cases, bench_options, pool, wait_s)
+            name: threads.submit(_run_board, boards[name], cases, bench_options, pool, wait_s, on_bench)
             for name, cases in per_board.items()
         }
         for name, fut in futures.items():

@@ -146,6 +146,7 @@ def claim_slot(trial: optuna.Trial, pipeline: TrialPipeline, wanted: int) -> Non
             trial.set_user_attr("surplus", f"study already has {taken} of {wanted} trials; not run")
             raise Surplus(f"study already has {taken} of {wanted} trials")
         trial.set_user_attr("claimed", True)
+        trial.set_user_attr("worker", pipeline.cfg.holder)  # which `hilt tune` process ran it
 
 
 def make_objective(

@@ -39,11 +39,13 @@ def nightly(
     the_suite = load_suite(suite)
     the_farm = load_farm(farm)
     metrics = None
+    on_bench = None
     if metrics_port is not None:
         from reports.metrics import HiltMetrics
 
         metrics = HiltMetrics()
         console.print(f"metrics on http://127.0.0.1:{metrics.serve(metrics_port)}/metrics")
+        on_bench = metrics.nightly_bench_hook()
     with console.status(f"nightly {the_suite.name}: benchmarking {len(the_farm.boards)} boards"):
         # boards that are one machine (two local boards) share its bench lock: queue, do not fail the case
         options = BenchOptions(
@@ -52,7 +54,7 @@ def nightly(
         res = run_nightly(
             the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
             update_baseline=update_baseline, bench_options=options, history=history,
-            pool=BoardPool(pool), wait_s=wait,
+            pool=BoardPool(pool), wait_s=wait, on_bench=on_bench,
         )  # fmt: skip
     table = Table(title=f"nightly {the_suite.name} run {res.run} vs baseline {res.baseline or 'none'}")
     for col in ("case", "board", "status", "message"):
@@ -65,13 +67,6 @@ def nightly(
     if waits:
         console.print(f"waited for a free machine: {waits}", highlight=False)
     console.print(f"JUnit XML: {res.junit}; summary: {res.summary_html}")
-    if metrics is not None:
-        for r in res.results:
-            metrics.board_up.labels(r.board).set(0 if r.status == "error" else 1)
-        for (_case, board), rec in res.records.items():
-            metrics.bench_latency.labels(board).observe(rec.summary.median_ns / 1e9)
-            if rec.line is not None:
-                metrics.observe_line(board, rec.line)
     if pushgateway:
         from reports.metrics import CaseMetrics, push_nightly
 

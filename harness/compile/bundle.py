@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -122,11 +123,24 @@ def write_bundle(
     digest = bundle_hash(files)
     final = dest_root / digest
     if final.exists():
-        shutil.rmtree(staging)  # same content already there (content addressing)
-    else:
-        dest_root.mkdir(parents=True, exist_ok=True)
-        staging.chmod(0o755)  # mkdtemp makes it private; agents and other users read bundles
+        try:
+            intact = load_bundle(final)
+        except ArtifactError as exc:  # a damaged copy of this very bundle: the fresh build replaces it
+            log.warning("bundle %s in the cache is damaged (%s); replacing it with the rebuild", digest, exc)
+            damaged = final.with_name(f".damaged-{digest}-{os.getpid()}")
+            final.rename(damaged)
+            shutil.rmtree(damaged, ignore_errors=True)
+        else:
+            shutil.rmtree(staging)  # same content already there (content addressing)
+            return intact
+    dest_root.mkdir(parents=True, exist_ok=True)
+    staging.chmod(0o755)  # mkdtemp makes it private; agents and other users read bundles
+    try:
         staging.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another process wrote the same bundle first
     return load_bundle(final)
 
 

@@ -71,16 +71,30 @@ def test_two_workers_on_postgresql(task, postgres, tmp_path) -> None:
         str(task["calib"]), "--val", str(task["val"]), "--trials", "4", "--storage", postgres,
         "--study", "pg", "--max-steps", "10", "--max-stages", "2", "--no-sia",
     ]  # fmt: skip
-    workers = []
-    for i in range(2):
-        workers.append(subprocess.Popen([*args, "--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True))  # fmt: skip
-        time.sleep(2)
+
+    def start(i: int) -> subprocess.Popen:
+        return subprocess.Popen([*args, "--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    def study_created() -> bool:  # the second worker joins a study, not a race to create one
+        try:
+            return bool(optuna.load_study(study_name="pg", storage=postgres))
+        except Exception:  # noqa: BLE001 - schema or study not there yet
+            return False
+
+    workers = [start(0)]
+    deadline = time.monotonic() + 300
+    while not study_created():
+        assert workers[0].poll() is None and time.monotonic() < deadline, "the first worker made no study"
+        time.sleep(0.2)
+    workers.append(start(1))
     for w in workers:
         out, _ = w.communicate(timeout=1200)
         assert w.returncode == 0, out
     study = optuna.load_study(study_name="pg", storage=postgres)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    ran = [int(t.user_attrs["worker"].split(":")[1]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert {w.pid for w in workers} <= set(ran), ran  # both workers completed trials
     rows = [r for r in ResultsStore(postgres).measurements(study="pg") if r["trial_number"] is not None]
     assert sorted(r["trial_number"] for r in rows) == sorted(
         t.number for t in study.get_trials(states=(TrialState.COMPLETE,))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from tests.unit.prune_tiny import write_tiny_task
@@ -126,31 +127,41 @@ def test_sia_rejects_beyond_horizon_without_building(task, tmp_path, capsys) -> 
     assert bundles == [_study(db, "sia").user_attrs["dense"]["bundle"]]  # nothing pruned was built
 
 
-def test_sampler_searches_only_the_space_sia_left(task, tmp_path, monkeypatch) -> None:
-    """The up-front restriction must reach the sampler: no trial may propose a forbidden granularity."""
-    from dataclasses import replace
+def test_sampler_searches_only_the_space_sia_left(tmp_path) -> None:
+    """The real horizon → space restriction: on a model where SIA holds for layers but not for heads or
+    channels, the study searches layers only, no deeper than the layer horizon, and no trial proposes
+    anything else."""
+    from transformers import GPT2ForSequenceClassification
 
-    import tuner.tune as tune_mod
+    from tests.unit.prune_tiny import tiny_config
     from tuner.space import SpaceConfig
+    from tuner.tune import TuneRequest, tune
 
-    monkeypatch.setattr(
-        tune_mod,
-        "sia_restricted_space",
-        lambda _p, _m, space: replace(space, granularities=("layer",), ratio_low=0.6),
-    )
+    task = write_tiny_task(tmp_path / "task")
+    cfg = tiny_config("gpt2", layers=4)
+    cfg.initializer_range = 0.002  # near-linear blocks: removing layers adds up, heads and channels do not
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(cfg).save_pretrained(task["model"])
     db = tmp_path / "hilt.db"
-    req = tune_mod.TuneRequest(
-        model=str(task["model"]), study="restricted", storage=f"sqlite:///{db}", trials=4,
-        calib=task["calib"], val=task["val"], space=SpaceConfig(max_stages=3, max_steps=10),
+    req = TuneRequest(
+        model=str(task["model"]), study="restricted", storage=f"sqlite:///{db}", trials=3,
+        calib=task["calib"], val=task["val"], space=SpaceConfig(max_stages=2, max_steps=0),
+        sia_settings={"ratios": (0.25, 0.5), "subsets_per_ratio": 6, "bootstrap": 100},
         work_dir=tmp_path / "runs", seed=3,
     )  # fmt: skip
-    tune_mod.tune(req)
-    trials = _study(db, "restricted").trials
-    assert len(trials) == 4
-    for t in trials:
-        assert all(k.endswith("_granularity") is False or v == "layer" for k, v in t.params.items()), t.params
-        assert all(v >= 0.6 for k, v in t.params.items() if k.endswith("_ratio")), t.params
-    assert _study(db, "restricted").user_attrs["space"]["granularities"] == ["layer"]
+    tune(req)
+    dense = {r["granularity"]: r for r in ResultsStore(f"sqlite:///{db}").sia_results("restricted")[:3]}
+    assert sorted(dense) == ["channel", "head", "layer"]  # the check on the dense model, all granularities
+    held = {g for g, r in dense.items() if r["horizon_removed"] > 0}
+    assert held == {"layer"}, {g: (r["horizon_removed"], r["ratios"]) for g, r in dense.items()}
+    study = _study(db, "restricted")
+    floor = 1.0 - dense["layer"]["horizon_removed"]
+    assert study.user_attrs["space"]["granularities"] == ["layer"]
+    assert study.user_attrs["space"]["ratio_low"] == pytest.approx(floor)
+    assert len(study.trials) >= 3
+    for t in study.trials:
+        assert all(not k.endswith("_granularity") or v == "layer" for k, v in t.params.items()), t.params
+        assert all(v >= floor - 1e-9 for k, v in t.params.items() if k.endswith("_ratio")), t.params
 
 
 def _wait_for(pred, timeout: float) -> None:
@@ -218,6 +229,8 @@ def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> No
         assert p.returncode == 0, out
     study = _study(db, "pair")
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
+    ran = [int(t.user_attrs["worker"].split(":")[1]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert first.pid in ran and second.pid in ran, ran  # both workers completed trials
     rows = ResultsStore(f"sqlite:///{db}").measurements(study="pair")
     spans = sorted((r["record"]["started_at"], r["record"]["finished_at"]) for r in rows)
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
