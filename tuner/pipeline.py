@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 
+AGENT_LOCK_WAIT_S = 60.0  # how long a trial's bench queues for the agent's own lock on the board
+
+
 class Infeasible(HiltError):
     """The schedule breaks a constraint that is known before building (e.g. SIA's horizon)."""
 
@@ -228,8 +231,9 @@ class TrialPipeline:
 
         Returns (record, board name, seconds waited for the board)."""
         options = self.cfg.bench_options or BenchOptions()
-        if not options.wait_s:  # a host outside this pool measuring on the board: wait for its lock
-            options = replace(options, wait_s=self.cfg.lease_wait_s)
+        if not options.wait_s:  # a host outside this pool measuring on the board: queue for its lock a
+            # while (the bench answer's deadline grows by this much, so it stays short)
+            options = replace(options, wait_s=AGENT_LOCK_WAIT_S)
         candidates = list(self.cfg.boards)
         attempts = 0
         lost: list[str] = []

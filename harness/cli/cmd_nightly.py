@@ -48,9 +48,9 @@ def nightly(
         on_bench = metrics.nightly_bench_hook()
     with console.status(f"nightly {the_suite.name}: benchmarking {len(the_farm.boards)} boards"):
         # boards that are one machine (two local boards) share its bench lock: queue, do not fail the case
-        options = BenchOptions(
-            min_iters=min_iters, min_seconds=min_seconds, wait_s=wait
-        )  # the agent's lock too
+        # the agent's own lock (hosts outside this pool): queue a minute at most, since the bench
+        # answer's deadline grows by that much; the pool's wait (--wait) is separate
+        options = BenchOptions(min_iters=min_iters, min_seconds=min_seconds, wait_s=min(wait, 60.0))
         res = run_nightly(
             the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
             update_baseline=update_baseline, bench_options=options, history=history,
