@@ -306,6 +306,7 @@ def test_one_byte_changed_bundle_refused_by_agent_and_runner_and_rebuilt_by_host
     again = compile_model(model, "local", CompileOptions(seq_len=8))
     assert not again.cached
     rebuilt_sha, _ = bundle_tree(again.bundle.directory)  # verifies every file against metadata.json
+    assert rebuilt_sha == sha and again.bundle.directory == built.directory  # the damaged copy, replaced
     with LocalTransport("host", cache=tmp_path / "store2") as t:
         record = run_bench(t, board, again.bundle.directory, opts)
     assert record.artifact == rebuilt_sha and record.summary.n >= 3
