@@ -299,6 +299,7 @@ class Transport:
         # offset -> [end, request id (None: held by the agent past a gap), deadline]
         ranges: dict[int, list[Any]] = {}
         in_flight: dict[int, int] = {}  # request id -> offset
+        slack = 256 * bt + self.ack_slack_s  # an answer's own line time, and the agent's
 
         def lost(off: int, measure: bool = True) -> None:
             nonlocal streak
@@ -330,7 +331,7 @@ class Transport:
                         self.sizer.overhead = len(frame) - (end - off)
                         with self._lock:
                             self._send(frame)
-                        ranges[off] = [end, rid, self._line_free_at + 256 * bt + self.ack_slack_s]
+                        ranges[off] = [end, rid, self._line_free_at + slack]
                         in_flight[rid] = off
                     if not in_flight:  # all the rest is held, yet no prefix: the agent lost it (restart)
                         ranges.clear()
@@ -355,7 +356,8 @@ class Transport:
                             acked, last_progress, mark = reported, now, self._noise_mark()
                         off = in_flight.pop(item["id"], None)
                         if off is not None:
-                            end, rid, _ = ranges[off]
+                            end, rid, deadline = ranges[off]
+                            self._line_ahead_by(deadline - slack - now, ranges, in_flight)
                             self.sizer.clean(end - off + self.sizer.overhead)
                             streak = 0
                             if result.get("ahead"):
@@ -407,6 +409,16 @@ class Transport:
     def _byte_time(self) -> float:
         """Seconds per byte on the line (0 for pipes)."""
         return 0.0
+
+    def _line_ahead_by(self, seconds: float, ranges: dict[int, list[Any]], in_flight: dict[int, int]) -> None:
+        """An answer came `seconds` before its chunk should have crossed at the nominal baud: the
+        line (a pty, a USB bridge) is faster than modelled, so every later chunk is due that much
+        sooner; else a lost tail chunk would wait out the whole modelled backlog."""
+        if seconds <= 0:
+            return
+        self._line_free_at = max(time.monotonic(), self._line_free_at - seconds)
+        for off in in_flight.values():
+            ranges[off][2] -= seconds
 
     def _send(self, data: bytes) -> None:
         assert self._stream is not None

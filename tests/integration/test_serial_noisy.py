@@ -104,6 +104,33 @@ def test_bench_over_a_noisy_line_completes_with_the_right_hash(tmp_path: Path) -
     assert sum(relay.noise_damage["to_board"].values()) > 100
 
 
+def test_a_lost_last_chunk_is_sent_again_soon_on_a_line_faster_than_its_baud(tmp_path: Path) -> None:
+    """A pty crosses bytes far faster than 921600 baud, so the nominal backlog of a 2 MB upload is
+    about 22 s; a lost last chunk (no later answer shows it lost) must be sent again after about a
+    second, not after that backlog (what once stalled a bench near the end of its upload)."""
+    big, small = _blob(tmp_path, 2_000_000, "big"), _blob(tmp_path, 4_000, "small")
+    with agent_on_relay(tmp_path / "cache") as relay:
+
+        class LosesNextChunk(SerialTransport):
+            armed = False
+
+            def _send(self, data: bytes) -> None:
+                if self.armed and b'"chunk"' in data:  # the real relay drops this frame's head
+                    self.armed = False
+                    relay.drop_next("to_board", 40)
+                super()._send(data)
+
+        with LosesNextChunk("fast", relay.host_path, BAUD) as t:
+            t.upload(big)
+            t.armed = True
+            t0 = time.monotonic()
+            sha = t.upload(small)
+            took = time.monotonic() - t0
+    assert not t.armed and t.line.retries >= 1  # the chunk was lost and sent again
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == small.read_bytes()
+    assert took < 3.0, f"a lost tail chunk took {took:.1f} s to recover"
+
+
 def test_a_short_request_survives_a_lost_reply(tmp_path: Path) -> None:
     with agent_on_relay(tmp_path / "cache", baud=BAUD) as relay:
         with SerialTransport("lossy", relay.host_path, BAUD) as t:
