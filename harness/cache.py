@@ -6,9 +6,10 @@ runtime builder need a directory and a hash, not a model stack.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from device_agents.agent import wire
 
 
 def cache_root() -> Path:
@@ -19,9 +20,5 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file's bytes: the agent's own function, so host and board hash alike."""
+    return wire.sha256_file(str(path))

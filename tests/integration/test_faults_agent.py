@@ -36,19 +36,10 @@ from device_agents.transports.base import agent_pyz
 from device_agents.transports.local import LocalTransport
 from harness.errors import AgentTimeoutError, ArtifactError, RemoteError
 from tests.unit.prune_tiny import tiny_model, write_tiny_task
+from tests.waiting import wait_for
 from tuner.store import ResultsStore, stored_record
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def _wait_for(pred, timeout: float, what: str, poll: float = 0.02):  # noqa: ANN001, ANN202
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(poll)
-    raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
 
 
 class ReplyDamage:
@@ -221,8 +212,11 @@ def test_sigstopped_agent_mid_bench_is_a_timeout_not_a_hang(board: Board, tmp_pa
     th.start()
     runner: list[int] = []
     try:
-        runner = _wait_for(lambda: [c for c in _children(agent) if b"hilt-runner" in
-                                    Path(f"/proc/{c}/cmdline").read_bytes()], 120, "the runner")  # fmt: skip
+
+        def runners() -> list[int]:
+            return [c for c in _children(agent) if b"hilt-runner" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+        runner = wait_for(runners, 120, "the runner", poll=0.02)
         stopped_at = time.monotonic()
         os.kill(agent, signal.SIGSTOP)
         th.join(timeout=opts.timeout_s + t.grace_s + 10)

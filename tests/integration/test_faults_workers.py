@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -25,20 +24,11 @@ from device_agents.leases import lease_table
 from device_agents.pool import BoardPool
 from tests.integration.test_tuner_distributed import postgres  # noqa: F401 - the real server fixture
 from tests.unit.prune_tiny import write_tiny_task
+from tests.waiting import wait_for
 from tuner.store import ResultsStore
 
 pytestmark = pytest.mark.timeout(1500)
 N = 4
-
-
-def _wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float = 0.2) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(poll)
-    raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
 
 
 def _worker(task: dict[str, Path], storage: str, out: Path) -> subprocess.Popen[str]:
@@ -75,9 +65,7 @@ def test_worker_killed_mid_bench_on_postgresql_then_resumed(postgres: str, tmp_p
             return None
 
     a = _worker(task, postgres, tmp_path / "a")
-    _wait_for(
-        lambda: (s := study()) is not None and "dense" in s.user_attrs, 600, "worker A's dense baseline"
-    )
+    wait_for(lambda: (s := study()) is not None and "dense" in s.user_attrs, 600, "worker A's dense baseline")
     b = _worker(task, postgres, tmp_path / "b")
     resumed = None
     try:
@@ -89,7 +77,7 @@ def test_worker_killed_mid_bench_on_postgresql_then_resumed(postgres: str, tmp_p
                 return holder, float(expires or 0.0)
             return None
 
-        holder, expires = _wait_for(a_on_its_second_trial, 900, "worker A benching its 2nd trial", poll=0.02)  # type: ignore[misc]
+        holder, expires = wait_for(a_on_its_second_trial, 900, "worker A benching its 2nd trial", poll=0.02)
         os.killpg(a.pid, signal.SIGKILL)
         a.wait(timeout=30)
         killed_at = time.time()
