@@ -77,8 +77,8 @@ def main() -> None:
     build_s = time.perf_counter() - t0
 
     dev = tvm.cpu()
-    prefill = relax.VirtualMachine(build.prefill, dev)["main"]
-    decode = relax.VirtualMachine(build.decode, dev)["main"]
+    vm = relax.VirtualMachine(build.executable, dev)
+    prefill, decode = vm["prefill"], vm["decode"]
 
     def arr(x: np.ndarray) -> object:
         return tvm.runtime.tensor(x, dev)

@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class GenerateOptions:
+    """`hilt-runner --generate`: a prompt of `prompt_tokens` (None: the bundle's example prompt),
+    then `new_tokens` greedy tokens; time to first token and every decode step are recorded."""
+
+    new_tokens: int = 16
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class BenchOptions:
     warmup: int = 5
     min_iters: int = 20
@@ -40,6 +49,7 @@ class BenchOptions:
     meter: dict[str, Any] | None = None
     holder: str = ""  # who the board's bench lock names while this runs; "" = user@host (pid)
     wait_s: float = 0.0  # board busy: wait up to this long for its bench lock (0: fail at once)
+    generate: GenerateOptions | None = None  # causal-LM bundles: greedy generation instead of one pass
 
 
 def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
@@ -102,6 +112,11 @@ def run_bench(
     }
     if options.meter:
         args["meter"] = options.meter
+    if options.generate is not None:
+        args["generate"] = {
+            "new_tokens": options.generate.new_tokens,
+            "prompt_tokens": options.generate.prompt_tokens,
+        }
     args["holder"] = options.holder or default_holder()
     args["wait_s"] = options.wait_s
     if bundle is None:

@@ -91,6 +91,34 @@ class LatencySummary(BaseModel):
         )
 
 
+class Generation(BaseModel):
+    """Greedy generation of a causal LM (`hilt-runner --generate`): what an LLM user asks first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int
+    new_tokens: int
+    ttft_ns: list[int] = Field(min_length=1)  # time to first token, one per measured generation
+    decode_ns: list[int] = Field(default_factory=list)  # every decode step of every measured generation
+    generated_ids: list[int] = Field(min_length=1)  # of the last generation
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode(self) -> LatencySummary | None:
+        return LatencySummary.of(self.decode_ns) if self.decode_ns else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Decode throughput at the median per-token latency."""
+        return 1e9 / self.decode.median_ns if self.decode and self.decode.median_ns > 0 else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ttft_median_ns(self) -> float:
+        return percentile(sorted(self.ttft_ns), 50)
+
+
 class LineQuality(BaseModel):
     """How the line to the board behaved during the measurement (framed transports: serial).
 
@@ -111,6 +139,9 @@ class LineQuality(BaseModel):
     goodput_bps: float | None = None  # acknowledged upload bytes per second
     frame_error_rate: float = 0.0
     agent: dict[str, int] = Field(default_factory=dict)
+
+
+_GENERATION_KEYS = ("prompt_tokens", "new_tokens", "ttft_ns", "decode_ns", "generated_ids")
 
 
 class MeasurementRecord(BaseModel):
@@ -146,6 +177,7 @@ class MeasurementRecord(BaseModel):
     machine: str = ""  # the physical machine the board pool leased for this measurement
     pool_wait_s: float = 0.0  # how long the measurement waited for that machine
     line: LineQuality | None = None  # serial: frames, CRC failures, retries, goodput (None: pipes, SSH)
+    generation: Generation | None = None  # causal LMs benched with --generate; samples_ns: whole runs
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -188,6 +220,9 @@ class MeasurementRecord(BaseModel):
             protocol=int(hello.get("protocol", 0)),
             hilt_version=package_version("hilt"),
             board_facts=facts,
+            generation=Generation.model_validate({k: runner[k] for k in _GENERATION_KEYS})
+            if runner.get("mode") == "generate"
+            else None,
         )
 
     def to_json(self) -> str:

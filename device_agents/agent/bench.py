@@ -78,6 +78,13 @@ class Bench:
                     "missing_file", "bundle %s is not installed; upload and install it" % bundle
                 )
             cmd += ["--bundle", bdir]
+            generate = self.args.get("generate")
+            if generate is not None:  # greedy generation of a causal LM: prefill + decode steps
+                if not isinstance(generate, dict):
+                    raise AgentFailure("bad_request", "bench 'generate' must be an object")
+                cmd += ["--generate", "--new-tokens", str(int_arg(generate, "new_tokens", 16, low=1))]
+                if generate.get("prompt_tokens") is not None:
+                    cmd += ["--prompt-tokens", str(int_arg(generate, "prompt_tokens", 1, low=1))]
         cmd += [
             "--warmup", str(self.warmup),
             "--min-iters", str(self.min_iters),

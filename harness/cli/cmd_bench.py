@@ -25,15 +25,24 @@ def _bench(
     ),
     pool: str | None = typer.Option(None, "--pool", help="Board pool database URL (default: $HILT_POOL)."),
     out: Path | None = typer.Option(None, "--out", help="Write the measurement record (JSON) here."),
+    generate: bool = typer.Option(
+        False, "--generate", help="Causal-LM bundle: greedy generation (time to first token, tokens/s)."
+    ),
+    new_tokens: int = typer.Option(16, "--new-tokens", min=1, help="--generate: tokens to generate."),
+    prompt_tokens: int | None = typer.Option(
+        None, "--prompt-tokens", min=1, help="--generate: prompt length (default: the bundle's prompt)."
+    ),
 ) -> None:
     """Measure one bundle on one board and print the summary."""
-    from device_agents.bench import BenchOptions, bench_board
+    from device_agents.bench import BenchOptions, GenerateOptions, bench_board
     from device_agents.inventory import find_farm
     from device_agents.pool import BoardPool
     from harness.errors import ConfigError
 
     if (bundle is None) == (not selftest):
         raise ConfigError("give exactly one of --bundle DIR or --selftest")
+    if generate and bundle is None:
+        raise ConfigError("--generate needs --bundle DIR (a causal-LM bundle)")
     try:
         pinned = tuple(int(c) for c in cores.split(",") if c.strip())
     except ValueError:
@@ -46,6 +55,7 @@ def _bench(
         cores=pinned,
         timeout_s=timeout,
         wait_s=wait,  # the agent's own lock on the board, for hosts that share no pool
+        generate=GenerateOptions(new_tokens=new_tokens, prompt_tokens=prompt_tokens) if generate else None,
     )
     record = bench_board(find_farm(farm).board(board), bundle, options, pool=BoardPool(pool), wait_s=wait)
     s = record.summary
@@ -56,6 +66,15 @@ def _bench(
         f"peak RSS {record.peak_rss_kb} kB",
         highlight=False,
     )
+    g = record.generation
+    if g is not None:
+        tps = f"{g.decode_tokens_per_s:.1f}" if g.decode_tokens_per_s is not None else "n/a"
+        p90 = f", p90 {g.decode.p90_ns / 1e6:.3f} ms/token" if g.decode else ""
+        console.print(
+            f"generate: prompt {g.prompt_tokens} + {g.new_tokens} tokens; time to first token "
+            f"{g.ttft_median_ns / 1e6:.3f} ms; decode {tps} tokens/s{p90}; ids {g.generated_ids[:8]}…",
+            highlight=False,
+        )
     if e.total_j_per_inference is not None:
         active = (
             f", active {e.active_j_per_inference * 1e3:.3f} mJ"

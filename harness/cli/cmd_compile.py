@@ -16,14 +16,23 @@ def _compile(
     database: Path | None = typer.Option(
         None, "--database", help="Tuning database directory (default: the cache's, per arch)."
     ),
-    seq_len: int = typer.Option(128, "--seq-len", min=1, help="Input length the bundle is built for."),
+    seq_len: int = typer.Option(
+        128, "--seq-len", min=1, help="Input length the bundle is built for (causal LMs: the prefill bucket)."
+    ),
+    cache_len: int | None = typer.Option(
+        None, "--cache-len", min=2, help="Causal LMs: KV-cache positions (default --seq-len + 128)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even if an identical bundle exists."),
 ) -> None:
     """Compile a model for a board profile with TVM and print the bundle directory."""
     from harness.compile import CompileOptions, compile_model
 
     opts = CompileOptions(
-        seq_len=seq_len, tune_trials=tune_trials, database_dir=database, use_cache=not no_cache
+        seq_len=seq_len,
+        tune_trials=tune_trials,
+        database_dir=database,
+        use_cache=not no_cache,
+        cache_len=cache_len,
     )
     with console.status("compiling…") as status:
 

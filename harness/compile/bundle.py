@@ -1,10 +1,11 @@
 """Artifact bundle: a directory named by its sha256 holding a compiled model and what checks it.
 
-Files: model.so (Relax VM executable, weights baked in), input.json ({"name","shape","dtype"}),
-input.bin (one fixed example input, raw little-endian), expected.bin (PyTorch's float32 logits
-for it), manifest.json (pruning manifest, {} for dense), metadata.json (versions, target, build
-time, and `files`: name -> sha256 of every other file). The bundle hash is sha256 over the sorted
-'name:sha256\\n' lines of `files`; the runner and the agent refuse a bundle whose hash is off.
+Files: model.so (Relax VM executable, weights baked in; `main`, or for a causal LM `prefill` and
+`decode`, see CausalSpec), input.json ({"name","shape","dtype"}), input.bin (one fixed example
+input, raw little-endian), expected.bin (PyTorch's float32 logits for it), manifest.json (pruning
+manifest, {} for dense), metadata.json (versions, target, build time, and `files`: name -> sha256 of
+every other file). The bundle hash is sha256 over the sorted 'name:sha256\\n' lines of `files`; the
+runner and the agent refuse a bundle whose hash is off.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ class InputSpec(BaseModel):
         return int(np.prod(self.shape)) * np.dtype(DTYPES[self.dtype]).itemsize
 
 
+class CausalSpec(BaseModel):
+    """What a causal-LM bundle's `prefill` and `decode` functions take: a prompt padded to `bucket`
+    tokens, then one token at a time, against per-layer K/V caches of `max_len` positions (one
+    (kv_heads, head_dim) pair per layer, in call order K0, V0, K1, V1, ...). `expected_ids` are
+    PyTorch's greedy continuation of the example prompt; expected.bin holds the logits each came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bucket: int = Field(ge=1)
+    max_len: int = Field(ge=2)
+    cache: list[tuple[int, int]] = Field(min_length=1)
+    vocab: int = Field(ge=1)
+    expected_ids: list[int] = Field(min_length=1)
+
+
 class BundleMetadata(BaseModel):
     """metadata.json."""
 
@@ -63,6 +78,8 @@ class BundleMetadata(BaseModel):
     cache_key: str
     model_family: str = ""
     tuning: dict[str, Any] = Field(default_factory=dict)
+    task: str = "sequence-classification"
+    causal: CausalSpec | None = None  # set for task causal-lm
     files: dict[str, str]
 
 

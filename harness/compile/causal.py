@@ -147,7 +147,7 @@ def greedy_reference(
     model: nn.Module, prompt: np.ndarray, new_tokens: int
 ) -> tuple[list[int], list[np.ndarray]]:
     """HF's greedy decode with its own KV cache: generated ids, and the logits each was picked from."""
-    ids = torch.from_numpy(prompt).long()
+    ids = torch.from_numpy(np.array(prompt, dtype=np.int64))
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
         cache, step_logits = out.cache, [out.logits[0, -1].float().numpy()]
@@ -175,26 +175,51 @@ def check_prompt(prompt_len: int, bucket: int, max_len: int, new_tokens: int = 0
 
 
 def export_step(step: CachedStep, tokens: int):  # noqa: ANN201 - tvm.IRModule
-    """torch.export the step for `tokens` new tokens (prefill bucket, or 1 for decode) and import it."""
+    """torch.export the step for `tokens` new tokens (prefill bucket, or 1 for decode) and import it,
+    weights kept as trailing parameters so prefill and decode can bind the very same tensors."""
     from tvm.relax.frontend.torch import from_exported_program
 
     args = (torch.zeros(1, tokens, dtype=torch.long), torch.zeros(1, dtype=torch.long), *step.layout.empty())
     try:
         with torch.no_grad():
             exported = torch.export.export(step, args)
-        return from_exported_program(exported, unwrap_unit_return_tuple=True)
+        return from_exported_program(exported, keep_params_as_input=True, unwrap_unit_return_tuple=True)
     except Exception as exc:  # torch.export and the importer raise many unrelated types
         raise CompileError(
             f"could not import the {tokens}-token step into TVM: {type(exc).__name__}: {exc}"
         ) from exc
 
 
+STEP_FUNCTIONS = ("prefill", "decode")
+
+
+def step_module(step: CachedStep, bucket: int):  # noqa: ANN201 - tvm.IRModule
+    """One Relax module with `prefill` (bucket tokens) and `decode` (1 token), both bound to one set
+    of weight tensors: the VM's constant pool holds each weight once, so the bundle and the board's
+    memory carry the model once, not twice."""
+    import tvm
+    from tvm import relax
+
+    functions, weights = {}, None
+    for name, tokens in zip(STEP_FUNCTIONS, (bucket, 1), strict=True):
+        mod, params = relax.frontend.detach_params(export_step(step, tokens))
+        if weights is None:  # the same module exported twice: same parameters, same order
+            weights = [tvm.runtime.tensor(p.numpy()) for p in params["main"]]
+        functions[name] = mod["main"].with_attr("global_symbol", name)
+    assert weights is not None
+    mod = tvm.IRModule(functions)
+    for name in STEP_FUNCTIONS:
+        inputs = len(mod[name].params) - len(weights)
+        bound = dict(zip(mod[name].params[inputs:], weights, strict=True))
+        mod = relax.transform.BindParams(name, bound)(mod)
+    return mod
+
+
 @dataclass
 class CausalBuild:
-    """Prefill (one bucket of `bucket` tokens) and decode (1 token) executables for one target."""
+    """One executable with `prefill` (a bucket of `bucket` tokens) and `decode` (1 token)."""
 
-    prefill: object  # tvm.relax.VMExecutable
-    decode: object
+    executable: object  # tvm.relax.VMExecutable
     layout: CacheLayout
     bucket: int
 
@@ -207,15 +232,13 @@ def build_causal(model: nn.Module, target: object, bucket: int, max_len: int) ->
     if not 1 <= bucket <= max_len:
         raise CompileError(f"prefill bucket {bucket} must be in 1..{max_len} (the cache length)")
     step = CachedStep(model, max_len)
-    built = {}
-    for name, tokens in (("prefill", bucket), ("decode", 1)):
-        mod = export_step(step, tokens)
-        try:
-            built[name] = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
-        except Exception as exc:  # TVM raises its own error types
-            raise CompileError(f"TVM build of the {name} step failed for {target}: {exc}") from exc
-        log.info("built %s step (%d tokens) for %s", name, tokens, target)
-    return CausalBuild(built["prefill"], built["decode"], step.layout, bucket)
+    mod = step_module(step, bucket)
+    try:
+        executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+    except Exception as exc:  # TVM raises its own error types
+        raise CompileError(f"TVM build of the prefill/decode steps failed for {target}: {exc}") from exc
+    log.info("built prefill (%d tokens) and decode steps for %s", bucket, target)
+    return CausalBuild(executable, step.layout, bucket)
 
 
 def tvm_greedy(build: CausalBuild, prompt: np.ndarray, new_tokens: int) -> tuple[list[int], list[np.ndarray]]:
@@ -226,8 +249,8 @@ def tvm_greedy(build: CausalBuild, prompt: np.ndarray, new_tokens: int) -> tuple
     ids = np.asarray(prompt, dtype=np.int64).reshape(-1)
     check_prompt(len(ids), build.bucket, build.layout.max_len, new_tokens)
     dev = tvm.cpu()
-    prefill = relax.VirtualMachine(build.prefill, dev)["main"]
-    decode = relax.VirtualMachine(build.decode, dev)["main"]
+    vm = relax.VirtualMachine(build.executable, dev)
+    prefill, decode = vm["prefill"], vm["decode"]
 
     def arr(x: np.ndarray) -> object:
         return tvm.runtime.tensor(x, dev)

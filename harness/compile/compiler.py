@@ -27,7 +27,7 @@ from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
 from harness.compile.target import export_kwargs, tvm_target
 from harness.compile.tune import TuningDatabase
 from harness.errors import ArtifactError, CompileError
-from harness.models import load_model
+from harness.models import LoadedModel, load_model
 from harness.runtime.toolchains import host_arch
 from harness.versions import package_version
 from profiles.schema import BoardProfile, load_profile
@@ -50,6 +50,7 @@ class CompileOptions:
     database_dir: Path | None = None  # JSON tuning database; default cache_root()/tuning/<arch>
     use_cache: bool = True
     threads: int = 1  # torch threads while exporting
+    cache_len: int | None = None  # causal LMs: KV-cache positions (default seq_len + 128, within the model's)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def cache_key(
         "seq_len": opts.seq_len,
         "example_seed": EXAMPLE_SEED,
         "tuning": tuning_digest,
+        **({"cache_len": opts.cache_len} if opts.cache_len is not None else {}),
         "versions": {
             name: package_version(name) for name in ("apache-tvm", "apache-tvm-ffi", "torch", "transformers")
         },
@@ -158,9 +160,15 @@ def _compile_model(
         )
     t0 = time.monotonic()
     loaded = load_model(model)
-    if loaded.task != "sequence-classification":
-        raise CompileError(f"{model}: task {loaded.task} is not compiled yet; only sequence-classification")
+    if loaded.task not in ("sequence-classification", "causal-lm"):
+        raise CompileError(
+            f"{model}: task {loaded.task} is not compiled yet; only sequence-classification and causal-lm"
+        )
     stage("load", t0)
+    if loaded.task == "causal-lm":
+        if opts.tune_trials > 0 or opts.database_dir is not None:
+            raise CompileError("kernel tuning is not wired for causal LMs yet; drop --tune-trials/--database")
+        return _compile_causal(loaded, prof, opts, say, start, stages)
 
     tuning = None
     if opts.tune_trials > 0 or opts.database_dir is not None:
@@ -277,3 +285,105 @@ def _manifest_of(source: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CompileError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _causal_lengths(model: torch.nn.Module, opts: CompileOptions) -> tuple[int, int]:
+    """(prefill bucket, cache length): the bucket is --seq-len; the cache defaults to 128 more
+    positions, within what the model was trained for."""
+    cfg = model.config
+    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    bucket = opts.seq_len
+    max_len = opts.cache_len if opts.cache_len is not None else bucket + 128
+    if opts.cache_len is None and max_pos is not None:
+        max_len = min(max_len, int(max_pos))
+    if bucket >= max_len:
+        raise CompileError(
+            f"--seq-len {bucket} leaves no room to decode in a KV cache of {max_len} positions; "
+            "pass a smaller --seq-len or a larger --cache-len"
+        )
+    return bucket, max_len
+
+
+def _compile_causal(
+    loaded: LoadedModel,
+    prof: BoardProfile,
+    opts: CompileOptions,
+    say: Progress,
+    start: float,
+    stages: dict[str, float],
+) -> CompileResult:
+    """A causal LM: one executable with `prefill` and `decode` (KV caches in and out), an example
+    prompt, and PyTorch's greedy continuation of it with the logits each token came from."""
+    import numpy as np
+
+    from harness.compile.bundle import CausalSpec
+    from harness.compile.causal import build_causal, greedy_reference
+
+    bucket, max_len = _causal_lengths(loaded.model, opts)
+    key = cache_key(_model_digest(loaded.source), prof, opts, f"causal:{bucket}:{max_len}")
+    if opts.use_cache:
+        hit = _cached_bundle(key)
+        if hit is not None:
+            say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
+            return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, opts.threads))
+    try:
+        t0 = time.monotonic()
+        prompt_len = min(bucket, 16)
+        prompt = example_input(loaded.model, prompt_len).input_ids
+        new_tokens = min(16, max_len - prompt_len)
+        ids, logits = greedy_reference(loaded.model, prompt, new_tokens)
+        stages["reference"] = round(time.monotonic() - t0, 3)
+        target = tvm_target(prof)
+        say(f"exporting and building {loaded.family} prefill ({bucket} tokens) + decode for {prof.name}")
+        t0 = time.monotonic()
+        build = build_causal(loaded.model, target, bucket=bucket, max_len=max_len)
+        stages["build"] = round(time.monotonic() - t0, 3)
+    finally:
+        torch.set_num_threads(caller_threads)
+    t0 = time.monotonic()
+    root = bundles_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        build.executable.export_library(str(staging / "model.so"), **export_kwargs(prof))
+    except Exception as exc:  # the cross toolchain reports through TVM's own errors
+        raise CompileError(f"linking model.so for {prof.arch} failed: {exc}") from exc
+    stages["link"] = round(time.monotonic() - t0, 3)
+    causal = CausalSpec(
+        bucket=bucket,
+        max_len=max_len,
+        cache=[(kv, hd) for kv, hd in build.layout.layers],
+        vocab=int(loaded.model.config.vocab_size),
+        expected_ids=ids,
+    )
+    meta = {
+        "hilt_version": package_version("hilt"),
+        "tvm_version": package_version("apache-tvm"),
+        "tvm_ffi_version": package_version("apache-tvm-ffi"),
+        "profile": prof.name,
+        "target": prof.target.as_tvm(),
+        "arch": prof.arch,
+        "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - start, 3),
+        "cache_key": key,
+        "model_family": loaded.family,
+        "task": "causal-lm",
+        "causal": causal.model_dump(),
+    }
+    bundle = write_bundle(
+        staging,
+        root,
+        input_name="input_ids",
+        input_array=prompt,
+        expected=np.stack(logits),
+        manifest=_manifest_of(loaded.source),
+        metadata=meta,
+    )
+    index = _index_path(key)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
+    elapsed = time.monotonic() - start
+    say(f"causal-LM bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)

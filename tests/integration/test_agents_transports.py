@@ -326,6 +326,28 @@ def test_bench_selftest_identical_everywhere(all_transports: dict[str, Transport
         assert r.transport == name and r.summary.n >= 10 and r.energy.source == "model"
 
 
+def test_bench_generate_identical_everywhere(all_transports: dict[str, Transport], tmp_path: Path) -> None:
+    """A causal-LM bundle's greedy generation, passed through the agent's bench on every transport."""
+    from device_agents.bench import BenchOptions, GenerateOptions, run_bench
+    from device_agents.inventory import default_farm
+    from harness.compile import CompileOptions, compile_model
+    from tests.unit.llm_tiny import save_tiny_lm
+
+    lm = save_tiny_lm(tmp_path / "lm")
+    bundle = compile_model(lm, "local", CompileOptions(seq_len=8, cache_len=32)).bundle
+    assert bundle.metadata.causal is not None
+    board = default_farm().board("local")
+    gen = GenerateOptions(new_tokens=6, prompt_tokens=8)
+    opts = BenchOptions(warmup=1, min_iters=2, min_seconds=0.0, idle_seconds=0.0, generate=gen)
+    records = {name: run_bench(t, board, bundle.directory, opts) for name, t in all_transports.items()}
+    for name, r in records.items():
+        g = r.generation
+        assert r.transport == name and g is not None and r.summary.n == 2
+        assert g.generated_ids == bundle.metadata.causal.expected_ids[:6]
+        assert (g.prompt_tokens, g.new_tokens, len(g.ttft_ns), len(g.decode_ns)) == (8, 6, 2, 10)
+        assert g.decode_tokens_per_s is not None and g.decode_tokens_per_s > 0
+
+
 # ------------------------------------------------------------------------- serial console login
 
 CONSOLE = """#!/bin/bash

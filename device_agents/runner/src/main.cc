@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -61,6 +62,9 @@ struct Options {
   double min_seconds = 1.0;
   int threads = 0;
   std::string dump_output;
+  bool generate = false;     // greedy generation of a causal-LM bundle (prefill + decode)
+  int prompt_tokens = -1;    // -1: the bundle's example prompt as it is
+  int new_tokens = 16;
 };
 
 /*! \brief A failure with its JSON error type and exit code. */
@@ -156,17 +160,27 @@ Options ParseArgs(int argc, char** argv) {
       opt.threads = static_cast<int>(ParseInt(arg, next()));
     } else if (arg == "--dump-output") {
       opt.dump_output = next();
+    } else if (arg == "--generate") {
+      opt.generate = true;
+    } else if (arg == "--prompt-tokens") {
+      opt.prompt_tokens = static_cast<int>(ParseInt(arg, next()));
+      if (opt.prompt_tokens < 1) throw RunnerError("usage", "--prompt-tokens needs at least 1 token", 1);
+    } else if (arg == "--new-tokens") {
+      opt.new_tokens = static_cast<int>(ParseInt(arg, next()));
+      if (opt.new_tokens < 1) throw RunnerError("usage", "--new-tokens needs at least 1 token", 1);
     } else {
       throw RunnerError("usage",
                         "unknown argument '" + arg +
                             "'; usage: hilt-runner (--bundle DIR | --selftest) [--warmup N] [--min-iters N] "
-                            "[--min-seconds S] [--threads T] [--dump-output FILE]",
+                            "[--min-seconds S] [--threads T] [--dump-output FILE] "
+                            "[--generate [--prompt-tokens P] [--new-tokens G]]",
                         1);
     }
   }
   if (opt.selftest == !opt.bundle.empty()) {
     throw RunnerError("usage", "give exactly one of --bundle DIR or --selftest", 1);
   }
+  if (opt.generate && opt.selftest) throw RunnerError("usage", "--generate needs --bundle, not --selftest", 1);
   if (opt.min_iters < 1) opt.min_iters = 1;
   return opt;
 }
@@ -425,12 +439,236 @@ Result RunBundle(const Options& opt) {
   }
 }
 
+
+// ---------------------------------------------------------------- causal LMs: greedy generation
+
+struct CausalLayout {
+  int64_t bucket = 0, max_len = 0, vocab = 0;
+  std::vector<std::pair<int64_t, int64_t>> cache;  // per layer (kv_heads, head_dim)
+};
+
+int64_t GetInt(const ffi::Map<ffi::Any, ffi::Any>& obj, const std::string& key, const std::string& where) {
+  auto it = obj.find(ffi::String(key));
+  if (it == obj.end()) throw Refuse("bad_bundle", where + " lacks \"" + key + "\"");
+  auto v = (*it).second.try_cast<int64_t>();
+  if (!v.has_value() || *v < 0) throw Refuse("bad_bundle", where + " field \"" + key + "\" must be an integer >= 0");
+  return *v;
+}
+
+CausalLayout ReadCausal(const std::string& dir) {
+  auto meta = ParseJsonObject(dir + "/metadata.json");
+  auto it = meta.find(ffi::String("causal"));
+  auto causal = it == meta.end() ? std::nullopt : (*it).second.try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+  if (!causal.has_value()) {
+    throw Refuse("not_causal", "bundle is not a causal LM (no \"causal\" in metadata.json); --generate needs one");
+  }
+  CausalLayout layout;
+  layout.bucket = GetInt(*causal, "bucket", "metadata.json causal");
+  layout.max_len = GetInt(*causal, "max_len", "metadata.json causal");
+  layout.vocab = GetInt(*causal, "vocab", "metadata.json causal");
+  auto cache_it = causal->find(ffi::String("cache"));
+  auto layers = cache_it == causal->end() ? std::nullopt : (*cache_it).second.try_cast<ffi::Array<ffi::Any>>();
+  if (!layers.has_value() || layers->empty()) throw Refuse("bad_bundle", "metadata.json causal.cache must be a list");
+  for (const ffi::Any& layer : *layers) {
+    auto pair = layer.try_cast<ffi::Array<ffi::Any>>();
+    if (!pair.has_value() || pair->size() != 2) throw Refuse("bad_bundle", "causal.cache entries are [kv_heads, head_dim]");
+    auto kv = (*pair)[0].try_cast<int64_t>();
+    auto hd = (*pair)[1].try_cast<int64_t>();
+    if (!kv.has_value() || !hd.has_value() || *kv < 1 || *hd < 1) {
+      throw Refuse("bad_bundle", "causal.cache entries must be positive integers");
+    }
+    layout.cache.emplace_back(*kv, *hd);
+  }
+  return layout;
+}
+
+ffi::Tensor IdsTensor(const std::vector<int64_t>& ids, int64_t length) {
+  DLDevice cpu{kDLCPU, 0};
+  ffi::Tensor t = tvm::runtime::Tensor::Empty(ffi::Shape({1, length}), DLDataType{kDLInt, 64, 1}, cpu);
+  int64_t* data = static_cast<int64_t*>(t.data_ptr());
+  std::fill(data, data + length, 0);
+  std::copy(ids.begin(), ids.begin() + std::min<int64_t>(length, ids.size()), data);
+  return t;
+}
+
+/*! \brief Index of the largest of `vocab` logits in row `row` of a float32 [1, T, vocab] output. */
+int64_t ArgmaxRow(const ffi::Tensor& logits, int64_t row, int64_t vocab, std::vector<float>* keep) {
+  const DLTensor* t = logits.GetDLTensorPtr();
+  if (t->dtype.code != kDLFloat || t->dtype.bits != 32 || t->ndim != 3 || t->shape[2] != vocab) {
+    throw RunnerError("runtime", "step logits are not float32 [1, T, vocab]", 3);
+  }
+  const float* v = static_cast<const float*>(t->data) + t->byte_offset / sizeof(float) + row * vocab;
+  if (keep != nullptr) keep->insert(keep->end(), v, v + vocab);
+  return std::max_element(v, v + vocab) - v;
+}
+
+struct Generation {
+  int64_t ttft_ns = 0;
+  std::vector<int64_t> decode_ns;
+  std::vector<int64_t> ids;
+  std::vector<float> logits;  // the logits each new id was picked from (kept for --dump-output)
+};
+
+struct GenerateResult {
+  std::vector<Generation> runs;  // measured runs (after warm-up)
+  int prompt_tokens = 0;
+  int threads = 1;
+};
+
+ffi::Array<ffi::Any> CallStep(const ffi::Function& fn, const ffi::Tensor& ids, int64_t pos,
+                               const std::vector<ffi::Tensor>& caches) {
+  DLDevice cpu{kDLCPU, 0};
+  ffi::Tensor pos_t = tvm::runtime::Tensor::Empty(ffi::Shape({1}), DLDataType{kDLInt, 64, 1}, cpu);
+  *static_cast<int64_t*>(pos_t.data_ptr()) = pos;
+  std::vector<ffi::AnyView> args;
+  args.reserve(caches.size() + 2);
+  args.emplace_back(ids);
+  args.emplace_back(pos_t);
+  for (const auto& c : caches) args.emplace_back(c);
+  ffi::Any rv;
+  fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &rv);
+  auto out = rv.try_cast<ffi::Array<ffi::Any>>();
+  if (!out.has_value() || out->size() != caches.size() + 1) {
+    throw RunnerError("runtime", "a step must return (logits, one K and one V cache per layer)", 3);
+  }
+  return *out;
+}
+
+GenerateResult RunGenerate(const Options& opt) {
+  VerifyBundle(opt.bundle);
+  const CausalLayout layout = ReadCausal(opt.bundle);
+  ffi::Tensor example = LoadInput(opt.bundle);
+  const DLTensor* ex = example.GetDLTensorPtr();
+  if (ex->dtype.code != kDLInt || ex->dtype.bits != 64 || ex->ndim != 2 || ex->shape[1] < 1) {
+    throw Refuse("bad_bundle", "a causal-LM bundle's input must be int64 token ids [1, n]");
+  }
+  const int64_t n = ex->shape[1];
+  const int64_t prompt = opt.prompt_tokens < 0 ? n : opt.prompt_tokens;
+  if (prompt > layout.bucket) {
+    throw Refuse("too_long", "prompt of " + std::to_string(prompt) + " tokens is longer than the bundle allows (" +
+                                 std::to_string(layout.bucket) + ")");
+  }
+  if (prompt + opt.new_tokens > layout.max_len) {
+    throw Refuse("too_long", "prompt " + std::to_string(prompt) + " + " + std::to_string(opt.new_tokens) +
+                                 " new tokens exceeds the KV cache of " + std::to_string(layout.max_len) +
+                                 " positions");
+  }
+  std::vector<int64_t> prompt_ids(prompt);  // the example prompt, repeated to the length asked for
+  const int64_t* src = static_cast<const int64_t*>(ex->data);
+  for (int64_t i = 0; i < prompt; ++i) prompt_ids[i] = src[i % n];
+  try {
+    ffi::Module lib = ffi::Module::LoadFromFile(opt.bundle + "/model.so");
+    auto load_exec = lib->GetFunction("vm_load_executable");
+    if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
+    ffi::Module exec = (*load_exec)().cast<ffi::Module>();
+    auto init = exec->GetFunction("vm_initialization");
+    if (!init.has_value()) throw RunnerError("runtime", "VM executable has no vm_initialization", 3);
+    constexpr int kPooledAllocator = 2;
+    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    auto prefill_fn = exec->GetFunction("prefill");
+    auto decode_fn = exec->GetFunction("decode");
+    if (!prefill_fn.has_value() || !decode_fn.has_value()) {
+      throw Refuse("bad_bundle", "model.so lacks the \"prefill\" and \"decode\" functions of a causal LM");
+    }
+    DLDevice cpu{kDLCPU, 0};
+    std::vector<ffi::Tensor> empty;
+    for (const auto& [kv, hd] : layout.cache) {
+      for (int kind = 0; kind < 2; ++kind) {
+        empty.push_back(tvm::runtime::Tensor::Empty(ffi::Shape({1, kv, layout.max_len, hd}), DLDataType{kDLFloat, 32, 1}, cpu));
+      }
+    }
+    const ffi::Tensor padded = IdsTensor(prompt_ids, layout.bucket);
+    const bool keep = !opt.dump_output.empty();
+    using Clock = std::chrono::steady_clock;
+    auto ns = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+    };
+    auto generate = [&]() {
+      Generation g;
+      for (auto& c : empty) {  // a fresh cache: zeros, as the first prefill expects
+        std::memset(c.data_ptr(), 0, ffi::GetDataSize(*c.GetDLTensorPtr()));
+      }
+      auto t0 = Clock::now();
+      ffi::Array<ffi::Any> out = CallStep(*prefill_fn, padded, 0, empty);
+      g.ids.push_back(ArgmaxRow(out[0].cast<ffi::Tensor>(), prompt - 1, layout.vocab, keep ? &g.logits : nullptr));
+      g.ttft_ns = ns(t0, Clock::now());
+      std::vector<ffi::Tensor> caches;
+      for (size_t i = 1; i < out.size(); ++i) caches.push_back(out[i].cast<ffi::Tensor>());
+      for (int step = 1; step < opt.new_tokens; ++step) {
+        auto t1 = Clock::now();
+        ffi::Tensor last = IdsTensor({g.ids.back()}, 1);
+        out = CallStep(*decode_fn, last, prompt + step - 1, caches);
+        g.ids.push_back(ArgmaxRow(out[0].cast<ffi::Tensor>(), 0, layout.vocab, keep ? &g.logits : nullptr));
+        for (size_t i = 1; i < out.size(); ++i) caches[i - 1] = out[i].cast<ffi::Tensor>();
+        g.decode_ns.push_back(ns(t1, Clock::now()));
+      }
+      return g;
+    };
+    for (int i = 0; i < opt.warmup; ++i) generate();
+    GenerateResult r;
+    r.prompt_tokens = static_cast<int>(prompt);
+    const auto start = Clock::now();
+    const auto min_duration = std::chrono::duration<double>(opt.min_seconds);
+    do {
+      r.runs.push_back(generate());
+    } while (static_cast<int>(r.runs.size()) < opt.min_iters || (Clock::now() - start) < min_duration);
+    if (keep) {
+      const auto& logits = r.runs.back().logits;
+      std::ofstream dump(opt.dump_output, std::ios::binary);
+      dump.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
+      if (!dump) throw RunnerError("runtime", "cannot write " + opt.dump_output, 3);
+    }
+    r.threads = opt.threads;
+    if (auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) {
+      r.threads = (*num_threads)().cast<int>();
+    }
+    return r;
+  } catch (const RunnerError&) {
+    throw;
+  } catch (const ffi::Error& e) {
+    throw RunnerError("runtime", std::string(e.kind()) + ": " + e.message(), 3);
+  }
+}
+
+void PrintGenerate(const Options& opt, const GenerateResult& r) {
+  auto list = [](std::ostringstream& os, const std::vector<int64_t>& v) {
+    os << "[";
+    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << v[i];
+    os << "]";
+  };
+  std::vector<int64_t> totals, ttft, decode;
+  for (const auto& g : r.runs) {
+    int64_t total = g.ttft_ns;
+    for (int64_t d : g.decode_ns) total += d;
+    totals.push_back(total);
+    ttft.push_back(g.ttft_ns);
+    decode.insert(decode.end(), g.decode_ns.begin(), g.decode_ns.end());
+  }
+  std::ostringstream os;
+  os << "{\"ok\": true, \"mode\": \"generate\", \"runner_version\": \"" << HILT_RUNNER_VERSION
+     << "\", \"tvm_version\": \"" << HILT_TVM_VERSION << "\", \"warmup\": " << opt.warmup << ", \"samples_ns\": ";
+  list(os, totals);
+  os << ", \"ttft_ns\": ";
+  list(os, ttft);
+  os << ", \"decode_ns\": ";
+  list(os, decode);
+  os << ", \"generated_ids\": ";
+  list(os, r.runs.back().ids);
+  os << ", \"prompt_tokens\": " << r.prompt_tokens << ", \"new_tokens\": " << opt.new_tokens
+     << ", \"peak_rss_kb\": " << PeakRssKb() << ", \"threads\": " << r.threads << "}";
+  std::cout << os.str() << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     Options opt = ParseArgs(argc, argv);
     if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+    if (opt.generate) {
+      PrintGenerate(opt, RunGenerate(opt));
+      return 0;
+    }
     Result r = opt.selftest ? RunSelftest(opt) : RunBundle(opt);
     PrintResult(opt, r);
     return 0;
