@@ -16,7 +16,7 @@ from harness.cli.main import main
 from harness.compile import CompileOptions, compile_model
 from harness.compile.causal import greedy_reference
 from harness.models import get_adapter, load_model
-from harness.runtime import build_runtime
+from harness.runtime import build_runtime, runner_command
 from harness.runtime.toolchains import host_arch
 from tests.cli_errors import one_error_line
 from tests.unit.llm_tiny import save_tiny_lm
@@ -44,13 +44,14 @@ def _pruned_lm(tmp_path: Path, family: str) -> Path:
     return out
 
 
-def _runner(bundle: Path, *args: str) -> tuple[int, dict]:
-    rt = build_runtime(host_arch())
-    proc = subprocess.run(
-        [str(rt.runner), "--bundle", str(bundle), "--generate", "--warmup", "0", "--min-iters", "1",
-         "--min-seconds", "0", *args],
-        capture_output=True, text=True, timeout=120, env={"LD_LIBRARY_PATH": str(rt.directory)},
-    )  # fmt: skip
+def _runner(bundle: Path, *args: str, arch: str | None = None) -> tuple[int, dict]:
+    """hilt-runner --generate on this host (under qemu-user for a foreign arch)."""
+    argv, env = runner_command(
+        build_runtime(arch or host_arch()),
+        ["--bundle", str(bundle), "--generate", "--warmup", "0", "--min-iters", "1", "--min-seconds", "0"]
+        + list(args),
+    )
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -78,6 +79,23 @@ def test_pruned_causal_bundle_generates_pytorchs_tokens(family: str, tmp_path: P
     code, out = _runner(bundle.directory, "--prompt-tokens", "3", "--new-tokens", "4")
     short = np.asarray(prompt)[:, :3]
     assert code == 0 and out["generated_ids"] == greedy_reference(loaded.model, short, 4)[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize(("arch", "profile"), [("aarch64", "qemu-aarch64"), ("riscv64", "qemu-riscv64")])
+def test_cross_causal_bundle_matches_pytorch_under_qemu(
+    family: str, arch: str, profile: str, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    pruned = _pruned_lm(tmp_path, family)
+    bundle = compile_model(pruned, profile, CompileOptions(seq_len=8, cache_len=32)).bundle
+    assert bundle.metadata.arch == arch and bundle.metadata.causal is not None
+    ref_ids, ref_logits = greedy_reference(load_model(pruned).model, bundle.input_array(), 16)
+    dump = tmp_path / "logits.bin"
+    code, out = _runner(bundle.directory, "--new-tokens", "16", "--dump-output", str(dump), arch=arch)
+    assert code == 0 and out["generated_ids"] == ref_ids, out
+    logits = np.fromfile(dump, dtype="<f4").reshape(16, bundle.metadata.causal.vocab)
+    assert float(np.abs(logits - np.stack(ref_logits)).max()) <= 1e-4
 
 
 def test_causal_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
