@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
 
 from device_agents.agent import power
 from harness.errors import ConfigError
@@ -91,7 +91,18 @@ class LatencySummary(BaseModel):
         )
 
 
-class Generation(BaseModel):
+class _Derives(BaseModel):
+    """A record whose computed fields are written out with it and recomputed when it is read back."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+        return data
+
+
+class Generation(_Derives):
     """Greedy generation of a causal LM (`hilt-runner --generate`): what an LLM user asks first."""
 
     model_config = ConfigDict(extra="forbid")
@@ -144,7 +155,7 @@ class LineQuality(BaseModel):
 _GENERATION_KEYS = ("prompt_tokens", "new_tokens", "ttft_ns", "decode_ns", "generated_ids")
 
 
-class MeasurementRecord(BaseModel):
+class MeasurementRecord(_Derives):
     model_config = ConfigDict(extra="forbid")
 
     version: int = RECORD_VERSION
@@ -243,7 +254,6 @@ def load_record(path: Path | str) -> MeasurementRecord:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read measurement record ({exc})") from None
     if isinstance(data, dict):
-        data.pop("summary", None)  # derived, recomputed from the samples
         if data.get("version") != RECORD_VERSION:
             raise ConfigError(
                 f"{path}: measurement record version {data.get('version')} (expected {RECORD_VERSION})"

@@ -23,7 +23,7 @@ from harness.errors import ConfigError
 from harness.sia.plot import additivity_figure
 from harness.versions import stack_versions
 from profiles.schema import load_profile
-from tuner.results import DenseResult, TrialResult
+from tuner.results import DenseResult, TrialResult, quality_score
 from tuner.store import ResultsStore, resolve_url, stored_record
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ class ReportData:
     command: str
     versions: dict[str, str]
     deltas: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)  # causal LMs: greedy text, dense and chosen
+
+    @property
+    def causal(self) -> bool:
+        return self.result.perplexity is not None
 
     @property
     def energy_modelled(self) -> bool:
@@ -86,18 +91,25 @@ def _plots(d: ReportData) -> dict[str, str]:
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
     feasible = [TrialResult.from_user_attrs(t.user_attrs) for t in d.feasible]
     pareto = [TrialResult.from_user_attrs(t.user_attrs) for t in d.pareto]
+    if d.causal:
+        axes[0] = ("decode_tokens_per_s", "decode tokens/s")
+        axes[2] = ("ttft_ms", "time to first token (ms)")
+
+    def y(r: DenseResult | TrialResult) -> float:
+        return r.quality[1]
+
     for ax, (key, label) in zip(axs, axes, strict=True):
-        ax.scatter([getattr(r, key) for r in feasible], [r.accuracy for r in feasible], s=16, c="#999",
+        ax.scatter([getattr(r, key) for r in feasible], [y(r) for r in feasible], s=16, c="#999",
                    label="feasible trials")  # fmt: skip
-        ax.scatter([getattr(r, key) for r in pareto], [r.accuracy for r in pareto], s=28, c="#1f77b4",
+        ax.scatter([getattr(r, key) for r in pareto], [y(r) for r in pareto], s=28, c="#1f77b4",
                    label="Pareto front")  # fmt: skip
-        ax.scatter([getattr(d.result, key)], [d.result.accuracy], s=140, marker="*", c="#d62728",
+        ax.scatter([getattr(d.result, key)], [y(d.result)], s=140, marker="*", c="#d62728",
                    label=f"chosen (#{d.chosen.number})")  # fmt: skip
         if d.dense:
-            ax.scatter([getattr(d.dense, key)], [d.dense.accuracy], s=50, marker="s", c="k", label="dense")
+            ax.scatter([getattr(d.dense, key)], [y(d.dense)], s=50, marker="s", c="k", label="dense")
         suffix = " — estimate (power model)" if key == "energy_mj" and d.energy_modelled else ""
         ax.set_xlabel(label + suffix)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(d.result.quality[0])
         ax.legend(fontsize=7)
     fig.suptitle("Pareto front" + (" (emulated board: emulation time)" if d.emulated else ""))
     out["pareto"] = _svg(fig)
@@ -160,7 +172,7 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
         if chosen is None:
             raise ConfigError(f"study '{study_name}' has no completed trial {trial}")
     else:
-        chosen = max(pareto, key=lambda t: (t.user_attrs["accuracy"], -t.user_attrs["latency_ms"]))
+        chosen = max(pareto, key=lambda t: (quality_score(t.user_attrs), -t.user_attrs["latency_ms"]))
     store = ResultsStore(url)
     rows = store.measurements(study=study_name)
     record = next(stored_record(r) for r in rows if r["trial_number"] == chosen.number)
@@ -188,9 +200,30 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
             "memory": _pct(a.peak_rss_mb, dense.peak_rss_mb),
             "energy": _pct(a.energy_mj, dense.energy_mj) if dense.energy_mj else 0.0,
             "params": _pct(a.params, dense.params) if a.params and dense.params else 0.0,
-            "accuracy_pp": (a.accuracy - dense.accuracy) * 100.0,
         }
+        if a.accuracy is not None and dense.accuracy is not None:
+            data.deltas["accuracy_pp"] = (a.accuracy - dense.accuracy) * 100.0
+        if a.perplexity is not None and dense.perplexity is not None:
+            data.deltas["perplexity"] = _pct(a.perplexity, dense.perplexity)
+            data.deltas["ttft"] = _pct(a.ttft_ms or 0.0, dense.ttft_ms or 0.0)
+            data.deltas["decode"] = _pct(a.decode_tokens_per_s or 0.0, dense.decode_tokens_per_s or 0.0)
+    if data.causal:
+        data.samples = _samples(data.model, a, dense)
     return data
+
+
+def _samples(model_dir: str, chosen: TrialResult, dense: DenseResult | None) -> dict[str, str]:
+    """The greedy continuations the board generated, as text in the model's own tokenizer."""
+    from harness.data.text import load_tokenizer
+
+    results = (("dense", dense), ("chosen", chosen))
+    pairs = [(name, r.generated_ids) for name, r in results if r is not None and r.generated_ids]
+    try:
+        tok = load_tokenizer(model_dir)
+    except Exception as exc:  # noqa: BLE001 - a report without text samples is still a report
+        log.warning("no tokenizer for %s (%s): the report shows token ids only", model_dir, exc)
+        return {name: " ".join(map(str, ids)) for name, ids in pairs}
+    return {name: tok.decode(ids) for name, ids in pairs}
 
 
 def headline(d: ReportData) -> str:
@@ -198,8 +231,14 @@ def headline(d: ReportData) -> str:
     if not d.deltas:
         return "no dense measurement in this study"
     x = d.deltas
-    energy = f", {x['energy']:+.1f}% energy" + (" (estimate, power model)" if d.energy_modelled else "")
     where = "emulated " if d.emulated else ""
+    if d.causal and "perplexity" in x:
+        return (
+            f"{x['decode']:+.1f}% decode tokens/s, {x['ttft']:+.1f}% time to first token, "
+            f"{x['memory']:+.1f}% peak memory, {x['params']:+.1f}% parameters, "
+            f"{x['perplexity']:+.1f}% perplexity vs dense on {where}board {d.record.board} ({d.profile})"
+        )
+    energy = f", {x['energy']:+.1f}% energy" + (" (estimate, power model)" if d.energy_modelled else "")
     return (
         f"{x['latency']:+.1f}% latency, {x['memory']:+.1f}% peak memory{energy}, "
         f"{x['params']:+.1f}% parameters, "

@@ -15,8 +15,27 @@ import optuna
 
 from harness.errors import ConfigError
 
-DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "memory": "minimize", "energy": "minimize"}
-ATTR = {"accuracy": "accuracy", "latency": "latency_ms", "memory": "peak_rss_mb", "energy": "energy_mj"}
+DIRECTIONS = {
+    "accuracy": "maximize",
+    "latency": "minimize",
+    "memory": "minimize",
+    "energy": "minimize",
+    "perplexity": "minimize",  # causal LMs
+    "decode": "maximize",  # causal LMs: decode tokens/s
+    "ttft": "minimize",  # causal LMs: time to first token
+}
+ATTR = {
+    "accuracy": "accuracy",
+    "latency": "latency_ms",
+    "memory": "peak_rss_mb",
+    "energy": "energy_mj",
+    "perplexity": "perplexity",
+    "decode": "decode_tokens_per_s",
+    "ttft": "ttft_ms",
+}
+CAUSAL_ONLY = ("perplexity", "decode", "ttft")
+CLASSIFIER_PARETO = ("accuracy", "latency", "memory")
+CAUSAL_PARETO = ("perplexity", "decode", "ttft", "memory")
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,19 @@ class ObjectiveSpec:
     @property
     def directions(self) -> list[str]:
         return [DIRECTIONS[n] for n in self.names]
+
+    def for_task(self, task: str) -> ObjectiveSpec:
+        """The same choice for the model's task: a causal LM's pareto is perplexity, decode
+        tokens/s, time to first token and memory; objectives of the other task are refused."""
+        causal = task == "causal-lm"
+        names = self.names
+        if causal and names[:3] == CLASSIFIER_PARETO:
+            names = CAUSAL_PARETO + names[3:]
+        wrong = [n for n in names if n == "accuracy"] if causal else [n for n in names if n in CAUSAL_ONLY]
+        if wrong:
+            what = "a causal LM has no accuracy; use perplexity" if causal else "they are for causal LMs"
+            raise ConfigError(f"objective {wrong[0]} does not fit this {task} model: {what}")
+        return ObjectiveSpec(names=names, latency_stat=self.latency_stat)
 
     def values(self, attrs: dict) -> list[float]:
         return [float(attrs[ATTR[n]]) for n in self.names]

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from device_agents.bench import BenchOptions, measure_held
+from device_agents.bench import BenchOptions, GenerateOptions, measure_held
 from device_agents.pool import BoardPool, pool_url
 from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
 from harness.compile.compiler import CompileOptions, compile_model
 from harness.errors import AgentError, BoardBusyError, HiltError, TransportError
-from harness.evaluate import evaluate_classifier
+from harness.evaluate import evaluate_classifier, evaluate_perplexity
 from harness.models import load_model
 from harness.models.manifest import count_parameters, save_pruned
 from harness.prune.cascade import run_cascade
@@ -88,6 +88,8 @@ class PipelineConfig:
     compile_options: object | None = None  # harness.compile.compiler.CompileOptions
     holder: str = "worker"
     pool: str | None = None  # board pool URL; None: $HILT_POOL, the study's server DB, or the cache's
+    task: str = "sequence-classification"  # causal-lm: perplexity, and bundles benched with --generate
+    new_tokens: int = 32  # causal LMs: greedy tokens each bench generates
 
 
 @dataclass
@@ -207,16 +209,27 @@ class TrialPipeline:
             current = out
         return current, logs, worst
 
-    def evaluate(self, model_dir: Path) -> float:
+    @property
+    def causal(self) -> bool:
+        return self.cfg.task == "causal-lm"
+
+    def evaluate(self, model_dir: Path) -> dict[str, float]:
+        """{"accuracy": a} for a classifier, {"perplexity": p} for a causal LM (validation data)."""
         model = self._load(model_dir)
+        if self.causal:
+            ppl = evaluate_perplexity(model, self.data.val_ids, batch_size=4).perplexity
+            return {"perplexity": float(ppl)}
         data = _Data(self.data.val_ids, self.data.val_labels, int(model.config.num_labels))
         result = evaluate_classifier(model, data)  # type: ignore[arg-type]
-        return float(result.accuracy)
+        return {"accuracy": float(result.accuracy)}
 
     # ---- build and measure ---------------------------------------------------------------
     def compile(self, model_dir: Path, say: Say) -> Path:
         board = self.cfg.boards[0]
-        opts = self.cfg.compile_options or CompileOptions(seq_len=self.data.seq_len)
+        opts = self.cfg.compile_options or CompileOptions(
+            seq_len=self.data.seq_len,
+            cache_len=self.data.seq_len + self.cfg.new_tokens if self.causal else None,
+        )
         say(f"compiling for {board.profile.name}")
         result = compile_model(model_dir, board.profile, opts)
         self.stats["compile_hits" if result.cached else "compile_misses"] += 1
@@ -234,6 +247,8 @@ class TrialPipeline:
         if not options.wait_s:  # a host outside this pool measuring on the board: queue for its lock a
             # while (the bench answer's deadline grows by this much, so it stays short)
             options = replace(options, wait_s=AGENT_LOCK_WAIT_S)
+        if self.causal and options.generate is None:  # what an LLM user asks: first token, tokens/s
+            options = replace(options, generate=GenerateOptions(new_tokens=self.cfg.new_tokens))
         candidates = list(self.cfg.boards)
         attempts = 0
         lost: list[str] = []
@@ -259,11 +274,11 @@ class TrialPipeline:
 
     def measure_dense(self, say: Say) -> DenseResult:
         """Accuracy and a board measurement of the unpruned model: the report's "dense" column."""
-        accuracy = self.evaluate(self.cfg.model_dir)
+        quality = self.evaluate(self.cfg.model_dir)
         bundle_dir = self.compile(self.cfg.model_dir, say)
         record, _, _ = self.bench(bundle_dir, say, None)
         return DenseResult(
-            accuracy=accuracy,
+            **quality,
             params=count_parameters(self._load(self.cfg.model_dir)),
             **DenseResult.fields_from(record),
         )
@@ -274,7 +289,7 @@ class TrialPipeline:
         model_dir, logs, sia_slack = self.prune(schedule, say)
         t.append(time.perf_counter())
         say("evaluating")
-        accuracy = self.evaluate(model_dir)
+        quality = self.evaluate(model_dir)
         t.append(time.perf_counter())
         bundle_dir = self.compile(model_dir, say)
         t.append(time.perf_counter())
@@ -287,7 +302,7 @@ class TrialPipeline:
         measured = TrialResult.fields_from(record)
         mem_v, lat_v = measured_violations(measured["latency_ms"], measured["peak_rss_mb"], self.cfg.limits)
         result = TrialResult(
-            accuracy=accuracy,
+            **quality,
             lease_wait_s=wait,
             pruned_dir=str(model_dir),
             params=logs[-1]["final_params"] if logs else None,

@@ -15,11 +15,17 @@ from device_agents.records import MeasurementRecord
 
 
 class Measured(BaseModel):
-    """A model's accuracy plus its board measurement, in the units the objectives use."""
+    """A model's quality (a classifier's accuracy, a causal LM's perplexity) plus its board
+    measurement, in the units the objectives use; causal LMs add their greedy-generation figures."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    accuracy: float
+    accuracy: float | None = None  # classifiers: on the validation split
+    perplexity: float | None = None  # causal LMs: on the evaluation text
+    ttft_ms: float | None = None  # causal LMs: time to first token (median)
+    decode_tokens_per_s: float | None = None  # causal LMs: at the median per-token decode latency
+    decode_p90_ms: float | None = None
+    generated_ids: list[int] = Field(default_factory=list)  # causal LMs: the greedy sample
     latency_ms: float
     latency_p90_ms: float
     peak_rss_mb: float
@@ -29,10 +35,25 @@ class Measured(BaseModel):
     bundle: str
     params: int | None = None
 
+    @property
+    def quality(self) -> tuple[str, float]:
+        """("accuracy", a) for a classifier, ("perplexity", p) for a causal LM."""
+        if self.perplexity is not None:
+            return "perplexity", self.perplexity
+        return "accuracy", float(self.accuracy if self.accuracy is not None else float("nan"))
+
     @staticmethod
     def fields_from(record: MeasurementRecord) -> dict[str, Any]:
         """The measurement part, from a record (energy through its one accessor)."""
+        g = record.generation
+        generation = {} if g is None else {
+            "ttft_ms": g.ttft_median_ns / 1e6,
+            "decode_tokens_per_s": g.decode_tokens_per_s,
+            "decode_p90_ms": g.decode.p90_ns / 1e6 if g.decode else None,
+            "generated_ids": g.generated_ids,
+        }  # fmt: skip
         return {
+            **generation,
             "latency_ms": record.summary.median_ns / 1e6,
             "latency_p90_ms": record.summary.p90_ns / 1e6,
             "peak_rss_mb": record.peak_rss_kb / 1024.0,
@@ -48,6 +69,23 @@ class Measured(BaseModel):
     @classmethod
     def from_user_attrs(cls, attrs: dict[str, Any]) -> Any:
         return cls.model_validate(attrs)
+
+
+def quality_score(attrs: dict[str, Any]) -> float:
+    """Higher is better: accuracy, or minus perplexity (causal LMs); for picking a best trial."""
+    if attrs.get("perplexity") is not None:
+        return -float(attrs["perplexity"])
+    return float(attrs.get("accuracy") or 0.0)
+
+
+def quality_text(attrs: dict[str, Any]) -> str:
+    """'accuracy 0.953' or 'perplexity 22.41, decode 14.2 tok/s, first token 81 ms'."""
+    if attrs.get("perplexity") is None:
+        return f"accuracy {float(attrs.get('accuracy') or 0.0):.3f}"
+    tps, ttft = attrs.get("decode_tokens_per_s"), attrs.get("ttft_ms")
+    speed = f", decode {tps:.1f} tok/s" if tps is not None else ""
+    first = f", first token {ttft:.1f} ms" if ttft is not None else ""
+    return f"perplexity {float(attrs['perplexity']):.2f}{speed}{first}"
 
 
 class DenseResult(Measured):

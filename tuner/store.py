@@ -101,9 +101,8 @@ def _add_missing_columns(engine: Engine) -> None:
 
 
 def stored_record(row: dict) -> MeasurementRecord:
-    """A measurement row's record, typed again (the stored summary is derived and recomputed)."""
-    data = {k: v for k, v in row["record"].items() if k != "summary"}
-    return MeasurementRecord.model_validate(data)
+    """A measurement row's record, typed again (derived fields such as the summary are recomputed)."""
+    return MeasurementRecord.model_validate(row["record"])
 
 
 class ResultsStore:

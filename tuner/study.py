@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from harness.errors import ConfigError, HiltError, ScheduleError
 from tuner.objectives import ObjectiveSpec, record_constraints
 from tuner.pipeline import Infeasible, TrialPipeline
+from tuner.results import quality_score
 from tuner.space import SpaceConfig, suggest_schedule
 from tuner.store import resolve_url
 
@@ -246,7 +247,7 @@ def write_best(study: optuna.Study, out_dir: Path) -> Path | None:
     best = best_schedules(study)
     if not best:
         return None
-    first = max(best, key=lambda t: t.user_attrs.get("accuracy", 0.0))
+    first = max(best, key=lambda t: quality_score(t.user_attrs))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "best_schedule.json").write_text(json.dumps(first.user_attrs["schedule"], indent=2))
     summary = {
@@ -254,7 +255,17 @@ def write_best(study: optuna.Study, out_dir: Path) -> Path | None:
         "values": first.values,
         **{
             k: first.user_attrs.get(k)
-            for k in ("accuracy", "latency_ms", "peak_rss_mb", "bundle", "pruned_dir", "board")
+            for k in (
+                "accuracy",
+                "perplexity",
+                "decode_tokens_per_s",
+                "ttft_ms",
+                "latency_ms",
+                "peak_rss_mb",
+                "bundle",
+                "pruned_dir",
+                "board",
+            )  # fmt: skip
         },
     }
     path = out_dir / "best.json"

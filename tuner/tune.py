@@ -48,6 +48,9 @@ class TuneRequest:
     calib: Path | None = None
     val: Path | None = None
     val_n: int | None = 500
+    text: Path | None = None  # causal LMs: the corpus (default: the built-in one)
+    seq_len: int = 64  # causal LMs: text window = prefill bucket
+    new_tokens: int = 32  # causal LMs: greedy tokens per bench
     work_dir: Path = Path("hilt-runs")
     bench_options: object | None = None
     compile_options: object | None = None
@@ -97,14 +100,26 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
 def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)
-    data = task_data(req.model, req.calib, req.val, req.val_n)
+    loaded = load_model(model_dir)
+    causal = loaded.task == "causal-lm"
+    objectives = req.objectives.for_task(loaded.task)
+    data = task_data(
+        req.model,
+        req.calib,
+        req.val,
+        req.val_n,
+        causal_dir=model_dir if causal else None,
+        text=req.text,
+        seq_len=req.seq_len,
+    )
     storage = make_storage(req.storage)
     store = ResultsStore(req.storage)
-    study = open_run_study(req.study, storage, req.objectives, req.sampler, req.seed)
+    study = open_run_study(req.study, storage, objectives, req.sampler, req.seed)
     study.set_user_attr("model", str(model_dir))
     study.set_user_attr("profile", boards[0].profile.name)
     study.set_user_attr("boards", [b.name for b in boards])
-    study.set_user_attr("objectives", list(req.objectives.names))
+    study.set_user_attr("objectives", list(objectives.names))
+    study.set_user_attr("task", loaded.task)
     space = replace(req.space, criteria=study_criteria(study))
     study.set_user_attr("space", space.to_dict())
     study.set_user_attr("command", req.command)
@@ -122,16 +137,18 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         compile_options=req.compile_options,
         holder=worker_id(),
         pool=req.pool,
+        task=loaded.task,
+        new_tokens=req.new_tokens,
     )
     pipeline = TrialPipeline(cfg, data, store)
-    dense = load_model(model_dir).model
+    dense = loaded.model
     if req.use_sia and req.sia_restrict_space:
         space = sia_restricted_space(pipeline, dense, space)
         study.set_user_attr("space", space.to_dict())
     if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
         say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
         study.set_user_attr("dense", pipeline.measure_dense(say).to_user_attrs())
-    settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=req.objectives)
+    settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=objectives)
     run_study(study, pipeline, settings, dense, event)
     best = write_best(study, study_dir)
     return TuneResult(study=study, best_json=best, pipeline=pipeline)

@@ -36,7 +36,9 @@ def tune(
     study: str = typer.Option("hilt", "--study", help="Study name; workers with the same name join it."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe | nsga2 | gp | random"),
     objective: str = typer.Option(
-        "pareto", "--objective", help="pareto, or one of accuracy|latency|memory|energy"
+        "pareto",
+        "--objective",
+        help="pareto, or one of accuracy|latency|memory|energy (causal LMs: perplexity|decode|ttft|memory)",
     ),
     energy: bool = typer.Option(False, "--energy", help="Optimise energy too (even if only modelled)."),
     latency_stat: str = typer.Option("p50", "--latency", help="p50 | p90"),
@@ -55,7 +57,12 @@ def tune(
     val: Path | None = typer.Option(
         None, "--val", help="Validation token file, .npz or .safetensors (non-demo models)."
     ),
-    val_n: int = typer.Option(500, "--val-n", help="Validation examples used for accuracy."),
+    val_n: int = typer.Option(500, "--val-n", help="Validation examples (causal LMs: text windows)."),
+    text: Path | None = typer.Option(
+        None, "--text", help="Causal LMs: a UTF-8 text corpus (default: the built-in one)."
+    ),
+    seq_len: int = typer.Option(64, "--seq-len", min=2, help="Causal LMs: text window and prefill length."),
+    new_tokens: int = typer.Option(32, "--new-tokens", min=2, help="Causal LMs: greedy tokens per bench."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed; workers started together need different ones."),
     out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here."),
@@ -68,6 +75,7 @@ def tune(
     import optuna
 
     from tuner.objectives import parse_objectives
+    from tuner.results import quality_score, quality_text
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -100,6 +108,9 @@ def tune(
         calib=calib,
         val=val,
         val_n=val_n,
+        text=text,
+        seq_len=seq_len,
+        new_tokens=new_tokens,
         work_dir=out,
         command="hilt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
@@ -114,13 +125,12 @@ def tune(
                 progress.update(task, description=f"trial {n}: {data['step']}")
             elif kind == "trial_completed":
                 progress.advance(task)
-                acc, lat = data["accuracy"], data["latency_ms"]
-                if acc > best.get("accuracy", -1):
-                    best.update(accuracy=acc, latency=lat, trial=n)
+                if "score" not in best or quality_score(data) > best["score"]:
+                    best.update(score=quality_score(data), text=quality_text(data), trial=n)
                 progress.console.print(
-                    f"trial {n}: accuracy {acc:.3f}, latency {lat:.2f} ms, peak {data['peak_rss_mb']:.0f} MB "
-                    f"on {data['board']} (x{data['compression']:.2f}); "
-                    f"best accuracy {best['accuracy']:.3f} (#{best['trial']})"
+                    f"trial {n}: {quality_text(data)}, latency {data['latency_ms']:.2f} ms, "
+                    f"peak {data['peak_rss_mb']:.0f} MB on {data['board']} (x{data['compression']:.2f}); "
+                    f"best {best['text']} (#{best['trial']})"
                 )
             elif kind in ("trial_rejected", "trial_failed"):
                 if kind == "trial_rejected":
@@ -140,14 +150,14 @@ def tune(
             if metrics is not None:
                 metrics.stop()
     front = Table(title=f"Pareto front of study '{study}' ({len(result.study.trials)} trials)")
-    for col in ("trial", "accuracy", "latency ms", "peak MB", "compression", "bundle"):
+    for col in ("trial", "quality", "latency ms", "peak MB", "compression", "bundle"):
         front.add_column(col)
     from tuner.results import TrialResult
     from tuner.study import best_schedules
 
     for t in best_schedules(result.study):
         a = TrialResult.from_user_attrs(t.user_attrs)
-        row = (f"{a.accuracy:.3f}", f"{a.latency_ms:.2f}", f"{a.peak_rss_mb:.0f}")
+        row = (quality_text(t.user_attrs), f"{a.latency_ms:.2f}", f"{a.peak_rss_mb:.0f}")
         front.add_row(str(t.number), *row, f"{a.compression:.2f}x", a.bundle[:12])
     console.print(front)
     stats = result.pipeline.stats
