@@ -28,7 +28,7 @@ from harness.sia.verdict import Thresholds
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-ALGORITHM_VERSION = 2  # bump when a metric's definition changes: cached results are then recomputed
+ALGORITHM_VERSION = 3  # bump when a metric's definition changes: cached results are then recomputed
 GRANULARITIES = ("layer", "head", "channel")
 
 
