@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -189,6 +189,29 @@ def _lowest_removal(probe: Probe, scores: np.ndarray, fraction: float) -> list[i
         left[units[i].layer] -= 1
         removed.append(int(i))
     return removed
+
+
+def rejudge(result: GranularityResult, thresholds: Thresholds) -> GranularityResult:
+    """The same measurements judged under other thresholds (or the other rule): verdicts and horizon
+    recomputed, nothing re-measured, so rules and thresholds can be compared and calibrated offline."""
+    floor = max(1e-3, 0.05 * abs(result.base_loss))
+    harmless_at = max(thresholds.harmless_increase, floor)
+    nan = Estimate(float("nan"), float("nan"), float("nan"))
+    ratios = []
+    for r in result.ratios:
+        judged = r.stability_recovered if r.stability_recovered is not None else r.stability
+        harmless = r.chosen_increase is not None and r.chosen_increase <= harmless_at
+        if thresholds.rule == "rank":
+            verdict, reasons = judge_rank(
+                r.additivity_spearman, r.beats_random or nan, judged, harmless, thresholds
+            )
+        else:
+            verdict, reasons = judge(
+                result.fidelity, r.additivity_spearman, r.additivity_error, judged, thresholds
+            )
+        ratios.append(replace(r, verdict=verdict, reasons=reasons, harmless=harmless))
+    hz = horizon([r.removed_fraction for r in ratios], [r.verdict for r in ratios])
+    return replace(result, ratios=ratios, horizon_removed=hz)
 
 
 def run_empirical(

@@ -20,7 +20,7 @@ from harness.cache import cache_root
 from harness.errors import ConfigError
 from harness.prune.calib import calibration_batches
 from harness.prune.schedule import DEFAULT_CRITERION
-from harness.sia.empirical import EmpiricalConfig, GranularityResult, run_empirical
+from harness.sia.empirical import EmpiricalConfig, GranularityResult, rejudge, run_empirical
 from harness.sia.probe import ModelProbe
 from harness.sia.structural import StructuralVerdict, structural_verdict
 from harness.sia.verdict import Thresholds
@@ -147,7 +147,9 @@ def check_sia(
         path = _cache_dir() / f"{_cache_key(mh, dh, g, crit, settings)}.json"
         if cache and path.is_file():
             try:
-                report.results.append(GranularityResult.from_dict(json.loads(path.read_text())))
+                # verdicts are a function of the stored measurements: judge them with today's rules
+                cached = GranularityResult.from_dict(json.loads(path.read_text()))
+                report.results.append(rejudge(cached, thresholds))
                 log.info("SIA %s/%s: cache hit %s", g, crit, path.name)
                 continue
             except (json.JSONDecodeError, KeyError, TypeError):

@@ -300,3 +300,21 @@ def test_masked_loss_restores_weights() -> None:
     assert probe.loss() == base
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_rejudge_reproduces_the_verdicts_and_switches_rules_without_measuring() -> None:
+    from harness.sia.empirical import rejudge
+
+    probe = SumProbe(V, V.copy(), lambda x: 3.0 * x.sum() ** 2)
+    rank = run_empirical(probe, CFG, Thresholds(), "head", "toy")
+    again = rejudge(rank, Thresholds())
+    assert [r.verdict for r in again.ratios] == [r.verdict for r in rank.ratios]
+    assert again.horizon_removed == rank.horizon_removed
+    before = probe.forward_passes
+    magnitude = rejudge(rank, Thresholds(rule="magnitude"))
+    assert probe.forward_passes == before
+    direct = run_empirical(
+        SumProbe(V, V.copy(), lambda x: 3.0 * x.sum() ** 2), CFG, Thresholds(rule="magnitude"), "head", "toy"
+    )
+    assert [r.verdict for r in magnitude.ratios] == [r.verdict for r in direct.ratios]
+    assert magnitude.horizon_removed == direct.horizon_removed < rank.horizon_removed
