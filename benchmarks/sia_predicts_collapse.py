@@ -78,6 +78,32 @@ def _scores(points: list[dict], key: str) -> dict[str, float | int | None]:
     }
 
 
+HARMLESS_GRID = (0.02, 0.05, 0.1, 0.2)
+RANK_MIN_GRID = (0.3, 0.5, 0.7)
+
+
+def _calibration(models: dict) -> list[dict]:
+    """Precision/recall over every model's points for a grid of rank-rule thresholds, from the stored
+    measurements (`rejudge`, nothing re-measured). In-sample: the same points choose and score."""
+    from harness.sia import Thresholds
+    from harness.sia.empirical import GranularityResult, rejudge
+
+    rows = []
+    for harmless in HARMLESS_GRID:
+        for rank_min in RANK_MIN_GRID:
+            th = Thresholds(harmless_increase=harmless, additivity_spearman_min=rank_min)
+            points = []
+            for entry in models.values():
+                hz = {
+                    r["granularity"]: rejudge(GranularityResult.from_dict(r), th).horizon_removed
+                    for r in entry["sia"]["results"]
+                }
+                points += [{**p, "cal_safe": _safe(p["removed"], hz)} for p in entry["points"]]
+            sc = _scores(points, "cal_safe")
+            rows.append({"harmless_increase": harmless, "additivity_spearman_min": rank_min, **sc})
+    return rows
+
+
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -206,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         "rank": _scores(all_points, "sia_safe"),
         "magnitude": _scores(all_points, "magnitude_safe"),
     }
+    out["calibration"] = _calibration(out["models"])
+    print("\nrank rule, other thresholds (in-sample: chosen and scored on these same points):")
+    for row in out["calibration"]:
+        th = f"harmless_increase {row['harmless_increase']:<5} rank ρ min {row['additivity_spearman_min']:<4}"
+        pr = f"precision {_fmt(row['precision'])} recall {_fmt(row['recall'])} ({row['flagged']} flagged)"
+        print(f"  {th} {pr}")
     for rule, sc in out["scores"].items():
         print(f"\nall models, {rule} rule: precision {_fmt(sc['precision'])}, recall {_fmt(sc['recall'])} "
               f"(collapse = > {COLLAPSE_PP:.0f} pp below dense; {sc['points']} points)")  # fmt: skip

@@ -7,9 +7,11 @@ can be trusted to *choose* what to remove:
 - choice: the criterion's chosen subset (its lowest-ranked units) costs no more than random subsets of
   the same size: the share of random subsets it beats is at least `beats_random_min` (0.5);
 - rank stability (Kendall, below) at least `stability_min` where there are enough survivors to rank.
-A ratio where the criterion's own choice costs at most `harmless_increase` (nats, or 5% of the base
-loss if larger) holds whatever the ranks say: that schedule breaks nothing, and single removals far
-below the noise (FFN channel groups of the demo models) make rank agreement meaningless. Magnitude
+A ratio where the criterion's own choice costs at most `harmless_increase` (0.1 nats, or 5% of the
+base loss if larger; chosen on demo-gpt2's grid, where 0.02 and 0.05 flagged harmless FFN cuts that
+cost < 0.5 pp, and 0.1 and 0.2 gave the same verdicts) holds whatever the ranks say: that schedule
+breaks nothing, and single removals far below the noise (FFN channel groups of the demo models)
+make rank agreement meaningless. Magnitude
 (super-additivity: measured / sum of singles, and the relative error) and criterion fidelity are
 reported, not gated: removals that interact strongly but keep their order still choose well.
 
@@ -50,7 +52,7 @@ class Thresholds:
     conservative: bool = False
     rule: str = "rank"
     beats_random_min: float = 0.5
-    harmless_increase: float = 0.02
+    harmless_increase: float = 0.1  # calibrated on demo-gpt2 (benchmarks/sia_predicts_collapse.py)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
