@@ -78,7 +78,7 @@ def _scores(points: list[dict], key: str) -> dict[str, float | int | None]:
     }
 
 
-HARMLESS_GRID = (0.02, 0.05, 0.1, 0.2)
+HARMLESS_GRID = (0.01, 0.02, 0.05, 0.1)  # harmless_fraction
 RANK_MIN_GRID = (0.3, 0.5, 0.7)
 
 
@@ -91,7 +91,7 @@ def _calibration(models: dict) -> list[dict]:
     rows = []
     for harmless in HARMLESS_GRID:
         for rank_min in RANK_MIN_GRID:
-            th = Thresholds(harmless_increase=harmless, additivity_spearman_min=rank_min)
+            th = Thresholds(harmless_fraction=harmless, additivity_spearman_min=rank_min)
             points = []
             for entry in models.values():
                 hz = {
@@ -100,7 +100,7 @@ def _calibration(models: dict) -> list[dict]:
                 }
                 points += [{**p, "cal_safe": _safe(p["removed"], hz)} for p in entry["points"]]
             sc = _scores(points, "cal_safe")
-            rows.append({"harmless_increase": harmless, "additivity_spearman_min": rank_min, **sc})
+            rows.append({"harmless_fraction": harmless, "additivity_spearman_min": rank_min, **sc})
     return rows
 
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     out["calibration"] = _calibration(out["models"])
     print("\nrank rule, other thresholds (in-sample: chosen and scored on these same points):")
     for row in out["calibration"]:
-        th = f"harmless_increase {row['harmless_increase']:<5} rank ρ min {row['additivity_spearman_min']:<4}"
+        th = f"harmless_fraction {row['harmless_fraction']:<5} rank ρ min {row['additivity_spearman_min']:<4}"
         pr = f"precision {_fmt(row['precision'])} recall {_fmt(row['recall'])} ({row['flagged']} flagged)"
         print(f"  {th} {pr}")
     for rule, sc in out["scores"].items():

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.sia.probe import Probe
 from harness.sia.stats import Estimate, bootstrap_ci, kendall_ci, median_ci, spearman_ci
-from harness.sia.verdict import Thresholds, horizon, judge, judge_rank
+from harness.sia.verdict import Thresholds, harmless_allowance, horizon, judge, judge_rank
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class GranularityResult:
     seconds: float
     single_increase: list[float] = field(default_factory=list)
     sampled_scores: list[float] = field(default_factory=list)
+    chance_loss: float | None = None  # loss of a model that learned nothing (None: unknown)
 
     @property
     def min_keep_ratio(self) -> float:
@@ -124,6 +125,7 @@ class GranularityResult:
             "seconds": round(self.seconds, 2),
             "single_increase": [round(v, 6) for v in self.single_increase],
             "sampled_scores": [float(v) for v in self.sampled_scores],
+            "chance_loss": self.chance_loss,
         }
 
     @classmethod
@@ -166,6 +168,7 @@ class GranularityResult:
             seconds=d["seconds"],
             single_increase=d.get("single_increase", []),
             sampled_scores=d.get("sampled_scores", []),
+            chance_loss=d.get("chance_loss"),
         )
 
 
@@ -194,8 +197,7 @@ def _lowest_removal(probe: Probe, scores: np.ndarray, fraction: float) -> list[i
 def rejudge(result: GranularityResult, thresholds: Thresholds) -> GranularityResult:
     """The same measurements judged under other thresholds (or the other rule): verdicts and horizon
     recomputed, nothing re-measured, so rules and thresholds can be compared and calibrated offline."""
-    floor = max(1e-3, 0.05 * abs(result.base_loss))
-    harmless_at = max(thresholds.harmless_increase, floor)
+    harmless_at = harmless_allowance(result.base_loss, result.chance_loss, thresholds)
     nan = Estimate(float("nan"), float("nan"), float("nan"))
     ratios = []
     for r in result.ratios:
@@ -238,7 +240,8 @@ def run_empirical(
     results: list[RatioResult] = []
     # removals whose effect is below this floor are harmless whether or not they add up
     floor = max(1e-3, 0.05 * abs(base))
-    harmless_at = max(thresholds.harmless_increase, floor)
+    chance = probe.chance_loss()
+    harmless_at = harmless_allowance(base, chance, thresholds)
     for ratio in config.ratios:
         k = max(1, int(round(ratio * len(pool))))
         predicted, measured, subsets = [], [], []
@@ -324,4 +327,5 @@ def run_empirical(
         seconds=time.perf_counter() - start,
         single_increase=[float(v) for v in single],
         sampled_scores=[float(v) for v in scores[pool]],
+        chance_loss=chance,
     )

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from harness.errors import ConfigError
 from harness.prune.calib import calibration_batches
 from harness.prune.schedule import DEFAULT_CRITERION
 from harness.sia.empirical import EmpiricalConfig, GranularityResult, rejudge, run_empirical
-from harness.sia.probe import ModelProbe
+from harness.sia.probe import ModelProbe, chance_loss_of
 from harness.sia.structural import StructuralVerdict, structural_verdict
 from harness.sia.verdict import Thresholds
 
@@ -149,6 +149,8 @@ def check_sia(
             try:
                 # verdicts are a function of the stored measurements: judge them with today's rules
                 cached = GranularityResult.from_dict(json.loads(path.read_text()))
+                if cached.chance_loss is None:  # entries written before it was stored
+                    cached = replace(cached, chance_loss=chance_loss_of(model))
                 report.results.append(rejudge(cached, thresholds))
                 log.info("SIA %s/%s: cache hit %s", g, crit, path.name)
                 continue

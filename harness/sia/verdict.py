@@ -7,11 +7,13 @@ can be trusted to *choose* what to remove:
 - choice: the criterion's chosen subset (its lowest-ranked units) costs no more than random subsets of
   the same size: the share of random subsets it beats is at least `beats_random_min` (0.5);
 - rank stability (Kendall, below) at least `stability_min` where there are enough survivors to rank.
-A ratio where the criterion's own choice costs at most `harmless_increase` (0.1 nats, or 5% of the
-base loss if larger; chosen on demo-gpt2's grid, where 0.02 and 0.05 flagged harmless FFN cuts that
-cost < 0.5 pp, and 0.1 and 0.2 gave the same verdicts) holds whatever the ranks say: that schedule
-breaks nothing, and single removals far below the noise (FFN channel groups of the demo models)
-make rank agreement meaningless. Magnitude
+A ratio where the criterion's own choice costs at most `harmless_fraction` (5%) of what the model
+gained over chance (chance loss - base loss; ln(classes) for a classifier, ln(vocabulary) for a
+causal LM) holds whatever the ranks say: that schedule breaks little of what was learned, and single
+removals far below the noise (FFN channel groups of the demo models) make rank agreement
+meaningless there. An untrained model has gained nothing, so nothing is harmless on it. On
+demo-gpt2's grid 1-2% flagged FFN cuts that cost < 0.5 pp, 5% and 10% gave the same verdicts.
+Magnitude
 (super-additivity: measured / sum of singles, and the relative error) and criterion fidelity are
 reported, not gated: removals that interact strongly but keep their order still choose well.
 
@@ -52,9 +54,11 @@ class Thresholds:
     conservative: bool = False
     rule: str = "rank"
     beats_random_min: float = 0.5
-    harmless_increase: float = 0.1  # calibrated on demo-gpt2 (benchmarks/sia_predicts_collapse.py)
+    harmless_fraction: float = 0.05  # of chance loss - base loss; see benchmarks/sia_predicts_collapse.py
 
     def __post_init__(self) -> None:
+        if not 0 <= self.harmless_fraction < 1:
+            raise ConfigError(f"harmless_fraction must be in [0, 1), got {self.harmless_fraction}")
         if self.rule not in RULES:
             raise ConfigError(f"unknown SIA rule {self.rule!r}; use one of: {', '.join(RULES)}")
 
@@ -101,6 +105,14 @@ def judge(
         reasons = [f"{name}: 95% interval crosses its threshold" for name in unsure]
         return ("violated" if th.conservative else "uncertain"), reasons
     return "holds", []
+
+
+def harmless_allowance(base_loss: float, chance_loss: float | None, th: Thresholds) -> float:
+    """The loss increase a criterion's choice may cost and still count as harmless (at least 1e-3;
+    without a chance loss, the 5%-of-base noise floor)."""
+    if chance_loss is None or math.isnan(chance_loss):
+        return max(1e-3, 0.05 * abs(base_loss))
+    return max(1e-3, th.harmless_fraction * max(0.0, chance_loss - base_loss))
 
 
 def judge_rank(

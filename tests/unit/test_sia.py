@@ -318,3 +318,19 @@ def test_rejudge_reproduces_the_verdicts_and_switches_rules_without_measuring() 
     )
     assert [r.verdict for r in magnitude.ratios] == [r.verdict for r in direct.ratios]
     assert magnitude.horizon_removed == direct.horizon_removed < rank.horizon_removed
+
+
+def test_harmless_is_a_share_of_what_the_model_learned_over_chance() -> None:
+    from harness.sia.probe import chance_loss_of
+    from harness.sia.verdict import harmless_allowance
+
+    th = Thresholds()
+    assert harmless_allowance(0.02, np.log(10), th) == pytest.approx(0.05 * (np.log(10) - 0.02))
+    assert harmless_allowance(1.2, np.log(3), th) == 1e-3  # at chance: it learned nothing to lose
+    assert harmless_allowance(0.5, None, th) == pytest.approx(0.025)  # unknown chance: the noise floor
+    assert chance_loss_of(tiny_model("gpt2")) == pytest.approx(np.log(3))
+    from tests.unit.prune_tiny import VOCAB
+
+    assert chance_loss_of(tiny_model("llama", task="causal-lm")) == pytest.approx(np.log(VOCAB))
+    with pytest.raises(Exception, match=r"harmless_fraction must be in \[0, 1\)"):
+        Thresholds(harmless_fraction=1.5)
