@@ -48,6 +48,9 @@ def tune(
     max_steps: int = typer.Option(60, "--max-steps", min=0, help="Most LoRA steps per stage."),
     round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
     search_order: bool = typer.Option(False, "--search-order", help="Also search the stage order."),
+    granularities: str = typer.Option(
+        "layer,head,channel", "--granularities", help="Granularities the search may prune (comma list)."
+    ),
     max_cuts: int = typer.Option(
         1, "--max-cuts", help="With --compression: also search cutting a granularity in up to N stages."
     ),
@@ -101,6 +104,7 @@ def tune(
             max_steps=max_steps,
             round_to=round_to,
             max_cuts=max_cuts,
+            granularities=tuple(g.strip() for g in granularities.split(",") if g.strip()),
             recovery_losses=tuple(x.strip() for x in recovery_loss.split(",") if x.strip()),
         ),  # fmt: skip
         latency_slo_ms=slo_ms,
