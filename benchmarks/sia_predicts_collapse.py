@@ -1,11 +1,16 @@
-"""Does the SIA verdict predict where accuracy collapses? Both demo models, one-shot criterion pruning.
+"""Does the SIA verdict predict where accuracy collapses? Demo models, criterion pruning without recovery.
 
-For each demo model: the SIA table per granularity (metrics with 95% bootstrap intervals, verdict
-per removed fraction, predictable horizon), then a criterion-driven one-shot prune (all granularities
-scored once on the dense model, removed together, no recovery) at 2x / 4x / 8x / 13.8x total-parameter
-compression, with its test accuracy. A (model, ratio) pair is *predicted safe* when every
-granularity the schedule removes stays within its SIA horizon; it *collapsed* when accuracy fell
-more than 20 pp below dense. The agreement count says how often the two match.
+For each model: the SIA table per granularity (rank agreement, the criterion's choice vs random
+subsets, super-additivity and rank stability, with 95% bootstrap intervals; verdict per removed
+fraction; predictable horizon). Then a grid of pruned models, each scored once on the dense model and
+pruned with no recovery: every granularity alone at every tested removed fraction, plus the one-shot
+schedule (all three together) at 2x / 4x / 8x / 13.8x total-parameter compression.
+
+A point is *predicted unsafe* when some granularity it removes goes beyond its SIA horizon; it
+*collapsed* when test accuracy fell more than 20 pp below dense. Treating "unsafe" as an alarm for
+collapse, the benchmark reports precision (alarms that were collapses) and recall (collapses that
+were flagged) for the rank rule (the default) and, judged on the same measurements, the older
+magnitude rule.
 
     .venv/bin/python benchmarks/sia_predicts_collapse.py [--models demo-gpt2,demo-llama] [--test-n 2000]
 
@@ -27,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 TARGETS = (2.0, 4.0, 8.0, 13.8)
 COLLAPSE_PP = 20.0
+GRANULARITIES = ("layer", "head", "channel")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,24 +54,111 @@ def _removed_by_granularity(schedule) -> dict[str, float]:  # noqa: ANN001
     return {g: 1.0 - k for g, k in kept.items()}
 
 
+def _safe(removed: dict[str, float], horizons: dict[str, float]) -> bool:
+    return all(removed[g] <= horizons.get(g, 0.0) + 1e-6 for g in removed if removed[g] > 1e-6)
+
+
+def _scores(points: list[dict], key: str) -> dict[str, float | int | None]:
+    """Precision and recall of "unsafe" as an alarm for collapse, over the points."""
+    tp = sum(1 for p in points if not p[key] and p["collapsed"])
+    fp = sum(1 for p in points if not p[key] and not p["collapsed"])
+    fn = sum(1 for p in points if p[key] and p["collapsed"])
+    unsafe = sum(1 for p in points if not p[key])
+    return {
+        "points": len(points),
+        "collapsed": tp + fn,
+        "flagged": unsafe,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "all_unsafe": unsafe == len(points),
+        "all_safe": unsafe == 0,
+    }
+
+
+HARMLESS_GRID = (0.01, 0.02, 0.05, 0.1)  # harmless_fraction
+RANK_MIN_GRID = (0.3, 0.5, 0.7)
+
+
+def _calibration(models: dict) -> list[dict]:
+    """Precision/recall over every model's points for a grid of rank-rule thresholds, from the stored
+    measurements (`rejudge`, nothing re-measured). In-sample: the same points choose and score."""
+    from harness.sia import Thresholds
+    from harness.sia.empirical import GranularityResult, rejudge
+
+    rows = []
+    for harmless in HARMLESS_GRID:
+        for rank_min in RANK_MIN_GRID:
+            th = Thresholds(harmless_fraction=harmless, additivity_spearman_min=rank_min)
+            points = []
+            for entry in models.values():
+                hz = {
+                    r["granularity"]: rejudge(GranularityResult.from_dict(r), th).horizon_removed
+                    for r in entry["sia"]["results"]
+                }
+                points += [{**p, "cal_safe": _safe(p["removed"], hz)} for p in entry["points"]]
+            sc = _scores(points, "cal_safe")
+            rows.append({"harmless_fraction": harmless, "additivity_spearman_min": rank_min, **sc})
+    return rows
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _point(ctx: dict, kind: str, label: str, schedule, achieved: float | None) -> dict:  # noqa: ANN001
+    """Prune a copy of the dense model by `schedule` (no recovery), measure it, judge it; prints one row."""
+    from harness.evaluate import evaluate_classifier
+    from harness.prune.cascade import run_cascade
+
+    model, _ = run_cascade(copy.deepcopy(ctx["dense"]), schedule, ctx["calib"])
+    acc = evaluate_classifier(model, ctx["test"]).accuracy
+    removed = _removed_by_granularity(schedule)
+    drop = (ctx["dense_acc"] - acc) * 100
+    p = {
+        "kind": kind,
+        "label": label,
+        "achieved": achieved,
+        "accuracy": acc,
+        "drop_pp": drop,
+        "removed": removed,
+        "sia_safe": _safe(removed, ctx["horizons"]),
+        "magnitude_safe": _safe(removed, ctx["mag_horizons"]),
+        "collapsed": drop > COLLAPSE_PP,
+    }
+    rm = "/".join(f"{removed.get(g, 0):.0%}" for g in GRANULARITIES)
+    rank, mag = ("safe" if p[k] else "unsafe" for k in ("sia_safe", "magnitude_safe"))
+    print(f"{label:<20}{acc:<10.2%}{drop:<9.1f}{rm:<22}{rank:<8}{mag:<11}{p['collapsed']}", flush=True)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
     from harness.data import load_demo_split
     from harness.demo.models import demo_model_dir
+    from harness.errors import HiltError
     from harness.evaluate import evaluate_classifier
     from harness.models import load_model
     from harness.prune.baselines import method_template
-    from harness.prune.cascade import run_cascade
+    from harness.prune.schedule import DEFAULT_CRITERION, parse_schedule
     from harness.prune.targets import schedule_for_compression
-    from harness.sia import check_sia
-    from harness.sia.empirical import EmpiricalConfig
+    from harness.sia import Thresholds, check_sia
+    from harness.sia.empirical import EmpiricalConfig, rejudge
 
     calib = load_demo_split("calib")
     test = load_demo_split("test", args.test_n)
     ratios = tuple(float(r) for r in args.ratios.split(","))
-    out: dict = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "models": {}}
-    agree = total = 0
+    out: dict = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "collapse_pp": COLLAPSE_PP,
+        "thresholds": Thresholds().to_dict(),
+        "models": {},
+    }
+    all_points: list[dict] = []
     for name in args.models.split(","):
         if not demo_model_dir(name).is_dir():
             print(f"{name}: not trained; run `hilt demo train --model {name}` first", file=sys.stderr)
@@ -80,46 +173,74 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"SIA check: {sia_s:.0f} s, {sum(r.forward_passes for r in report.results)} batch forward passes"
         )
-        print(f"{'granularity':<12}{'fidelity ρ':<24}{'removed':<9}{'additivity ρ':<24}{'rel. error':<24}"
-              f"{'stability τ':<24}verdict")  # fmt: skip
-        horizons = {}
+        print(f"{'granularity':<22}{'removed':<9}{'rank ρ':<24}{'beats random':<24}{'super-add.':<11}"
+              f"{'stability τ':<24}{'chosen Δloss':<13}verdict (rank / magnitude)")  # fmt: skip
+        horizons, mag_horizons = {}, {}
         for r in report.results:
-            horizons[r.granularity] = r.horizon_removed
-            for i, x in enumerate(r.ratios):
-                print(f"{(r.granularity + ' (' + r.criterion + ')') if i == 0 else '':<12}"
-                      f"{str(r.fidelity) if i == 0 else '':<24}{x.removed_fraction:<9.0%}"
-                      f"{str(x.additivity_spearman):<24}{str(x.additivity_error):<24}{str(x.stability):<24}"
-                      f"{x.verdict}")  # fmt: skip
-            print(f"{'':<12}predictable horizon: {r.horizon_removed:.0%} removed")
-        rows = []
-        print(f"\n{'target':<8}{'achieved':<10}{'accuracy':<10}{'drop pp':<9}"
-              f"{'removed (layer/head/channel)':<32}{'SIA says':<12}{'collapsed':<10}agree")  # fmt: skip
+            mag = rejudge(r, Thresholds(rule="magnitude"))
+            horizons[r.granularity], mag_horizons[r.granularity] = r.horizon_removed, mag.horizon_removed
+            for i, (x, m) in enumerate(zip(r.ratios, mag.ratios, strict=True)):
+                sup = "-" if x.super_additivity is None else f"{x.super_additivity.value:.2f}x"
+                print(f"{(r.granularity + ' (' + r.criterion + ')') if i == 0 else '':<22}"
+                      f"{x.removed_fraction:<9.0%}{str(x.additivity_spearman):<24}{str(x.beats_random):<24}"
+                      f"{sup:<11}{str(x.stability):<24}{x.chosen_increase:<13.4f}"
+                      f"{x.verdict}{' (harmless)' if x.harmless else ''} / {m.verdict}")  # fmt: skip
+            print(f"{'':<22}horizon: {r.horizon_removed:.0%} removed (magnitude: {mag.horizon_removed:.0%})")
+        points: list[dict] = []
+        ctx = {"dense": dense, "calib": calib, "test": test, "dense_acc": dense_acc}
+        ctx |= {"horizons": horizons, "mag_horizons": mag_horizons}
+
+        print(f"\n{'point':<20}{'accuracy':<10}{'drop pp':<9}{'removed (l/h/c)':<22}{'rank':<8}"
+              f"{'magnitude':<11}collapsed")  # fmt: skip
+        for g in GRANULARITIES:
+            for f in ratios:
+                stage = {"granularity": g, "ratio": round(1.0 - f, 6), "criterion": DEFAULT_CRITERION[g]}
+                if g != "layer":
+                    stage["scope"] = "global"  # SIA's units are pooled over layers too
+                try:
+                    schedule = parse_schedule({"version": 1, "name": f"{g}-{f:g}", "stages": [stage]})
+                    points.append(_point(ctx, "granularity", f"{g} -{f:.0%}", schedule, None))
+                except HiltError as exc:
+                    print(f"{g} -{f:.0%}: not realisable ({exc})")
         for target in (float(t) for t in args.targets.split(",")):
             template, split = method_template("one-shot", 0)
             try:
                 schedule, achieved = schedule_for_compression(dense, target, template, split)
-            except Exception as exc:  # noqa: BLE001 - report unreachable targets and go on
-                print(f"{target:<8}unreachable: {exc}")
+            except HiltError as exc:
+                print(f"one-shot {target}x: unreachable ({exc})")
                 continue
-            model, _ = run_cascade(copy.deepcopy(dense), schedule, calib)
-            acc = evaluate_classifier(model, test).accuracy
-            removed = _removed_by_granularity(schedule)
-            safe = all(removed[g] <= horizons.get(g, 0.0) + 1e-9 for g in removed if removed[g] > 0)
-            collapsed = (dense_acc - acc) * 100 > COLLAPSE_PP
-            ok = safe != collapsed
-            agree += ok
-            total += 1
-            rm = "/".join(f"{removed.get(g, 0):.0%}" for g in ("layer", "head", "channel"))
-            print(f"{target:<8}{achieved:<10.2f}{acc:<10.2%}{(dense_acc - acc) * 100:<9.1f}{rm:<32}"
-                  f"{'safe' if safe else 'unsafe':<12}{str(collapsed):<10}{ok}")  # fmt: skip
-            rows.append({"target": target, "achieved": achieved, "accuracy": acc, "removed": removed,
-                         "sia_safe": safe, "collapsed": collapsed, "agree": ok})  # fmt: skip
-        out["models"][name] = {"dense_accuracy": dense_acc, "sia": report.to_dict(), "sia_seconds": sia_s,
-                               "one_shot": rows}  # fmt: skip
-    print(
-        f"\nagreement: {agree}/{total} (model, ratio) pairs (collapse = > {COLLAPSE_PP:.0f} pp below dense)"
-    )
-    out["agreement"] = {"agree": agree, "total": total}
+            points.append(_point(ctx, "one-shot", f"one-shot {target:g}x", schedule, achieved))
+        scores = {"rank": _scores(points, "sia_safe"), "magnitude": _scores(points, "magnitude_safe")}
+        for rule, sc in scores.items():
+            flag = " -- ALL UNSAFE" if sc["all_unsafe"] else (" -- ALL SAFE" if sc["all_safe"] else "")
+            counts = f"{sc['flagged']} of {sc['points']} flagged, {sc['collapsed']} collapsed"
+            print(
+                f"{rule:>9} rule: precision {_fmt(sc['precision'])}, "
+                f"recall {_fmt(sc['recall'])} ({counts}){flag}"
+            )
+        all_points += points
+        out["models"][name] = {
+            "dense_accuracy": dense_acc,
+            "sia": report.to_dict(),
+            "sia_seconds": sia_s,
+            "horizons": {"rank": horizons, "magnitude": mag_horizons},
+            "points": points,
+            "scores": scores,
+        }
+        args.out.write_text(json.dumps(out, indent=2, default=str))  # partial results survive a stop
+    out["scores"] = {
+        "rank": _scores(all_points, "sia_safe"),
+        "magnitude": _scores(all_points, "magnitude_safe"),
+    }
+    out["calibration"] = _calibration(out["models"])
+    print("\nrank rule, other thresholds (in-sample: chosen and scored on these same points):")
+    for row in out["calibration"]:
+        th = f"harmless_fraction {row['harmless_fraction']:<5} rank ρ min {row['additivity_spearman_min']:<4}"
+        pr = f"precision {_fmt(row['precision'])} recall {_fmt(row['recall'])} ({row['flagged']} flagged)"
+        print(f"  {th} {pr}")
+    for rule, sc in out["scores"].items():
+        print(f"\nall models, {rule} rule: precision {_fmt(sc['precision'])}, recall {_fmt(sc['recall'])} "
+              f"(collapse = > {COLLAPSE_PP:.0f} pp below dense; {sc['points']} points)")  # fmt: skip
     args.out.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0

@@ -4,6 +4,12 @@ Define-by-run: the number of stages (1..max), each stage's granularity, criterio
 steps; ratios either searched directly or, for a fixed total compression (e.g. 13.8x), solved from
 a searched split between granularities. Stages run coarse to fine unless the order is searched.
 Channel widths can be rounded to a hardware multiple so compiled shapes repeat across candidates.
+
+With a fixed compression, `max_cuts > 1` also searches how many stages each granularity is cut in
+(`cuts_<g>`, e.g. heads 4 -> 3 -> 2 with recovery between, sharing that slot's steps), and more than
+one `recovery_losses` choice searches the recovery loss (`recovery_loss`: ce, kd, mix). Both are
+parameters of their own, absent at the defaults, so existing studies resume unchanged (Optuna's
+storage refuses a changed choice set for an existing name).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from harness.models.adapters import get_adapter
 from harness.prune.cascade import validate_for_model
 from harness.prune.criteria import SEARCHABLE
 from harness.prune.schedule import Schedule, kept_count
-from harness.prune.targets import schedule_for_compression
+from harness.prune.targets import MAX_CUTS, CompressionPlan, schedule_for_compression
 
 FINENESS = {"layer": 0, "head": 1, "channel": 2}
 
@@ -37,6 +43,8 @@ class SpaceConfig:
     lr: float = 2e-3
     round_to: int | None = None  # FFN widths rounded to this multiple (None: no rounding)
     calib_batches: int = 4
+    max_cuts: int = 1  # > 1 (with `compression`): search cuts per granularity, 1..max_cuts
+    recovery_losses: tuple[str, ...] = ("ce",)  # more than one: search the recovery loss
     # the criterion choices per granularity; fixed when a study is created (`study_criteria`), so a
     # criterion added later never changes a running study's categorical choices
     criteria: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(SEARCHABLE))
@@ -50,6 +58,15 @@ class SpaceConfig:
         if bad or not self.granularities:
             raise ScheduleError(
                 f"unknown granularity {bad[0] if bad else '(none)'}; use layer, head, channel"
+            )
+        if not 1 <= self.max_cuts <= MAX_CUTS:
+            raise ScheduleError(f"max_cuts must be 1..{MAX_CUTS}, got {self.max_cuts}")
+        if self.max_cuts > 1 and self.compression is None:
+            raise ScheduleError("max_cuts > 1 needs a fixed compression target (cuts share a solved ratio)")
+        unknown = [x for x in self.recovery_losses if x not in ("ce", "kd", "mix")]
+        if unknown or not self.recovery_losses:
+            raise ScheduleError(
+                f"unknown recovery loss {unknown[0] if unknown else '(none)'!r}; use ce, kd or mix"
             )
 
     def to_dict(self) -> dict:
@@ -80,13 +97,19 @@ def _stage_slots(trial: optuna.Trial, cfg: SpaceConfig) -> list[dict]:
     return slots
 
 
-def _schedule(slots: list[dict], cfg: SpaceConfig, name: str) -> Schedule:
+def _schedule(slots: list[dict], cfg: SpaceConfig, name: str, loss: str = "ce") -> Schedule:
     stages = [
         {
             "granularity": s["granularity"],
             "ratio": s["ratio"] if s["ratio"] is not None else 1.0,
             "criterion": s["criterion"],
-            "recovery": {"rank": s["rank"], "alpha": 2.0 * s["rank"], "steps": s["steps"], "lr": cfg.lr},
+            "recovery": {
+                "rank": s["rank"],
+                "alpha": 2.0 * s["rank"],
+                "steps": s["steps"],
+                "lr": cfg.lr,
+                "loss": loss,
+            },
         }
         for s in slots
     ]
@@ -115,11 +138,20 @@ def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) ->
     """A schedule for this trial (raises ScheduleError when the sampled shape cannot be realised)."""
     slots = _stage_slots(trial, cfg)
     name = f"trial-{trial.number}"
-    schedule = _schedule(slots, cfg, name)
+    loss = "ce"
+    if len(cfg.recovery_losses) > 1:
+        loss = trial.suggest_categorical("recovery_loss", list(cfg.recovery_losses))
+    elif cfg.recovery_losses:
+        loss = cfg.recovery_losses[0]
+    schedule = _schedule(slots, cfg, name, loss)
     if cfg.compression:
         present = sorted({s["granularity"] for s in slots}, key=FINENESS.get)
         split = {g: trial.suggest_float(f"split_{g}", 0.25, 4.0, log=True) for g in present}
-        schedule, achieved = schedule_for_compression(model, cfg.compression, schedule, split)
+        cuts = {}
+        if cfg.max_cuts > 1:
+            cuts = {g: trial.suggest_int(f"cuts_{g}", 1, cfg.max_cuts) for g in present}
+        plan = CompressionPlan(split=split, cuts=cuts)
+        schedule, achieved = schedule_for_compression(model, cfg.compression, schedule, plan=plan)
         trial.set_user_attr("compression_planned", achieved)
     if cfg.round_to:
         ad = get_adapter(model)

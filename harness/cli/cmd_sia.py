@@ -35,6 +35,9 @@ def sia(
     out: Path = typer.Option(Path("hilt-runs/sia.json"), "--out", help="JSON report path."),
     plot: Path | None = typer.Option(None, "--plot", help="Write an additivity PNG here."),
     no_cache: bool = typer.Option(False, "--no-cache"),
+    rule: str = typer.Option(
+        "rank", "--rule", help="rank (rank agreement + choice vs random) or magnitude (the older rule)."
+    ),
 ) -> None:
     """Structural verdict plus the empirical SIA test; prints a table and writes JSON."""
     import torch
@@ -45,6 +48,7 @@ def sia(
     from harness.sia.empirical import EmpiricalConfig
 
     grans = tuple(g.strip() for g in granularity.split(",") if g.strip())
+    thresholds = Thresholds(rule=rule)
     cfg = EmpiricalConfig(
         ratios=_floats(ratios, "--ratios"),
         max_units=max_units,
@@ -62,7 +66,7 @@ def sia(
             labels,
             granularities=grans,
             config=cfg,
-            thresholds=Thresholds(),
+            thresholds=thresholds,
             cache=not no_cache,
             progress=lambda msg: status.update(msg),
         )
@@ -79,6 +83,8 @@ def sia(
         for col in (
             "removed",
             "additivity ρ",
+            "beats random",
+            "super-additivity",
             "median rel. error",
             "rank stability τ",
             "τ after recovery",
@@ -89,10 +95,12 @@ def sia(
             table.add_row(
                 f"{r.removed_fraction:.0%}",
                 str(r.additivity_spearman),
+                "-" if r.beats_random is None else str(r.beats_random),
+                "-" if r.super_additivity is None else f"{r.super_additivity.value:.2f}x",
                 str(r.additivity_error),
                 str(r.stability),
                 "-" if r.stability_recovered is None else str(r.stability_recovered),
-                r.verdict,
+                r.verdict + (" (harmless)" if r.harmless else ""),
             )
         console.print(table)
         console.print(

@@ -50,6 +50,15 @@ def tune(
     max_steps: int = typer.Option(60, "--max-steps", min=0, help="Most LoRA steps per stage."),
     round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
     search_order: bool = typer.Option(False, "--search-order", help="Also search the stage order."),
+    granularities: str = typer.Option(
+        "layer,head,channel", "--granularities", help="Granularities the search may prune (comma list)."
+    ),
+    max_cuts: int = typer.Option(
+        1, "--max-cuts", help="With --compression: also search cutting a granularity in up to N stages."
+    ),
+    recovery_loss: str = typer.Option(
+        "ce", "--recovery-loss", help="Recovery loss: ce, kd or mix; a comma list searches them."
+    ),
     no_sia: bool = typer.Option(False, "--no-sia", help="Do not constrain stages by SIA's horizon."),
     calib: Path | None = typer.Option(
         None, "--calib", help="Calibration token file, .npz or .safetensors (non-demo models)."
@@ -102,6 +111,9 @@ def tune(
             search_order=search_order,
             max_steps=max_steps,
             round_to=round_to,
+            max_cuts=max_cuts,
+            granularities=tuple(g.strip() for g in granularities.split(",") if g.strip()),
+            recovery_losses=tuple(x.strip() for x in recovery_loss.split(",") if x.strip()),
         ),  # fmt: skip
         latency_slo_ms=slo_ms,
         use_sia=not no_sia,

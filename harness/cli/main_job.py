@@ -214,6 +214,10 @@ def _tune_stage(
             elif kind == "trial_rejected":
                 st.update(advance=1)
                 stages.line(f"trial {data['trial']}: rejected before building ({escape(data['reason'])})")
+            elif kind == "sia_space":
+                hz = ", ".join(f"{g} up to {100 * h:.0f}% removed" for g, h in data["horizons"].items())
+                allowed = ", ".join(data["granularities"])
+                stages.line(f"SIA (rank rule) on the dense model: {hz}; searching {allowed}")
             elif kind == "trial_failed":
                 stages.line(f"trial {data['trial']}: [yellow]failed[/yellow] ({escape(data['reason'])})")
             if event is not None:

@@ -25,14 +25,33 @@ def task_of(model: nn.Module) -> str:
     )
 
 
-def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Cross-entropy on the class label, or next-token loss for causal LMs (mean over the batch)."""
+def batch_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The model's logits on a batch: [B, classes], or [B, L, vocab] for causal LMs."""
     ids = batch.input_ids
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-    logits = out.logits if hasattr(out, "logits") else out[0]
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def task_loss(model: nn.Module, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the class label, or next-token loss for causal LMs (mean over the batch)."""
     if task_of(model) == "causal-lm":
+        ids = batch.input_ids
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
     return F.cross_entropy(logits.float(), batch.labels)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at `temperature`, times T^2 (so gradients keep their scale), averaged over
+    examples, and over token positions for causal-LM logits [B, L, V]."""
+    v = student.shape[-1]
+    s = F.log_softmax(student.reshape(-1, v).float() / temperature, dim=-1)
+    t = F.log_softmax(teacher.reshape(-1, v).float() / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy on the class label, or next-token loss for causal LMs (mean over the batch)."""
+    return task_loss(model, batch, batch_logits(model, batch))
 
 
 def calibration_batches(

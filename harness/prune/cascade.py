@@ -7,6 +7,7 @@ removals are applied first and layer removal last (indices stay valid), then LoR
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class StageRecord(BaseModel):
     accuracy_after_prune: float | None
     accuracy_after_recovery: float | None
     recovery_steps: int
+    recovery_loss: str = "ce"  # ce | kd | mix (harness.prune.schedule.Recovery)
     perplexity_after_prune: float | None = None  # causal LMs, on the evaluation data
     perplexity_after_recovery: float | None = None
     recovery_loss_first: float | None
@@ -166,6 +168,8 @@ def run_cascade(
     """
     rec_data = recovery_data if recovery_data is not None else data
     warnings = validate_for_model(model, schedule)
+    # distillation needs the dense model as it is now: the runner prunes `model` in place
+    teacher = copy.deepcopy(model).eval() if schedule.uses_teacher() else None
     t0 = time.perf_counter()
     cal = schedule.calibration
     batches = calibration_batches(data.input_ids, data.labels, cal.batches, cal.batch_size, cal.seed)
@@ -200,7 +204,7 @@ def run_cascade(
 
         tr = time.perf_counter()
         model, losses = recover(
-            model, stage.recovery, rec_data.input_ids, rec_data.labels, cal.seed + si, on_step
+            model, stage.recovery, rec_data.input_ids, rec_data.labels, cal.seed + si, on_step, teacher
         )
         steps_done += stage.recovery.steps
         t_rec = time.perf_counter() - tr
@@ -221,6 +225,7 @@ def run_cascade(
                 accuracy_after_prune=acc1,
                 accuracy_after_recovery=acc2,
                 recovery_steps=stage.recovery.steps,
+                recovery_loss=stage.recovery.loss,
                 perplexity_after_prune=ppl1,
                 perplexity_after_recovery=ppl2,
                 recovery_loss_first=losses[0] if losses else None,

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from harness.errors import ScheduleError
 from harness.models.adapters import get_adapter
-from harness.prune.calib import batch_loss, cycle_batches, task_of
+from harness.prune.calib import Batch, batch_logits, cycle_batches, distill_loss, task_loss, task_of
 from harness.prune.schedule import Recovery
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,19 @@ def recover(
     labels: torch.Tensor,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, list[float]]:
-    """Train LoRA adapters for `recovery.steps` steps and merge them; returns (merged model, losses)."""
+    """Train LoRA adapters for `recovery.steps` steps and merge them; returns (merged model, losses).
+
+    With `recovery.loss` `kd` or `mix`, `teacher` (the dense model, same task and vocabulary) supplies
+    the soft targets; it is only run forward, never changed.
+    """
     if recovery.steps == 0:
         return model, []
+    if recovery.uses_teacher and teacher is None:
+        raise ScheduleError(
+            f"recovery loss {recovery.loss!r} distils from the dense model, but none was given"
+        )
     from peft import LoraConfig, get_peft_model
 
     adapter = get_adapter(model)
@@ -62,8 +72,21 @@ def recover(
     losses: list[float] = []
     peft_model.train()
     base = peft_model.get_base_model()
+    if teacher is not None:
+        teacher.eval()
+
+    def step_loss(batch: Batch) -> torch.Tensor:
+        logits = batch_logits(base, batch)
+        w = {"ce": 0.0, "kd": 1.0, "mix": recovery.kd_weight}[recovery.loss]
+        loss = task_loss(base, batch, logits) * (1.0 - w) if w < 1 else logits.new_zeros(())
+        if w > 0 and teacher is not None:
+            with torch.no_grad():
+                target = batch_logits(teacher, batch)
+            loss = loss + w * distill_loss(logits, target, recovery.temperature)
+        return loss
+
     for step in range(recovery.steps):
-        loss = batch_loss(base, next(batches))
+        loss = step_loss(next(batches))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -76,5 +99,7 @@ def recover(
     merged.eval()
     for p in merged.parameters():
         p.requires_grad_(True)
-    log.info("recovery: %d steps, loss %.4f -> %.4f", recovery.steps, losses[0], losses[-1])
+    log.info(
+        "recovery (%s): %d steps, loss %.4f -> %.4f", recovery.loss, recovery.steps, losses[0], losses[-1]
+    )
     return merged, losses

@@ -58,8 +58,17 @@ class PruneTarget(BaseModel):
         return self
 
 
+RecoveryLoss = Literal["ce", "kd", "mix"]
+
+
 class Recovery(BaseModel):
-    """LoRA recovery after a stage; `steps == 0` skips it."""
+    """LoRA recovery after a stage; `steps == 0` skips it.
+
+    `loss` picks what LoRA trains on: `ce` the task labels (class or next token), `kd` the dense
+    teacher's logits only (KL at `temperature`, per token for causal LMs), `mix` both:
+    `(1 - kd_weight) * ce + kd_weight * kd`. The teacher knows what the removed units did, which
+    the labels alone do not say.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +78,16 @@ class Recovery(BaseModel):
     lr: float = 1e-3
     batch_size: int = 32
     dropout: float = 0.0
+    loss: RecoveryLoss = "ce"
+    temperature: float = 2.0
+    kd_weight: float = 0.5
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, v: Any) -> Any:
+        if v not in ("ce", "kd", "mix"):
+            raise ValueError(f"recovery loss {v!r} is unknown; use ce, kd or mix")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Recovery:
@@ -84,7 +103,17 @@ class Recovery(BaseModel):
             raise ValueError(f"recovery batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.temperature <= 100:
+            raise ValueError(f"distillation temperature must be in (0, 100], got {self.temperature}")
+        if not 0 <= self.kd_weight <= 1:
+            raise ValueError(
+                f"kd_weight (share of the distillation loss) must be in [0, 1], got {self.kd_weight}"
+            )
         return self
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.steps > 0 and (self.loss == "kd" or (self.loss == "mix" and self.kd_weight > 0))
 
 
 class Stage(BaseModel):
@@ -139,6 +168,10 @@ class Schedule(BaseModel):
 
     def total_recovery_steps(self) -> int:
         return sum(s.recovery.steps for s in self.stages)
+
+    def uses_teacher(self) -> bool:
+        """Whether any stage distils from the dense model (the runner then keeps a copy of it)."""
+        return any(s.recovery.uses_teacher for s in self.stages)
 
 
 def _first_error(exc: ValidationError, source: str) -> ScheduleError:

@@ -2,7 +2,9 @@
 
 For sampled units: criterion score vs measured loss increase of removing each alone (fidelity).
 For random subsets at each ratio: sum of single-removal increases vs the measured increase of
-removing the subset together (additivity). After removing each ratio's lowest-ranked units:
+removing the subset together (rank agreement: Spearman and Kendall; magnitude: super-additivity and
+relative error). The criterion's choice at each ratio (its lowest-ranked units) is measured too and
+compared with random subsets of the same size. After removing each ratio's lowest-ranked units:
 Kendall tau of the criterion ranking of the survivors before vs after (rank stability), without
 and with a short recovery. Cost is counted in batch forward passes and reported.
 """
@@ -12,13 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from harness.sia.probe import Probe
-from harness.sia.stats import Estimate, kendall_ci, median_ci, spearman_ci
-from harness.sia.verdict import Thresholds, horizon, judge
+from harness.sia.stats import Estimate, bootstrap_ci, kendall_ci, median_ci, spearman_ci
+from harness.sia.verdict import Thresholds, harmless_allowance, horizon, judge, judge_rank
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class EmpiricalConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
 
 
+def _opt(e: Estimate | None) -> dict[str, float | None] | None:
+    return None if e is None else e.to_dict()
+
+
 @dataclass
 class RatioResult:
     removed_fraction: float
@@ -49,6 +55,12 @@ class RatioResult:
     measured: list[float] = field(default_factory=list)  # measured increase, per subset
     verdict: str = "violated"
     reasons: list[str] = field(default_factory=list)
+    additivity_kendall: Estimate | None = None
+    super_additivity: Estimate | None = None  # median measured / sum of singles (1 = additive)
+    chosen_increase: float | None = None  # measured increase of the criterion's lowest-ranked units
+    random_increase: list[float] = field(default_factory=list)  # random subsets of the chosen size
+    beats_random: Estimate | None = None  # share of those random subsets the choice costs less than
+    harmless: bool = False
 
     @property
     def keep_ratio(self) -> float:
@@ -68,6 +80,12 @@ class RatioResult:
             "measured": [round(v, 6) for v in self.measured],
             "verdict": self.verdict,
             "reasons": list(self.reasons),
+            "additivity_kendall": _opt(self.additivity_kendall),
+            "super_additivity": _opt(self.super_additivity),
+            "chosen_increase": None if self.chosen_increase is None else round(self.chosen_increase, 6),
+            "random_increase": [round(v, 6) for v in self.random_increase],
+            "beats_random": _opt(self.beats_random),
+            "harmless": self.harmless,
         }
 
 
@@ -85,6 +103,7 @@ class GranularityResult:
     seconds: float
     single_increase: list[float] = field(default_factory=list)
     sampled_scores: list[float] = field(default_factory=list)
+    chance_loss: float | None = None  # loss of a model that learned nothing (None: unknown)
 
     @property
     def min_keep_ratio(self) -> float:
@@ -106,6 +125,7 @@ class GranularityResult:
             "seconds": round(self.seconds, 2),
             "single_increase": [round(v, 6) for v in self.single_increase],
             "sampled_scores": [float(v) for v in self.sampled_scores],
+            "chance_loss": self.chance_loss,
         }
 
     @classmethod
@@ -126,6 +146,12 @@ class GranularityResult:
                 measured=r["measured"],
                 verdict=r["verdict"],
                 reasons=r["reasons"],
+                additivity_kendall=est(r.get("additivity_kendall")),
+                super_additivity=est(r.get("super_additivity")),
+                chosen_increase=r.get("chosen_increase"),
+                random_increase=r.get("random_increase", []),
+                beats_random=est(r.get("beats_random")),
+                harmless=r.get("harmless", False),
             )
             for r in d["ratios"]
         ]
@@ -142,6 +168,7 @@ class GranularityResult:
             seconds=d["seconds"],
             single_increase=d.get("single_increase", []),
             sampled_scores=d.get("sampled_scores", []),
+            chance_loss=d.get("chance_loss"),
         )
 
 
@@ -167,6 +194,28 @@ def _lowest_removal(probe: Probe, scores: np.ndarray, fraction: float) -> list[i
     return removed
 
 
+def rejudge(result: GranularityResult, thresholds: Thresholds) -> GranularityResult:
+    """The same measurements judged under other thresholds (or the other rule): verdicts and horizon
+    recomputed, nothing re-measured, so rules and thresholds can be compared and calibrated offline."""
+    harmless_at = harmless_allowance(result.base_loss, result.chance_loss, thresholds)
+    nan = Estimate(float("nan"), float("nan"), float("nan"))
+    ratios = []
+    for r in result.ratios:
+        judged = r.stability_recovered if r.stability_recovered is not None else r.stability
+        harmless = r.chosen_increase is not None and r.chosen_increase <= harmless_at
+        if thresholds.rule == "rank":
+            verdict, reasons = judge_rank(
+                r.additivity_spearman, r.beats_random or nan, judged, harmless, thresholds
+            )
+        else:
+            verdict, reasons = judge(
+                result.fidelity, r.additivity_spearman, r.additivity_error, judged, thresholds
+            )
+        ratios.append(replace(r, verdict=verdict, reasons=reasons, harmless=harmless))
+    hz = horizon([r.removed_fraction for r in ratios], [r.verdict for r in ratios])
+    return replace(result, ratios=ratios, horizon_removed=hz)
+
+
 def run_empirical(
     probe: Probe,
     config: EmpiricalConfig,
@@ -189,24 +238,48 @@ def run_empirical(
     fidelity = spearman_ci(scores[pool], single, config.bootstrap, config.seed)
 
     results: list[RatioResult] = []
+    # removals whose effect is below this floor are harmless whether or not they add up
+    floor = max(1e-3, 0.05 * abs(base))
+    chance = probe.chance_loss()
+    harmless_at = harmless_allowance(base, chance, thresholds)
     for ratio in config.ratios:
         k = max(1, int(round(ratio * len(pool))))
-        predicted, measured = [], []
+        predicted, measured, subsets = [], [], []
         say(f"{granularity}: additivity at {ratio:.0%} removed")
         for _ in range(config.subsets_per_ratio):
             chosen = rng.choice(len(pool), min(k, len(pool)), replace=False)
+            subsets.append(sorted(int(pool[c]) for c in chosen))
             predicted.append(float(single[chosen].sum()))
-            measured.append(probe.loss([int(pool[c]) for c in chosen]) - base)
+            measured.append(probe.loss(subsets[-1]) - base)
         pred, meas = np.array(predicted), np.array(measured)
         add_rho = spearman_ci(pred, meas, config.bootstrap, config.seed)
-        # relative to the larger of the two, floored at 5% of the base loss: removals whose effect is
-        # below that floor are harmless whether or not they add up, and must not read as violations
-        floor = max(1e-3, 0.05 * abs(base))
+        add_tau = kendall_ci(pred, meas, config.bootstrap, config.seed)
+        # relative to the larger of the two, floored: see `floor`
         rel = np.abs(meas - pred) / np.maximum(np.maximum(np.abs(meas), np.abs(pred)), floor)
         add_err = median_ci(rel, config.bootstrap, config.seed)
+        sup = median_ci(np.maximum(meas, 0) / np.maximum(pred, floor), config.bootstrap, config.seed)
+
+        removed = _lowest_removal(probe, scores, ratio)
+        say(f"{granularity}: criterion's choice vs random at {ratio:.0%} removed")
+        chosen_inc = probe.loss(removed) - base
+        if len(pool) == n and len(removed) == k:
+            random_inc = meas  # the additivity subsets are already random subsets of this size
+        else:
+            random_inc = np.array(
+                [
+                    probe.loss(sorted(int(u) for u in rng.choice(n, len(removed), replace=False))) - base
+                    for _ in range(config.subsets_per_ratio)
+                ]
+            )
+        # ties (within noise) count half: a choice no better than chance scores 0.5
+        tol = 1e-6 + 1e-3 * abs(base)
+        wins = np.where(random_inc > chosen_inc + tol, 1.0, np.where(random_inc < chosen_inc - tol, 0.0, 0.5))
+        beats = bootstrap_ci(lambda w: float(np.mean(w)), (wins,), config.bootstrap, config.seed)
+        # the criterion's own choice costs (next to) nothing: a schedule at this ratio is safe whatever the
+        # ranks of single removals say (they are often pure noise then, e.g. FFN channel groups)
+        harmless = bool(chosen_inc <= harmless_at)
 
         say(f"{granularity}: rank stability at {ratio:.0%} removed")
-        removed = _lowest_removal(probe, scores, ratio)
         survivors = probe.surviving(removed)
         after = probe.pruned(removed, recovery_steps=0)
         stability = kendall_ci(scores[survivors], after.scores(), config.bootstrap, config.seed)
@@ -217,7 +290,10 @@ def run_empirical(
             stability_rec = kendall_ci(scores[survivors], rec.scores(), config.bootstrap, config.seed)
             probe.forward_passes += rec.forward_passes
         judged = stability_rec if stability_rec is not None else stability
-        verdict, reasons = judge(fidelity, add_rho, add_err, judged, thresholds)
+        if thresholds.rule == "rank":
+            verdict, reasons = judge_rank(add_rho, beats, judged, harmless, thresholds)
+        else:
+            verdict, reasons = judge(fidelity, add_rho, add_err, judged, thresholds)
         results.append(
             RatioResult(
                 removed_fraction=float(ratio),
@@ -229,6 +305,12 @@ def run_empirical(
                 measured=measured,
                 verdict=verdict,
                 reasons=reasons,
+                additivity_kendall=add_tau,
+                super_additivity=sup,
+                chosen_increase=float(chosen_inc),
+                random_increase=[float(v) for v in random_inc],
+                beats_random=beats,
+                harmless=harmless,
             )
         )
     hz = horizon([r.removed_fraction for r in results], [r.verdict for r in results])
@@ -245,4 +327,5 @@ def run_empirical(
         seconds=time.perf_counter() - start,
         single_increase=[float(v) for v in single],
         sampled_scores=[float(v) for v in scores[pool]],
+        chance_loss=chance,
     )

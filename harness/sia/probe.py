@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from harness.models.adapters import ArchitectureAdapter, get_adapter
-from harness.prune.calib import Batch, mean_batch_loss
+from harness.prune.calib import Batch, mean_batch_loss, task_of
 from harness.prune.criteria import (
     channel_scores,
     collect_stats,
@@ -50,6 +51,13 @@ class Unit:
         )
 
 
+def chance_loss_of(model: nn.Module) -> float | None:
+    """The loss of uniform guessing: ln(classes) for a classifier, ln(vocabulary) for a causal LM."""
+    cfg = model.config
+    n = cfg.num_labels if task_of(model) == "sequence-classification" else cfg.vocab_size
+    return math.log(n) if n and n > 1 else None
+
+
 class Probe(abc.ABC):
     """A model seen through one granularity: its units, their scores, and the loss with some removed."""
 
@@ -73,6 +81,10 @@ class Probe(abc.ABC):
     @abc.abstractmethod
     def surviving(self, removed: Sequence[int]) -> list[int]:
         """Indices into `units()` that still exist in `pruned(removed, ...)`, in its unit order."""
+
+    def chance_loss(self) -> float | None:
+        """The loss of a model that learned nothing (uniform prediction); None when unknown."""
+        return None
 
 
 class ModelProbe(Probe):
@@ -125,6 +137,9 @@ class ModelProbe(Probe):
 
     def units(self) -> list[Unit]:
         return list(self._units)
+
+    def chance_loss(self) -> float | None:
+        return chance_loss_of(self.model)
 
     # ---- scores ------------------------------------------------------------------------
     def scores(self) -> np.ndarray:

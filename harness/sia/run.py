@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,15 +20,15 @@ from harness.cache import cache_root
 from harness.errors import ConfigError
 from harness.prune.calib import calibration_batches
 from harness.prune.schedule import DEFAULT_CRITERION
-from harness.sia.empirical import EmpiricalConfig, GranularityResult, run_empirical
-from harness.sia.probe import ModelProbe
+from harness.sia.empirical import EmpiricalConfig, GranularityResult, rejudge, run_empirical
+from harness.sia.probe import ModelProbe, chance_loss_of
 from harness.sia.structural import StructuralVerdict, structural_verdict
 from harness.sia.verdict import Thresholds
 
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-ALGORITHM_VERSION = 2  # bump when a metric's definition changes: cached results are then recomputed
+ALGORITHM_VERSION = 3  # bump when a metric's definition changes: cached results are then recomputed
 GRANULARITIES = ("layer", "head", "channel")
 
 
@@ -139,7 +139,7 @@ def check_sia(
     settings = {
         "algorithm": ALGORITHM_VERSION,
         "config": config.to_dict(),
-        "thresholds": thresholds.to_dict(),
+        # no thresholds: a cached measurement is re-judged under the thresholds asked for now
         "calibration": vars(calibration),
     }
     for g in granularities:
@@ -147,7 +147,11 @@ def check_sia(
         path = _cache_dir() / f"{_cache_key(mh, dh, g, crit, settings)}.json"
         if cache and path.is_file():
             try:
-                report.results.append(GranularityResult.from_dict(json.loads(path.read_text())))
+                # verdicts are a function of the stored measurements: judge them with today's rules
+                cached = GranularityResult.from_dict(json.loads(path.read_text()))
+                if cached.chance_loss is None:  # entries written before it was stored
+                    cached = replace(cached, chance_loss=chance_loss_of(model))
+                report.results.append(rejudge(cached, thresholds))
                 log.info("SIA %s/%s: cache hit %s", g, crit, path.name)
                 continue
             except (json.JSONDecodeError, KeyError, TypeError):

@@ -55,6 +55,11 @@ def _bootstrap(fn, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int) -> Es
     return Estimate(value, float(low), float(high))
 
 
+def bootstrap_ci(fn, arrays: tuple[np.ndarray, ...], n_boot: int = 1000, seed: int = 0) -> Estimate:  # noqa: ANN001
+    """Any statistic `fn(*arrays)` with its 95% bootstrap interval (resampling rows together)."""
+    return _bootstrap(fn, tuple(np.asarray(a, float) for a in arrays), n_boot, seed)
+
+
 def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Estimate:
     return _bootstrap(_spearman, (np.asarray(x, float), np.asarray(y, float)), n_boot, seed)
 

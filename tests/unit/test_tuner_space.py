@@ -172,3 +172,52 @@ def test_resumed_study_does_not_replay_the_first_runs_draws(sampler, tmp_path) -
     run_again = open_run_study("other", storage, ObjectiveSpec(names=("accuracy",)), sampler, seed=0)
     t = run_again.ask()
     assert {"x": t.suggest_float("x", 0, 1), "k": t.suggest_int("k", 0, 10**6)} == first[0]
+
+
+def test_cuts_and_recovery_loss_are_searched_as_new_parameters_only_when_asked() -> None:
+    from harness.models.manifest import count_parameters
+    from harness.prune.targets import shape_twin, simulate_params
+
+    model = tiny_model("gpt2", layers=4)
+    dense, twin = count_parameters(model), shape_twin(model)
+    plain = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    for _ in range(5):
+        trial = plain.ask()
+        try:
+            suggest_schedule(trial, SpaceConfig(compression=2.0), model)
+        except ScheduleError:
+            pass
+        # the default space keeps its old parameter names: a study made before resumes unchanged
+        assert not [p for p in trial.params if p.startswith("cuts_") or p == "recovery_loss"]
+    cfg = SpaceConfig(max_stages=2, compression=2.0, max_cuts=3, recovery_losses=("ce", "kd", "mix"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    multi = 0
+    for _ in range(15):
+        trial = study.ask()
+        try:
+            s = suggest_schedule(trial, cfg, model)
+        except ScheduleError as exc:
+            assert "out of reach" in str(exc) or "would remove every" in str(exc), exc
+            continue
+        assert trial.params["recovery_loss"] in ("ce", "kd", "mix")
+        assert {st.recovery.loss for st in s.stages} == {trial.params["recovery_loss"]}
+        grans = [st.targets[0].granularity for st in s.stages]
+        slots = trial.params["n_stages"]
+        expected = sum(trial.params[f"cuts_{trial.params[f's{i}_granularity']}"] for i in range(slots))
+        assert len(grans) == expected
+        multi += len(grans) > slots
+        assert dense / simulate_params(twin, s) >= 2.0
+    assert multi >= 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_cuts": 0, "compression": 2.0}, "max_cuts must be 1..8, got 0"),
+        ({"max_cuts": 2}, "max_cuts > 1 needs a fixed compression target"),
+        ({"recovery_losses": ("ce", "l2")}, "unknown recovery loss 'l2'; use ce, kd or mix"),
+    ],
+)
+def test_bad_space_options_are_one_clear_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ScheduleError, match=message):
+        SpaceConfig(**kwargs)
