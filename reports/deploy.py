@@ -51,6 +51,20 @@ class ReportData:
     versions: dict[str, str]
     deltas: dict[str, float] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)  # causal LMs: greedy text, dense and chosen
+    sia_space: dict = field(default_factory=dict)  # granularities the search pruned, and SIA's horizons
+
+    @property
+    def sia_space_line(self) -> str:
+        """'The search pruned layer, head (SIA on the dense model: ...); channel not searched: ...'."""
+        if not self.sia_space:
+            return ""
+        allowed, hz = self.sia_space["granularities"], self.sia_space["horizons"]
+        dropped = [g for g in self.sia_space["searched"] if g not in allowed]
+        how = ", ".join(f"{g} up to {100 * h:.0f}% removed" for g, h in hz.items())
+        line = f"The search pruned {', '.join(allowed)} (SIA on the dense model: {how})"
+        if dropped:
+            line += f"; {', '.join(dropped)} not searched: SIA is violated at every tested ratio"
+        return line + "."
 
     @property
     def causal(self) -> bool:
@@ -192,6 +206,7 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
         dense_record=dense_record,
         stage_logs=chosen.user_attrs.get("stage_logs", []), sia=sia,
         command=study.user_attrs.get("command", ""), versions=stack_versions(),
+        sia_space=study.user_attrs.get("sia_space", {}),
     )  # fmt: skip
     a = data.result
     if dense:

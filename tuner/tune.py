@@ -146,9 +146,13 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         searched = space.granularities
         space = sia_restricted_space(pipeline, dense, space)
         study.set_user_attr("space", space.to_dict())
-        if event:  # which granularities SIA lets the search prune, and how far (the report says why)
-            horizons = pipeline.horizons(dense, list(searched), {g: DEFAULT_CRITERION[g] for g in searched})
-            event("sia_space", {"granularities": list(space.granularities), "horizons": horizons})
+        # which granularities SIA lets the search prune, and how far (the report says why)
+        horizons = pipeline.horizons(dense, list(searched), {g: DEFAULT_CRITERION[g] for g in searched})
+        allowed = list(space.granularities)
+        sia_space = {"searched": list(searched), "granularities": allowed, "horizons": horizons}
+        study.set_user_attr("sia_space", sia_space)
+        if event:
+            event("sia_space", sia_space)
     if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
         say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
         study.set_user_attr("dense", pipeline.measure_dense(say).to_user_attrs())

@@ -51,6 +51,8 @@ def test_tune_and_report_a_causal_lm(tmp_path: Path, capsys: pytest.CaptureFixtu
     for text in ("perplexity", "time to first token (ms)", "decode tokens/s", "Greedy text generated"):
         assert text in html and text in md
     assert "% decode tokens/s" in md and "% perplexity vs dense" in md
+    allowed = ", ".join(study.user_attrs["sia_space"]["granularities"])
+    assert f"The search pruned {allowed} (SIA on the dense model: " in md and 'id="sia-space"' in html
 
 
 def test_objectives_of_the_other_task_are_one_line_exit_2(
