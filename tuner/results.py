@@ -28,6 +28,7 @@ class Measured(BaseModel):
     board: str
     bundle: str
     params: int | None = None
+    kernels: str = ""  # how the measured bundle's kernels were made (harness.compile.tune.describe_tuning)
 
     @staticmethod
     def fields_from(record: MeasurementRecord) -> dict[str, Any]:

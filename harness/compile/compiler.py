@@ -1,8 +1,10 @@
 """Model dir + board profile -> artifact bundle, cached by a key over everything that decides the output.
 
 Stages: load (harness.models) -> example input + PyTorch logits -> torch.export -> Relax ->
-[MetaSchedule tuning / tuning database] -> tvm.compile for the profile's target -> export_library
-(cross-compiled for foreign arches) -> bundle. The same candidate for the same target is built once.
+hilt's default lowering (harness.compile.lowering: graph rewrites, fused kernels) -> [MetaSchedule
+trials into the board's database] -> kernels scheduled (database records, hilt's matmul rule,
+DLight) -> tvm.compile for the profile's target -> export_library (cross-compiled for foreign
+arches) -> bundle. The same candidate for the same target is built once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
+from harness.compile.lowering import LOWERING_NAME, lanes_of, prepare, schedule
 from harness.compile.target import export_kwargs, tvm_target
-from harness.compile.tune import TuningDatabase
+from harness.compile.tune import TuningDatabase, database_dir_for
 from harness.errors import ArtifactError, CompileError
 from harness.models import load_model
 from harness.runtime.toolchains import host_arch
@@ -35,7 +38,7 @@ from profiles.schema import BoardProfile, load_profile
 log = logging.getLogger(__name__)
 
 # Bump when a change here alters what a bundle contains, so old cache entries are not reused.
-COMPILE_VERSION = 2
+COMPILE_VERSION = 3
 MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
 
 Progress = Callable[[str], None]
@@ -47,9 +50,11 @@ class CompileOptions:
 
     seq_len: int = 128
     tune_trials: int = 0
-    database_dir: Path | None = None  # JSON tuning database; default cache_root()/tuning/<arch>
+    database_dir: Path | None = None  # JSON tuning database; default: the board's (tune.database_dir_for)
+    use_database: bool = True  # apply the board's tuning records (False: the default lowering alone)
     use_cache: bool = True
     threads: int = 1  # torch threads while exporting
+    kernel_threads: int = 1  # threads the kernels are scheduled for (> 1: parallel outer loops)
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,6 @@ class CompileResult:
 def bundles_root() -> Path:
     """Where bundles live: cache_root()/bundles/<sha256>/."""
     return cache_root() / "bundles"
-
-
-def default_database_dir(arch: str) -> Path:
-    return cache_root() / "tuning" / arch
 
 
 def _model_digest(source: Path) -> dict[str, str]:
@@ -91,6 +92,8 @@ def cache_key(
         "toolchain": profile.toolchain.model_dump(),
         "seq_len": opts.seq_len,
         "example_seed": EXAMPLE_SEED,
+        "lowering": LOWERING_NAME,
+        "kernel_threads": opts.kernel_threads,
         "tuning": tuning_digest,
         "versions": {
             name: package_version(name) for name in ("apache-tvm", "apache-tvm-ffi", "torch", "transformers")
@@ -163,8 +166,8 @@ def _compile_model(
     stage("load", t0)
 
     tuning = None
-    if opts.tune_trials > 0 or opts.database_dir is not None:
-        tuning = TuningDatabase(opts.database_dir or default_database_dir(prof.arch))
+    if opts.tune_trials > 0 or opts.use_database:
+        tuning = TuningDatabase(opts.database_dir or database_dir_for(prof))
     key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
     if opts.use_cache and opts.tune_trials == 0:
         hit = _cached_bundle(key)
@@ -184,24 +187,37 @@ def _compile_model(
     stage("export", t0)
 
     target = tvm_target(prof)
-    tuning_info: dict[str, Any] = {}
-    if tuning is not None:
+    t0 = time.monotonic()
+    mod = prepare(mod, target)
+    stage("lower", t0)
+    plan = None
+    if tuning is not None and opts.tune_trials > 0:
         t0 = time.monotonic()
-        if opts.tune_trials > 0:
-            say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
-        mod, tuning_info = tuning.apply(mod, target, prof, trials=opts.tune_trials, say=say)
+        say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
+        plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=say)
         stage("tune", t0)
-        # the database may have grown: key the bundle by what it holds now
+        # the database has grown: key the bundle by what it holds now
         key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
         if opts.use_cache:
             hit = _cached_bundle(key)
             if hit is not None:
                 say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
                 return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+    database = tuning.open() if tuning is not None and tuning.exists() else None
+    t0 = time.monotonic()
+    mod, lowering = schedule(
+        mod, target, database=database, lanes=lanes_of(prof.cpu.simd_width_bytes), threads=opts.kernel_threads
+    )
+    stage("schedule", t0)
+    tuning_info = _tuning_info(opts, tuning, plan, lowering)
+    say(
+        f"{lowering.from_database} of {lowering.kernels} kernels from tuning records, "
+        f"{lowering.tiled_matmul} by hilt's matmul schedule, {lowering.dlight} by DLight"
+    )
 
     t0 = time.monotonic()
     say(f"building for {prof.name} ({prof.arch}, target {target})")
-    executable = _build(mod, target, lowered=tuning is not None)
+    executable = _build(mod, target)
     stage("build", t0)
 
     t0 = time.monotonic()
@@ -246,23 +262,38 @@ def _compile_model(
     return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)
 
 
-def _build(mod: Any, target: Any, *, lowered: bool = False) -> Any:
-    """tvm.compile; a module already legalized and fused (tuning path) gets only the lowering passes,
-    so fusion cannot merge tuned kernels into new, unscheduled ones."""
+def _tuning_info(
+    opts: CompileOptions, tuning: TuningDatabase | None, plan: Any, lowering: Any
+) -> dict[str, Any]:
+    """How the bundle's kernels were made: what `hilt report` and the tuner show per bundle."""
+    mode = "trials" if opts.tune_trials > 0 else ("db" if tuning is not None else "off")
+    info: dict[str, Any] = {
+        "mode": mode,
+        "lowering": lowering.lowering,
+        "database": str(tuning.work_dir) if tuning is not None else None,
+        "records": tuning.num_records() if tuning is not None else 0,
+        "trials": opts.tune_trials,
+        "tasks": lowering.kernels,
+        "scheduled_kernels": lowering.from_database,
+        "kernels": lowering.as_dict(),
+    }
+    if plan is not None:
+        info["plan"] = plan.as_dict()
+    return info
+
+
+def _build(mod: Any, target: Any) -> Any:
+    """tvm.compile of a module already legalized, fused and scheduled: only the lowering passes run,
+    so fusion cannot merge scheduled kernels into new, unscheduled ones."""
     import tvm
-    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-    if lowered:
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(m: Any, _ctx: Any) -> Any:
+        with target:
+            passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+            return tvm.transform.Sequential(passes)(m)
 
-        @tvm.transform.module_pass(opt_level=0)
-        def pipeline(m: Any, _ctx: Any) -> Any:
-            with target:
-                passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
-                return tvm.transform.Sequential(passes)(m)
-
-    else:
-        pipeline = relax.get_default_pipeline(target)
     try:
         return tvm.compile(mod, target=target, relax_pipeline=pipeline)
     except Exception as exc:  # TVM raises its own error types
