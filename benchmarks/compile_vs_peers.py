@@ -193,11 +193,23 @@ def _kernel_flops(model: torch.nn.Module, seq_len: int, profile: Any) -> dict[st
     return out
 
 
+def _hook_overhead_ns() -> float:
+    """What one before/after pair of the Python instrument hook costs by itself (subtracted)."""
+    samples = []
+    for _ in range(2000):
+        t0 = time.perf_counter_ns()
+        t1 = time.perf_counter_ns()
+        samples.append(t1 - t0)
+    return float(np.median(samples))
+
+
 def _top_kernels(bundle_dir: Path, flops: dict[str, float], iters: int, top: int = 6) -> list[dict[str, Any]]:
-    """Per-kernel time of the bundle in this process (VM instrument hook around every call)."""
+    """Per-kernel time of the bundle in this process (VM instrument hook around every kernel call;
+    shares are of the summed kernel time, GFLOP/s from TVM's FLOP estimate of each kernel)."""
     import tvm
     from tvm import relax
 
+    hook_ns = _hook_overhead_ns()
     lib = tvm.runtime.load_module(str(bundle_dir / "model.so"))
     vm = relax.VirtualMachine(lib, tvm.cpu())
     ids = np.fromfile(bundle_dir / "input.bin", dtype=np.int64)
@@ -208,10 +220,13 @@ def _top_kernels(bundle_dir: Path, flops: dict[str, float], iters: int, top: int
     started: list[int] = [0]
 
     def instrument(_func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
+        if symbol.startswith("vm.builtin"):  # allocation and bookkeeping, not kernels
+            return 0
         if before:
             started[0] = time.perf_counter_ns()
         else:
-            totals[symbol] = totals.get(symbol, 0.0) + time.perf_counter_ns() - started[0]
+            spent = time.perf_counter_ns() - started[0] - hook_ns
+            totals[symbol] = totals.get(symbol, 0.0) + max(0.0, spent)
             calls[symbol] = calls.get(symbol, 0) + 1
         return 0
 
@@ -261,7 +276,9 @@ def run(args: argparse.Namespace) -> dict:
         dense = _model_dir(name, work)
         variants = {"dense": dense}
         for variant, (every, keep) in VARIANTS[name].items():
-            variants[variant] = _prune(dense, work / f"{name}-{variant}", every, keep)
+            if variant in args.variants:
+                variants[variant] = _prune(dense, work / f"{name}-{variant}", every, keep)
+        variants = {k: v for k, v in variants.items() if k in args.variants}
         for variant, model_dir in variants.items():
             model = load_model(model_dir).model.eval()
             ex = example_input(model, args.seq_len)
@@ -276,13 +293,16 @@ def run(args: argparse.Namespace) -> dict:
             default = compile_model(model_dir, profile, off).bundle
             row["tvm_default"] = _stats(_runner(default.directory, args.threads, args.iters))
             row["tvm_default"]["kernels"] = default.metadata.tuning.get("kernels", {})
+            row["tvm_default"]["bundle"] = default.sha256
             t0 = time.monotonic()
             tuned_opts = CompileOptions(seq_len=args.seq_len, tune_trials=args.trials, database_dir=db)
-            tuned = compile_model(model_dir, profile, tuned_opts).bundle
+            built = compile_model(model_dir, profile, tuned_opts)
+            tuned = built.bundle
             row["tune_seconds"] = round(time.monotonic() - t0, 1)
-            row["tuning"] = tuned.metadata.tuning
+            row["tuning"] = built.tuning or tuned.metadata.tuning
             row["tvm_tuned"] = _stats(_runner(tuned.directory, args.threads, args.iters))
-            row["tvm_tuned"]["kernels"] = tuned.metadata.tuning.get("kernels", {})
+            row["tvm_tuned"]["kernels"] = row["tuning"].get("kernels", {})
+            row["tvm_tuned"]["bundle"] = tuned.sha256  # == the default's when no record beat hilt's schedule
             kflops = _kernel_flops(model, args.seq_len, profile)
             row["tvm_default"]["top_kernels"] = _top_kernels(default.directory, kflops, 10)
             row["tvm_tuned"]["top_kernels"] = _top_kernels(tuned.directory, kflops, 10)
@@ -356,6 +376,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo-gpt2", "demo-llama"])
     parser.add_argument("--trials", type=int, default=64, help="new MetaSchedule trials per model variant")
+    parser.add_argument("--variants", nargs="+", default=["dense", "pruned-4x", "pruned-13.8x"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--iters", type=int, default=30)

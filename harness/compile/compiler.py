@@ -63,6 +63,9 @@ class CompileResult:
     cached: bool
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
+    # how this build's kernels were made; equals bundle.metadata.tuning unless the code came out
+    # byte-identical to a bundle already built another way (content addressing keeps the first)
+    tuning: dict[str, Any] = field(default_factory=dict)
 
 
 def bundles_root() -> Path:
@@ -259,7 +262,7 @@ def _compile_model(
     index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
     elapsed = time.monotonic() - start
     say(f"bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
-    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=tuning_info)
 
 
 def _tuning_info(
