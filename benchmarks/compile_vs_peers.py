@@ -8,7 +8,10 @@ measured here (the best of several large torch matmuls at the same thread count)
 rows the top kernels with their share of the time and GFLOP/s. Writes compile_vs_peers.json next to
 this file, with the CPU model, its vector flags and the load average before and after.
 
-    .venv/bin/python benchmarks/compile_vs_peers.py --trials 64 --threads 1
+    .venv/bin/python benchmarks/compile_vs_peers.py --trials 24 --threads 1
+
+Engines are measured in interleaved rounds (torch, ORT, TVM default, TVM tuned, three times), so
+load from other work on the machine falls on all of them alike.
 
 Needs the `bench` extra (onnx, onnxruntime). Untrained demo-sized weights are used when the demo
 models are not trained yet (latency does not depend on the weights).
@@ -40,6 +43,7 @@ from harness.runtime.toolchains import host_arch
 log = logging.getLogger("compile_vs_peers")
 HERE = Path(__file__).resolve().parent
 ENGINES = ("torch", "ort", "tvm_default", "tvm_tuned")
+ROUNDS = 3  # measurement rounds per variant, engines interleaved
 
 
 def _model_dir(name: str, work: Path) -> Path:
@@ -147,7 +151,8 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _ort(model: torch.nn.Module, ids: torch.Tensor, threads: int, work: Path, iters: int) -> list[float]:
+def _ort(model: torch.nn.Module, ids: torch.Tensor, threads: int, work: Path) -> Callable[[int], list[float]]:
+    """An ORT session for the model; returns a function timing `iters` runs of it."""
     import onnxruntime as ort
 
     path = work / "model.onnx"
@@ -158,13 +163,13 @@ def _ort(model: torch.nn.Module, ids: torch.Tensor, threads: int, work: Path, it
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {"input_ids": ids.numpy()}
-    return _time(lambda: sess.run(None, feed), 5, iters)
+    return lambda iters: _time(lambda: sess.run(None, feed), 5, iters)
 
 
 def _runner(bundle_dir: Path, threads: int, iters: int) -> list[float]:
     """hilt-runner, the board runtime, on this host: what a deployed bundle runs as."""
     pkg = build_runtime(host_arch())
-    args = ["--bundle", str(bundle_dir), "--warmup", "5", "--min-iters", str(iters), "--min-seconds", "1"]
+    args = ["--bundle", str(bundle_dir), "--warmup", "5", "--min-iters", str(iters), "--min-seconds", "0"]
     argv, env = runner_command(pkg, [*args, "--threads", str(threads)])
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -286,21 +291,33 @@ def run(args: argparse.Namespace) -> dict:
             flops = _flops(model, ids)
             row: dict = {"model": name, "variant": variant, "gflop": flops / 1e9, "load_start": _load()}
             row["compression"] = round(_compression(dense, model_dir), 2)
-            with torch.no_grad():
-                row["torch"] = _stats(_time(lambda m=model, x=ids: _LogitsOnly(m)(x), 5, args.iters))
-            row["ort"] = _stats(_ort(model, ids, args.threads, work, args.iters))
             off = CompileOptions(seq_len=args.seq_len, **KernelTuning.parse("off").compile_fields())
             default = compile_model(model_dir, profile, off).bundle
-            row["tvm_default"] = _stats(_runner(default.directory, args.threads, args.iters))
-            row["tvm_default"]["kernels"] = default.metadata.tuning.get("kernels", {})
-            row["tvm_default"]["bundle"] = default.sha256
             t0 = time.monotonic()
             tuned_opts = CompileOptions(seq_len=args.seq_len, tune_trials=args.trials, database_dir=db)
             built = compile_model(model_dir, profile, tuned_opts)
             tuned = built.bundle
             row["tune_seconds"] = round(time.monotonic() - t0, 1)
             row["tuning"] = built.tuning or tuned.metadata.tuning
-            row["tvm_tuned"] = _stats(_runner(tuned.directory, args.threads, args.iters))
+
+            def eager(iters: int, m: torch.nn.Module = model, x: torch.Tensor = ids) -> list[float]:
+                with torch.no_grad():
+                    return _time(lambda: _LogitsOnly(m)(x), 5, iters)
+
+            engines = {
+                "torch": eager,
+                "ort": _ort(model, ids, args.threads, work),
+                "tvm_default": lambda iters, d=default.directory: _runner(d, args.threads, iters),
+                "tvm_tuned": lambda iters, d=tuned.directory: _runner(d, args.threads, iters),
+            }
+            samples: dict[str, list[float]] = {k: [] for k in engines}
+            for _ in range(ROUNDS):  # interleaved: load that comes and goes hits every engine alike
+                for key, fn in engines.items():
+                    samples[key] += fn(max(3, args.iters // ROUNDS))
+            for key in engines:
+                row[key] = _stats(samples[key])
+            row["tvm_default"]["kernels"] = default.metadata.tuning.get("kernels", {})
+            row["tvm_default"]["bundle"] = default.sha256
             row["tvm_tuned"]["kernels"] = row["tuning"].get("kernels", {})
             row["tvm_tuned"]["bundle"] = tuned.sha256  # == the default's when no record beat hilt's schedule
             kflops = _kernel_flops(model, args.seq_len, profile)

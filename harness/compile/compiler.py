@@ -28,7 +28,7 @@ from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
 from harness.compile.lowering import LOWERING_NAME, lanes_of, prepare, schedule
 from harness.compile.target import export_kwargs, tvm_target
-from harness.compile.tune import TuningDatabase, database_dir_for
+from harness.compile.tune import TuningDatabase, database_dir_for, describe_tuning
 from harness.errors import ArtifactError, CompileError
 from harness.models import load_model
 from harness.runtime.toolchains import host_arch
@@ -213,10 +213,7 @@ def _compile_model(
     )
     stage("schedule", t0)
     tuning_info = _tuning_info(opts, tuning, plan, lowering)
-    say(
-        f"{lowering.from_database} of {lowering.kernels} kernels from tuning records, "
-        f"{lowering.tiled_matmul} by hilt's matmul schedule, {lowering.dlight} by DLight"
-    )
+    say(describe_tuning(tuning_info))
 
     t0 = time.monotonic()
     say(f"building for {prof.name} ({prof.arch}, target {target})")

@@ -10,7 +10,8 @@ Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run 
    prepack them;
 3. kernels: records of the board's tuning database where they match, hilt's tiled matmul
    schedule (harness.compile.matmul_rule) for matmuls without one, DLight's CPU GEMV/Reduction
-   rules for the rest;
+   rules for reductions, hilt's vectorising elementwise rule (harness.compile.elementwise_rule)
+   for the injective rest; sigmoid as 1 / (1 + fast_exp(-x));
 4. weight prepacking: the layout rewrites the records ask for are split out and folded into the
    constant weights at build time.
 
@@ -27,7 +28,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
-LOWERING_NAME = "hilt-cpu-v1"
+LOWERING_NAME = "hilt-cpu-v2"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class LoweringInfo:
     from_database: int  # scheduled by a tuning record
     tiled_matmul: int  # scheduled by hilt's matmul rule
     dlight: int  # scheduled by a DLight CPU rule
+    elementwise: int  # vectorised by hilt's elementwise rule
     unscheduled: int  # left as TVM's default loop nests (injective ops, mostly)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +66,18 @@ def _power_as_products(bb: Any, call: Any) -> Any:
     return default(bb, call)
 
 
+def _fast_sigmoid(bb: Any, call: Any) -> Any:
+    """sigmoid(x) = 1 / (1 + fast_exp(-x)): topi.sigmoid calls the scalar libm exp (LLaMA's SiLU ran
+    below 1 GFLOP/s); fast_exp is the same polynomial FastMathTransform uses for exp."""
+    from tvm import topi
+
+    def compute(x: Any) -> Any:
+        one = topi.full_like(x, 1.0)
+        return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
+
+    return bb.call_te(compute, call.args[0], primfunc_name_hint="fast_sigmoid")
+
+
 def prepare(mod: Any, target: Any) -> Any:
     """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see)."""
     import tvm
@@ -75,7 +89,9 @@ def prepare(mod: Any, target: Any) -> Any:
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.FastMathTransform(),
-                relax.transform.LegalizeOps(customize_legalize_map={"relax.power": _power_as_products}),
+                relax.transform.LegalizeOps(
+                    customize_legalize_map={"relax.power": _power_as_products, "relax.sigmoid": _fast_sigmoid}
+                ),
                 relax.get_pipeline("zero"),
                 relax.transform.AttachAttrLayoutFreeBuffers(),
             ]
@@ -106,6 +122,7 @@ def schedule(
     from tvm import relax
     from tvm.s_tir import dlight as dl
 
+    from harness.compile.elementwise_rule import elementwise_rule
     from harness.compile.matmul_rule import tiled_matmul_rule
 
     kernels = _kernels(mod)
@@ -120,6 +137,9 @@ def schedule(
         mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(mod)
     by_dlight = _scheduled(mod) - from_db - tiled
     with target:
+        mod = dl.ApplyDefaultSchedule(elementwise_rule(lanes, threads))(mod)
+    vectorised = _scheduled(mod) - from_db - tiled - by_dlight
+    with target:
         mod = tvm.transform.Sequential(
             [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
         )(mod)
@@ -129,7 +149,8 @@ def schedule(
         from_database=len(from_db),
         tiled_matmul=len(tiled),
         dlight=len(by_dlight),
-        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(by_dlight),
+        elementwise=len(vectorised),
+        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(by_dlight) - len(vectorised),
     )
     log.info("lowering %s", info)
     return mod, info
