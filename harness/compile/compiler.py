@@ -109,13 +109,15 @@ def _index_path(key: str) -> Path:
     return bundles_root() / "index" / f"{key}.json"
 
 
-def _cached_bundle(key: str) -> Bundle | None:
+def _cached_bundle(key: str) -> tuple[Bundle, dict[str, Any]] | None:
+    """The bundle an index entry names, and how the build that wrote the entry made its kernels."""
     path = _index_path(key)
     if not path.is_file():
         return None
     try:
-        digest = json.loads(path.read_text())["bundle"]
-        return load_bundle(bundles_root() / digest)
+        entry = json.loads(path.read_text())
+        bundle = load_bundle(bundles_root() / entry["bundle"])
+        return bundle, entry.get("tuning") or bundle.metadata.tuning
     except (ArtifactError, KeyError, json.JSONDecodeError, OSError) as exc:
         log.warning("cache entry %s unusable (%s); rebuilding", path.name, exc)
         return None
@@ -175,8 +177,10 @@ def _compile_model(
     if opts.use_cache and opts.tune_trials == 0:
         hit = _cached_bundle(key)
         if hit is not None:
-            say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
-            return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+            say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
+            return CompileResult(
+                hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
+            )
 
     t0 = time.monotonic()
     caller_threads = torch.get_num_threads()  # the export's thread count must not leak to the caller
@@ -204,8 +208,10 @@ def _compile_model(
         if opts.use_cache:
             hit = _cached_bundle(key)
             if hit is not None:
-                say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
-                return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+                say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
+                return CompileResult(
+                    hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
+                )
     database = tuning.open() if tuning is not None and tuning.exists() else None
     t0 = time.monotonic()
     mod, lowering = schedule(
@@ -256,7 +262,7 @@ def _compile_model(
     )
     index = _index_path(key)
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
+    index.write_text(json.dumps({"bundle": bundle.sha256, "tuning": tuning_info}) + "\n")
     elapsed = time.monotonic() - start
     say(f"bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
     return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=tuning_info)

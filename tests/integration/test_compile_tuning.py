@@ -91,10 +91,12 @@ def test_default_database_is_the_boards_and_off_ignores_it(tmp_path: Path) -> No
     assert tuned.metadata.tuning["database"] == str(database_dir_for(load_profile("local")))
     assert tuned.metadata.tuning["kernels"]["from_database"] > 0
     off = CompileOptions(seq_len=SEQ, **KernelTuning.parse("off").compile_fields())
-    plain = compile_model(model, "local", off).bundle
-    assert plain.metadata.tuning["mode"] == "off" and plain.metadata.tuning["kernels"]["from_database"] == 0
-    assert plain.sha256 != tuned.sha256
-    _run_matches(plain, tmp_path)
+    plain = compile_model(model, "local", off)
+    # how this build was made; the bundle itself may be the tuned one when no trial beat hilt's own
+    # schedule (the same code, content-addressed to the same bundle)
+    assert plain.tuning["mode"] == "off" and plain.tuning["kernels"]["from_database"] == 0
+    assert plain.tuning["database"] is None
+    _run_matches(plain.bundle, tmp_path)
 
 
 def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
