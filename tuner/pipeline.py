@@ -26,7 +26,9 @@ from device_agents.bench import BenchOptions, GenerateOptions, measure_held
 from device_agents.pool import BoardPool, pool_url
 from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
+from harness.compile.bundle import load_bundle
 from harness.compile.compiler import CompileOptions, compile_model
+from harness.compile.tune import KernelTuning, describe_tuning
 from harness.errors import AgentError, BoardBusyError, HiltError, TransportError
 from harness.evaluate import evaluate_classifier, evaluate_perplexity
 from harness.models import load_model
@@ -86,6 +88,7 @@ class PipelineConfig:
     lease_wait_s: float = 600.0
     bench_options: object | None = None  # device_agents.bench.BenchOptions
     compile_options: object | None = None  # harness.compile.compiler.CompileOptions
+    kernel_tuning: KernelTuning = field(default_factory=KernelTuning)  # applied to every compile
     holder: str = "worker"
     pool: str | None = None  # board pool URL; None: $HILT_POOL, the study's server DB, or the cache's
     task: str = "sequence-classification"  # causal-lm: perplexity, and bundles benched with --generate
@@ -113,6 +116,11 @@ def model_dir_digest(directory: Path) -> str:
     """Hash of a model directory's files (config, manifest, weights)."""
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors"))
     return _digest({p.name: sha256_file(p) for p in files})
+
+
+def kernels_of(bundle_dir: Path) -> str:
+    """How a bundle's kernels were made, from its metadata (one line for the report)."""
+    return describe_tuning(load_bundle(bundle_dir).metadata.tuning)
 
 
 class TrialPipeline:
@@ -230,7 +238,8 @@ class TrialPipeline:
             seq_len=self.data.seq_len,
             cache_len=self.data.seq_len + self.cfg.new_tokens if self.causal else None,
         )
-        say(f"compiling for {board.profile.name}")
+        opts = replace(opts, **self.cfg.kernel_tuning.compile_fields())  # type: ignore[type-var]
+        say(f"compiling for {board.profile.name} (kernel tuning {self.cfg.kernel_tuning})")
         result = compile_model(model_dir, board.profile, opts)
         self.stats["compile_hits" if result.cached else "compile_misses"] += 1
         bundle = result.bundle
@@ -279,6 +288,7 @@ class TrialPipeline:
         record, _, _ = self.bench(bundle_dir, say, None)
         return DenseResult(
             **quality,
+            kernels=kernels_of(bundle_dir),
             params=count_parameters(self._load(self.cfg.model_dir)),
             **DenseResult.fields_from(record),
         )
@@ -303,6 +313,7 @@ class TrialPipeline:
         mem_v, lat_v = measured_violations(measured["latency_ms"], measured["peak_rss_mb"], self.cfg.limits)
         result = TrialResult(
             **quality,
+            kernels=kernels_of(bundle_dir),
             lease_wait_s=wait,
             pruned_dir=str(model_dir),
             params=logs[-1]["final_params"] if logs else None,

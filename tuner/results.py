@@ -34,6 +34,7 @@ class Measured(BaseModel):
     board: str
     bundle: str
     params: int | None = None
+    kernels: str = ""  # how the measured bundle's kernels were made (harness.compile.tune.describe_tuning)
 
     @property
     def quality(self) -> tuple[str, float]:

@@ -11,6 +11,7 @@ import optuna
 
 from device_agents.inventory import find_farm
 from device_agents.leases import worker_id
+from harness.compile.tune import KernelTuning
 from harness.errors import ConfigError
 from harness.models import load_model
 from harness.models.loading import resolve_model_dir
@@ -54,6 +55,7 @@ class TuneRequest:
     work_dir: Path = Path("hilt-runs")
     bench_options: object | None = None
     compile_options: object | None = None
+    kernel_tuning: KernelTuning = field(default_factory=KernelTuning)
     command: str = ""
 
 
@@ -135,6 +137,7 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         sia_settings=req.sia_settings,
         bench_options=req.bench_options,
         compile_options=req.compile_options,
+        kernel_tuning=req.kernel_tuning,
         holder=worker_id(),
         pool=req.pool,
         task=loaded.task,

@@ -49,6 +49,12 @@ def tune(
     max_stages: int = typer.Option(3, "--max-stages", min=1, max=4),
     max_steps: int = typer.Option(60, "--max-steps", min=0, help="Most LoRA steps per stage."),
     round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
+    kernel_tuning: str = typer.Option(
+        "db",
+        "--kernel-tuning",
+        help="off (default lowering only) | db (plus the board's tuning records) | trials:N (N new "
+        "MetaSchedule trials per compiled candidate first).",
+    ),
     search_order: bool = typer.Option(False, "--search-order", help="Also search the stage order."),
     granularities: str = typer.Option(
         "layer,head,channel", "--granularities", help="Granularities the search may prune (comma list)."
@@ -83,8 +89,11 @@ def tune(
 
     import optuna
 
+    from harness.compile.tune import KernelTuning
     from tuner.objectives import parse_objectives
     from tuner.results import quality_score, quality_text
+
+    kernels = KernelTuning.parse(kernel_tuning)  # a bad value fails before anything starts
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -116,6 +125,7 @@ def tune(
             recovery_losses=tuple(x.strip() for x in recovery_loss.split(",") if x.strip()),
         ),  # fmt: skip
         latency_slo_ms=slo_ms,
+        kernel_tuning=kernels,
         use_sia=not no_sia,
         calib=calib,
         val=val,

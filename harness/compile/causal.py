@@ -222,23 +222,58 @@ class CausalBuild:
     executable: object  # tvm.relax.VMExecutable
     layout: CacheLayout
     bucket: int
+    lowering: object | None = None  # harness.compile.lowering.LoweringInfo; None: TVM's stock pipeline
 
 
-def build_causal(model: nn.Module, target: object, bucket: int, max_len: int) -> CausalBuild:
-    """Export and build the prefill and decode steps of a causal LM for a TVM target."""
+def build_causal(
+    model: nn.Module,
+    target: object,
+    bucket: int,
+    max_len: int,
+    *,
+    lanes: int | None = None,
+    threads: int = 1,
+    database: object | None = None,
+) -> CausalBuild:
+    """Export and build the prefill and decode steps of a causal LM for a TVM target.
+
+    With `lanes` (fp32 elements per vector register) the kernels go through hilt's default
+    lowering (harness.compile.lowering: tuning records where `database` has them, hilt's matmul
+    and elementwise rules, DLight); without, TVM's stock pipeline (every matmul a naive loop)."""
     import tvm
     from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    from harness.compile.lowering import prepare, schedule
 
     if not 1 <= bucket <= max_len:
         raise CompileError(f"prefill bucket {bucket} must be in 1..{max_len} (the cache length)")
     step = CachedStep(model, max_len)
     mod = step_module(step, bucket)
+    info = None
     try:
-        executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+        if lanes is None:
+            executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+        else:
+            mod, info = schedule(
+                prepare(mod, target), target, database=database, lanes=lanes, threads=threads
+            )
+
+            @tvm.transform.module_pass(opt_level=0)
+            def lower_only(m: object, _ctx: object) -> object:  # scheduled kernels: no new fusion
+                with target:  # type: ignore[attr-defined]
+                    passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+                    return tvm.transform.Sequential(passes)(m)
+
+            executable = tvm.compile(mod, target=target, relax_pipeline=lower_only)
+    except CompileError:
+        raise
     except Exception as exc:  # TVM raises its own error types
         raise CompileError(f"TVM build of the prefill/decode steps failed for {target}: {exc}") from exc
-    log.info("built prefill (%d tokens) and decode steps for %s", bucket, target)
-    return CausalBuild(executable, step.layout, bucket)
+    log.info(
+        "built prefill (%d tokens) and decode steps for %s (%s)", bucket, target, info or "stock pipeline"
+    )
+    return CausalBuild(executable, step.layout, bucket, info)
 
 
 def tvm_greedy(build: CausalBuild, prompt: np.ndarray, new_tokens: int) -> tuple[list[int], list[np.ndarray]]:

@@ -1,8 +1,10 @@
 """Model dir + board profile -> artifact bundle, cached by a key over everything that decides the output.
 
 Stages: load (harness.models) -> example input + PyTorch logits -> torch.export -> Relax ->
-[MetaSchedule tuning / tuning database] -> tvm.compile for the profile's target -> export_library
-(cross-compiled for foreign arches) -> bundle. The same candidate for the same target is built once.
+hilt's default lowering (harness.compile.lowering: graph rewrites, fused kernels) -> [MetaSchedule
+trials into the board's database] -> kernels scheduled (database records, hilt's matmul rule,
+DLight) -> tvm.compile for the profile's target -> export_library (cross-compiled for foreign
+arches) -> bundle. The same candidate for the same target is built once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
+from harness.compile.lowering import LOWERING_NAME, lanes_of, prepare, schedule
 from harness.compile.target import export_kwargs, tvm_target
-from harness.compile.tune import TuningDatabase
+from harness.compile.tune import TuningDatabase, database_dir_for, describe_tuning
 from harness.errors import ArtifactError, CompileError
 from harness.models import LoadedModel, load_model
 from harness.runtime.toolchains import host_arch
@@ -35,7 +38,7 @@ from profiles.schema import BoardProfile, load_profile
 log = logging.getLogger(__name__)
 
 # Bump when a change here alters what a bundle contains, so old cache entries are not reused.
-COMPILE_VERSION = 2
+COMPILE_VERSION = 3
 MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
 
 Progress = Callable[[str], None]
@@ -47,9 +50,11 @@ class CompileOptions:
 
     seq_len: int = 128
     tune_trials: int = 0
-    database_dir: Path | None = None  # JSON tuning database; default cache_root()/tuning/<arch>
+    database_dir: Path | None = None  # JSON tuning database; default: the board's (tune.database_dir_for)
+    use_database: bool = True  # apply the board's tuning records (False: the default lowering alone)
     use_cache: bool = True
     threads: int = 1  # torch threads while exporting
+    kernel_threads: int = 1  # threads the kernels are scheduled for (> 1: parallel outer loops)
     cache_len: int | None = None  # causal LMs: KV-cache positions (default seq_len + 128, within the model's)
 
 
@@ -59,15 +64,14 @@ class CompileResult:
     cached: bool
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
+    # how this build's kernels were made; equals bundle.metadata.tuning unless the code came out
+    # byte-identical to a bundle already built another way (content addressing keeps the first)
+    tuning: dict[str, Any] = field(default_factory=dict)
 
 
 def bundles_root() -> Path:
     """Where bundles live: cache_root()/bundles/<sha256>/."""
     return cache_root() / "bundles"
-
-
-def default_database_dir(arch: str) -> Path:
-    return cache_root() / "tuning" / arch
 
 
 def _model_digest(source: Path) -> dict[str, str]:
@@ -92,6 +96,8 @@ def cache_key(
         "toolchain": profile.toolchain.model_dump(),
         "seq_len": opts.seq_len,
         "example_seed": EXAMPLE_SEED,
+        "lowering": LOWERING_NAME,
+        "kernel_threads": opts.kernel_threads,
         "tuning": tuning_digest,
         **({"cache_len": opts.cache_len} if opts.cache_len is not None else {}),
         "versions": {
@@ -105,13 +111,15 @@ def _index_path(key: str) -> Path:
     return bundles_root() / "index" / f"{key}.json"
 
 
-def _cached_bundle(key: str) -> Bundle | None:
+def _cached_bundle(key: str) -> tuple[Bundle, dict[str, Any]] | None:
+    """The bundle an index entry names, and how the build that wrote the entry made its kernels."""
     path = _index_path(key)
     if not path.is_file():
         return None
     try:
-        digest = json.loads(path.read_text())["bundle"]
-        return load_bundle(bundles_root() / digest)
+        entry = json.loads(path.read_text())
+        bundle = load_bundle(bundles_root() / entry["bundle"])
+        return bundle, entry.get("tuning") or bundle.metadata.tuning
     except (ArtifactError, KeyError, json.JSONDecodeError, OSError) as exc:
         log.warning("cache entry %s unusable (%s); rebuilding", path.name, exc)
         return None
@@ -166,19 +174,21 @@ def _compile_model(
         )
     stage("load", t0)
     if loaded.task == "causal-lm":
-        if opts.tune_trials > 0 or opts.database_dir is not None:
-            raise CompileError("kernel tuning is not wired for causal LMs yet; drop --tune-trials/--database")
+        if opts.tune_trials > 0:
+            raise CompileError("kernel tuning trials are not wired for causal LMs yet; drop --tune-trials")
         return _compile_causal(loaded, prof, opts, say, start, stages)
 
     tuning = None
-    if opts.tune_trials > 0 or opts.database_dir is not None:
-        tuning = TuningDatabase(opts.database_dir or default_database_dir(prof.arch))
+    if opts.tune_trials > 0 or opts.use_database:
+        tuning = TuningDatabase(opts.database_dir or database_dir_for(prof))
     key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
     if opts.use_cache and opts.tune_trials == 0:
         hit = _cached_bundle(key)
         if hit is not None:
-            say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
-            return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+            say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
+            return CompileResult(
+                hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
+            )
 
     t0 = time.monotonic()
     caller_threads = torch.get_num_threads()  # the export's thread count must not leak to the caller
@@ -192,24 +202,36 @@ def _compile_model(
     stage("export", t0)
 
     target = tvm_target(prof)
-    tuning_info: dict[str, Any] = {}
-    if tuning is not None:
+    t0 = time.monotonic()
+    mod = prepare(mod, target)
+    stage("lower", t0)
+    plan = None
+    if tuning is not None and opts.tune_trials > 0:
         t0 = time.monotonic()
-        if opts.tune_trials > 0:
-            say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
-        mod, tuning_info = tuning.apply(mod, target, prof, trials=opts.tune_trials, say=say)
+        say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
+        plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=say)
         stage("tune", t0)
-        # the database may have grown: key the bundle by what it holds now
+        # the database has grown: key the bundle by what it holds now
         key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
         if opts.use_cache:
             hit = _cached_bundle(key)
             if hit is not None:
-                say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
-                return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+                say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
+                return CompileResult(
+                    hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
+                )
+    database = tuning.open() if tuning is not None and tuning.exists() else None
+    t0 = time.monotonic()
+    mod, lowering = schedule(
+        mod, target, database=database, lanes=lanes_of(prof.cpu.simd_width_bytes), threads=opts.kernel_threads
+    )
+    stage("schedule", t0)
+    tuning_info = _tuning_info(opts, tuning, plan, lowering)
+    say(describe_tuning(tuning_info))
 
     t0 = time.monotonic()
     say(f"building for {prof.name} ({prof.arch}, target {target})")
-    executable = _build(mod, target, lowered=tuning is not None)
+    executable = _build(mod, target)
     stage("build", t0)
 
     t0 = time.monotonic()
@@ -248,29 +270,44 @@ def _compile_model(
     )
     index = _index_path(key)
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
+    index.write_text(json.dumps({"bundle": bundle.sha256, "tuning": tuning_info}) + "\n")
     elapsed = time.monotonic() - start
     say(f"bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
-    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=tuning_info)
 
 
-def _build(mod: Any, target: Any, *, lowered: bool = False) -> Any:
-    """tvm.compile; a module already legalized and fused (tuning path) gets only the lowering passes,
-    so fusion cannot merge tuned kernels into new, unscheduled ones."""
+def _tuning_info(
+    opts: CompileOptions, tuning: TuningDatabase | None, plan: Any, lowering: Any
+) -> dict[str, Any]:
+    """How the bundle's kernels were made: what `hilt report` and the tuner show per bundle."""
+    mode = "trials" if opts.tune_trials > 0 else ("db" if tuning is not None else "off")
+    info: dict[str, Any] = {
+        "mode": mode,
+        "lowering": lowering.lowering,
+        "database": str(tuning.work_dir) if tuning is not None else None,
+        "records": tuning.num_records() if tuning is not None else 0,
+        "trials": opts.tune_trials,
+        "tasks": lowering.kernels,
+        "scheduled_kernels": lowering.from_database,
+        "kernels": lowering.as_dict(),
+    }
+    if plan is not None:
+        info["plan"] = plan.as_dict()
+    return info
+
+
+def _build(mod: Any, target: Any) -> Any:
+    """tvm.compile of a module already legalized, fused and scheduled: only the lowering passes run,
+    so fusion cannot merge scheduled kernels into new, unscheduled ones."""
     import tvm
-    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-    if lowered:
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(m: Any, _ctx: Any) -> Any:
+        with target:
+            passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+            return tvm.transform.Sequential(passes)(m)
 
-        @tvm.transform.module_pass(opt_level=0)
-        def pipeline(m: Any, _ctx: Any) -> Any:
-            with target:
-                passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
-                return tvm.transform.Sequential(passes)(m)
-
-    else:
-        pipeline = relax.get_default_pipeline(target)
     try:
         return tvm.compile(mod, target=target, relax_pipeline=pipeline)
     except Exception as exc:  # TVM raises its own error types
@@ -320,7 +357,9 @@ def _compile_causal(
     from harness.compile.causal import build_causal, greedy_reference
 
     bucket, max_len = _causal_lengths(loaded.model, opts)
-    key = cache_key(_model_digest(loaded.source), prof, opts, f"causal:{bucket}:{max_len}")
+    tuning = TuningDatabase(opts.database_dir or database_dir_for(prof)) if opts.use_database else None
+    digest = tuning.digest() if tuning is not None else "none"
+    key = cache_key(_model_digest(loaded.source), prof, opts, f"causal:{bucket}:{max_len}:{digest}")
     if opts.use_cache:
         hit = _cached_bundle(key)
         if hit is not None:
@@ -338,7 +377,16 @@ def _compile_causal(
         target = tvm_target(prof)
         say(f"exporting and building {loaded.family} prefill ({bucket} tokens) + decode for {prof.name}")
         t0 = time.monotonic()
-        build = build_causal(loaded.model, target, bucket=bucket, max_len=max_len)
+        database = tuning.open() if tuning is not None and tuning.exists() else None
+        build = build_causal(
+            loaded.model,
+            target,
+            bucket=bucket,
+            max_len=max_len,
+            lanes=lanes_of(prof.cpu.simd_width_bytes),
+            threads=opts.kernel_threads,
+            database=database,
+        )
         stages["build"] = round(time.monotonic() - t0, 3)
     finally:
         torch.set_num_threads(caller_threads)
@@ -371,6 +419,13 @@ def _compile_causal(
         "model_family": loaded.family,
         "task": "causal-lm",
         "causal": causal.model_dump(),
+        "tuning": {
+            "mode": "db" if database is not None else "off",
+            "database": str(tuning.work_dir) if tuning is not None else None,
+            "trials": 0,
+            "lowering": build.lowering.lowering if build.lowering else "stock",
+            "kernels": build.lowering.as_dict() if build.lowering else {},
+        },
     }
     bundle = write_bundle(
         staging,

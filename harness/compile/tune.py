@@ -1,30 +1,157 @@
-"""MetaSchedule kernel tuning with a reusable JSON tuning database (one per arch by default).
+"""MetaSchedule kernel tuning into a reusable JSON database: one per (board CPU, TVM version).
 
-Records are keyed by exact kernel shape and target, so the database pays off across candidates
-whose pruned widths repeat (round widths to the SIMD width to make them repeat). Tuning measures
-candidates on this host (MetaSchedule's local runner), so it is offered for host-arch profiles only;
-a foreign-arch profile can still apply records already in its database.
+Records are keyed by workload (exact kernel shape, layout-free weights) and target, so the database
+pays off across candidates whose pruned widths repeat (round widths to the SIMD width). Kernels are
+extracted from `harness.compile.lowering.prepare`, the same module the build schedules, so a record
+written here is found by every later build of the same kernel.
+
+Budget: MetaSchedule's scheduler visits tasks in extraction order, 64 candidates per task and round,
+and stops at the global budget, so a budget below tasks x 64 never reaches the later tasks. hilt
+splits the work itself: the heavy tasks (by FLOP share) share the trials, each with its own budget
+in whole rounds; light tasks are left to the default lowering's schedules (DLight, hilt's matmul
+rule). Records are written when a round ends: an interrupted run keeps its finished rounds.
+
+Tuning measures candidates on this host (MetaSchedule's local runner), so it is offered for
+host-arch profiles only; a foreign-arch profile still applies records already in its database.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import CompileError
+from harness.cache import cache_root
+from harness.errors import CompileError, ConfigError
 from harness.runtime.toolchains import host_arch
+from harness.versions import package_version
 from profiles.schema import BoardProfile
 
 log = logging.getLogger(__name__)
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
+ROUND = 64  # candidates per task and round (MetaSchedule's own per-iteration count)
+MIN_ROUND = 8  # smallest round worth a cost-model update
+HEAVY_SHARE = 0.97  # heavy tasks: the costliest ones that together hold this share of the FLOPs
+
+
+def database_dir_for(profile: BoardProfile) -> Path:
+    """cache_root()/tuning/<arch>-<cpu>/tvm-<version>: records only match the same target and TVM."""
+    spec = profile.target.as_tvm()
+    if isinstance(spec, str):
+        cpu = spec
+    else:
+        cpu = "-".join([spec.get("mcpu") or "generic", *sorted(spec.get("mattr", []))])
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{profile.arch}-{cpu}")
+    return cache_root() / "tuning" / name / f"tvm-{package_version('apache-tvm')}"
+
+
+@dataclass(frozen=True)
+class KernelTuning:
+    """How a build's kernels are tuned: `off` (default lowering only), `db` (plus the board's
+    database records), `trials:N` (N new MetaSchedule trials into that database first)."""
+
+    mode: str = "db"
+    trials: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> KernelTuning:
+        """`off` | `db` | `trials:N` (N >= 1); anything else is a ConfigError naming the value."""
+        value = text.strip()
+        if value in ("off", "db"):
+            return cls(mode=value)
+        head, sep, count = value.partition(":")
+        if head == "trials" and sep:
+            if not count.isdigit() or int(count) < 1:
+                raise ConfigError(f"--kernel-tuning {text!r}: N in trials:N must be a whole number >= 1")
+            return cls(mode="trials", trials=int(count))
+        raise ConfigError(f"--kernel-tuning {text!r}: expected off, db or trials:N")
+
+    def compile_fields(self) -> dict[str, Any]:
+        """The CompileOptions fields this mode sets (`dataclasses.replace(opts, **fields)`)."""
+        return {"use_database": self.mode != "off", "tune_trials": self.trials}
+
+    def __str__(self) -> str:
+        return f"trials:{self.trials}" if self.mode == "trials" else self.mode
+
+
+def describe_tuning(info: dict[str, Any]) -> str:
+    """One line for reports: how a bundle's kernels were made (from its metadata's `tuning`)."""
+    kernels = info.get("kernels") or {}
+    if not kernels:
+        return "untuned (stock TVM pipeline)" if not info else f"tuned: {info.get('trials', 0)} trials"
+    mode = str(info.get("mode", "?"))
+    if mode == "trials":
+        mode = f"trials:{info.get('trials', 0)}"
+    return (
+        f"{mode}, {kernels.get('lowering', '?')}: {kernels.get('from_database', 0)} of "
+        f"{kernels.get('kernels', 0)} kernels from tuning records, {kernels.get('tiled_matmul', 0)} by "
+        f"hilt's matmul schedule, {kernels.get('dlight', 0)} by DLight, {kernels.get('elementwise', 0)} "
+        "vectorised elementwise"
+    )
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """Trials planned for one extracted task."""
+
+    name: str
+    flop_share: float
+    trials: int
+
+
+@dataclass
+class TuningPlan:
+    """Which tasks get trials, how many, in rounds of `per_round`."""
+
+    per_round: int
+    tasks: list[TaskBudget] = field(default_factory=list)
+
+    @property
+    def trials(self) -> int:
+        return sum(t.trials for t in self.tasks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"per_round": self.per_round, "tasks": [asdict(t) for t in self.tasks]}
+
+
+def plan_budget(costs: list[tuple[str, float]], trials: int) -> TuningPlan:
+    """Split `trials` over the heavy tasks (by FLOP share), whole rounds each, heaviest first.
+
+    A task gets its own budget, proportional to its share, rounded down to whole rounds of at
+    least MIN_ROUND; tasks past the budget, and the light tail, get none (the default lowering
+    schedules them). At least one task is tuned when trials > 0.
+    """
+    total = sum(c for _, c in costs) or 1.0
+    ranked = sorted(costs, key=lambda nc: nc[1], reverse=True)
+    heavy: list[tuple[str, float]] = []
+    acc = 0.0
+    for name, cost in ranked:
+        if cost <= 0 or (heavy and acc >= HEAVY_SHARE):
+            break
+        heavy.append((name, cost / total))
+        acc += cost / total
+    if trials <= 0 or not heavy:
+        return TuningPlan(per_round=ROUND)
+    per_round = max(MIN_ROUND, min(ROUND, trials // len(heavy)))
+    rounds_left = max(1, trials // per_round)
+    weight = sum(s for _, s in heavy)
+    tasks: list[TaskBudget] = []
+    for name, share in heavy:
+        if rounds_left <= 0:
+            break
+        rounds = max(1, min(rounds_left, int(round(trials * share / weight / per_round))))
+        tasks.append(TaskBudget(name=name, flop_share=round(share, 4), trials=rounds * per_round))
+        rounds_left -= rounds
+    return TuningPlan(per_round=per_round, tasks=tasks)
 
 
 class TuningDatabase:
-    """A MetaSchedule JSONDatabase directory: tune into it, apply it, and hash what it holds."""
+    """A MetaSchedule JSONDatabase directory: tune into it, open it, and hash what it holds."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = Path(work_dir)
@@ -41,6 +168,10 @@ class TuningDatabase:
                 h.update(path.read_bytes())
         return h.hexdigest() if seen else "empty"
 
+    def exists(self) -> bool:
+        """Whether any database file is there (a corrupt one must fail loudly, not be skipped)."""
+        return any((self.work_dir / name).is_file() for name in DB_FILES)
+
     def num_records(self) -> int:
         path = self.work_dir / DB_FILES[1]
         if not path.is_file():
@@ -48,7 +179,8 @@ class TuningDatabase:
         with path.open() as fh:
             return sum(1 for line in fh if line.strip())
 
-    def _open(self):  # noqa: ANN202 - ms.database.JSONDatabase
+    def open(self) -> Any:
+        """The ms.database.JSONDatabase (created empty if missing)."""
         from tvm.s_tir import meta_schedule as ms
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +191,7 @@ class TuningDatabase:
                 f"tuning database {self.work_dir} is unreadable ({exc}); delete it or pass another --database"
             ) from exc
 
-    def apply(
+    def tune(
         self,
         mod: Any,
         target: Any,
@@ -67,76 +199,102 @@ class TuningDatabase:
         *,
         trials: int,
         say: Callable[[str], None],
-    ) -> tuple[Any, dict[str, Any]]:
-        """Lower to fused TIR, tune `trials` candidates (host arch only), apply the best records."""
-        import tvm
-        from tvm import relax
+    ) -> TuningPlan:
+        """Tune the heavy kernels of a `prepare`d module with `trials` candidates (host arch only)."""
         from tvm.s_tir import meta_schedule as ms
 
+        if profile.arch != host_arch():
+            raise CompileError(
+                f"tuning measures kernels on this {host_arch()} host, so it cannot tune for "
+                f"{profile.arch}; tune with the local profile or drop --tune-trials"
+            )
         with target:
-            mod = tvm.transform.Sequential(
-                [
-                    relax.transform.DecomposeOpsForInference(),
-                    relax.transform.CanonicalizeBindings(),
-                    relax.get_pipeline("zero"),
-                ]
-            )(mod)
-        tasks = ms.relax_integration.extract_tasks(mod, target)
-        info: dict[str, Any] = {"database": str(self.work_dir), "tasks": len(tasks), "trials": trials}
-        if trials > 0:
-            if profile.arch != host_arch():
-                raise CompileError(
-                    f"tuning measures kernels on this {host_arch()} host, so it cannot tune for "
-                    f"{profile.arch}; tune with the local profile or drop --tune-trials"
-                )
-            self._tune(mod, target, tasks, trials, say)
-        database = self._open()
-        with target, database, tvm.transform.PassContext(opt_level=3):
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        scheduled = sum(
-            1
-            for _, func in mod.functions.items()
-            if isinstance(func, tvm.tirx.PrimFunc)
-            and func.attrs
-            and func.attrs.get("tirx.is_scheduled", False)
+            tasks = ms.relax_integration.extract_tasks(mod, target)
+        plan = plan_budget([(t.task_name, task_cost(t)) for t in tasks], trials)
+        by_name = {t.task_name: t for t in tasks}
+        database = self.open()
+        say(
+            f"tuning {len(plan.tasks)} of {len(tasks)} kernels, {plan.trials} trials "
+            f"(rounds of {plan.per_round}) into {self.work_dir}"
         )
-        info.update(records=self.num_records(), scheduled_kernels=scheduled)
-        say(f"{scheduled} of {len(tasks)} kernels have tuned schedules ({info['records']} records)")
-        return mod, info
+        lanes = max(4, profile.cpu.simd_width_bytes // 4)
+        for budget in plan.tasks:
+            say(f"  {budget.name}: {budget.flop_share:.1%} of FLOPs, {budget.trials} trials")
+            task = by_name[budget.name]
+            seeded = self.seed_with_default(task, target, database, lanes)
+            if seeded is not None:
+                log.info(
+                    "%s: hilt's matmul schedule %.1f us, recorded as a candidate", task.task_name, seeded
+                )
+            self._tune_one(task, target, budget.trials, plan.per_round, database)
+        return plan
 
-    def _tune(self, mod: Any, target: Any, tasks: list[Any], trials: int, say: Callable[[str], None]) -> None:
-        """Spend the trials on the costliest kernels (FLOPs x occurrences), about 32 trials each.
+    def seed_with_default(self, task: Any, target: Any, database: Any, lanes: int) -> float | None:
+        """Measure hilt's own matmul schedule of the kernel and commit it as a tuning record.
 
-        Tuning every extracted task spreads a small budget over reshapes and index ops; the
-        matmuls, where the time goes, would get one round of random candidates at most.
+        The database's best record is then never slower than the default lowering: a small trial
+        budget that finds nothing better leaves the kernel on the schedule it had without tuning.
+        Returns the measured microseconds, or None when the rule does not apply or failed.
         """
         from tvm.s_tir import meta_schedule as ms
 
-        chosen = select_tasks(tasks, trials)
-        per_iter = max(4, min(64, trials // (2 * len(chosen))))
-        names = ", ".join(t.task_name for t in chosen)
-        say(f"tuning {len(chosen)} of {len(tasks)} kernels ({names}), {trials} trials into {self.work_dir}")
-        database = self._open()
+        from harness.compile.matmul_rule import tiled_matmul_rule
+
+        mod = task.dispatched[0]
+        with target:
+            sch = tiled_matmul_rule(lanes).apply(mod["main"], target, False)
+        if sch is None:
+            return None
+        built = _in_process_builder().build([ms.builder.BuilderInput(sch.mod, target)])[0]
+        if built.error_msg:
+            log.warning("%s: hilt's schedule did not build: %s", task.task_name, built.error_msg)
+            return None
+        args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+        runner = _runner()
+        result = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])[0].result()
+        if result.error_msg or not result.run_secs:
+            log.warning("%s: hilt's schedule did not run: %s", task.task_name, result.error_msg)
+            return None
+        workload = database.commit_workload(mod)
+        database.commit_tuning_record(
+            ms.database.TuningRecord(sch.trace, workload, list(result.run_secs), target, args_info)
+        )
+        return 1e6 * min(float(s) for s in result.run_secs)
+
+    def _tune_one(self, task: Any, target: Any, trials: int, per_round: int, database: Any) -> None:
+        """One task, its own budget: records are committed at the end of every round."""
+        from tvm.s_tir import meta_schedule as ms
+
+        _drop_unnamed_handlers()
         try:
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                extracted_tasks=chosen, work_dir=str(self.work_dir), num_threads=1, seed=0
+                extracted_tasks=[task], work_dir=str(self.work_dir), num_threads=1, seed=0
             )
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=str(self.work_dir),
-                max_trials_global=trials,
-                num_trials_per_iter=per_iter,
-                builder=_in_process_builder(),
-                runner=ms.runner.LocalRunner(
-                    timeout_sec=60.0,
-                    evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20),
-                ),
-                database=database,
-                cost_model="xgb",
-            )
+            with target:  # RISC-V schedule rules read Target::Current()
+                ms.tune.tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=str(self.work_dir),
+                    max_trials_global=trials,
+                    max_trials_per_task=trials,
+                    num_trials_per_iter=per_round,
+                    builder=_in_process_builder(),
+                    runner=_runner(),
+                    database=database,
+                    cost_model="xgb",
+                )
         except Exception as exc:  # MetaSchedule raises TVM errors of many kinds
             raise CompileError(f"MetaSchedule tuning failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _drop_unnamed_handlers() -> None:
+    """MetaSchedule rebuilds its loggers with dictConfig on every tuning call, naming the handlers its
+    logger already has; an unnamed one (left by an earlier call or a test harness) makes that fail
+    with "'NoneType' object has no attribute 'format'"."""
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_logger.handlers):
+        if handler.get_name() is None:
+            ms_logger.removeHandler(handler)
 
 
 def task_cost(task: Any) -> float:
@@ -150,11 +308,12 @@ def task_cost(task: Any) -> float:
     return flops * float(task.weight)
 
 
-def select_tasks(tasks: list[Any], trials: int) -> list[Any]:
-    """The costliest tasks, as many as `trials` can give about 32 trials each (at least one)."""
-    ranked = sorted(tasks, key=task_cost, reverse=True)
-    count = max(1, min(len(ranked), trials // 32))
-    return ranked[:count]
+def _runner():  # noqa: ANN202 - a MetaSchedule Runner
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.LocalRunner(
+        timeout_sec=60.0, evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20)
+    )
 
 
 def _in_process_builder():  # noqa: ANN202 - a MetaSchedule Builder

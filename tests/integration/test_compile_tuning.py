@@ -72,9 +72,87 @@ def test_database_is_reused_by_another_candidate(tuned: tuple[Path, Bundle], tmp
     assert TuningDatabase(db).digest() == before  # nothing was tuned
     assert result.bundle.sha256 != first.sha256
     assert result.bundle.metadata.tuning["scheduled_kernels"] == first.metadata.tuning["scheduled_kernels"]
+    info = result.bundle.metadata.tuning
+    assert info["mode"] == "db" and info["trials"] == 0 and info["kernels"]["from_database"] > 0
+    assert info["kernels"]["lowering"] == first.metadata.tuning["kernels"]["lowering"]
     _run_matches(result.bundle, tmp_path)
     again = compile_model(other, "local", CompileOptions(seq_len=SEQ, tune_trials=0, database_dir=db))
     assert again.cached and again.bundle.sha256 == result.bundle.sha256
+
+
+def test_default_database_is_the_boards_and_off_ignores_it(tmp_path: Path) -> None:
+    """Without --database the board's own database (per CPU and TVM version) is tuned and applied;
+    kernel tuning `off` builds the default lowering alone."""
+    from harness.compile.tune import KernelTuning, database_dir_for
+    from profiles.schema import load_profile
+
+    model = _tiny(tmp_path / "m", seed=3)
+    tuned = compile_model(model, "local", CompileOptions(seq_len=SEQ, tune_trials=TRIALS)).bundle
+    assert tuned.metadata.tuning["database"] == str(database_dir_for(load_profile("local")))
+    assert tuned.metadata.tuning["kernels"]["from_database"] > 0
+    off = CompileOptions(seq_len=SEQ, **KernelTuning.parse("off").compile_fields())
+    plain = compile_model(model, "local", off)
+    # how this build was made; the bundle itself may be the tuned one when no trial beat hilt's own
+    # schedule (the same code, content-addressed to the same bundle)
+    assert plain.tuning["mode"] == "off" and plain.tuning["kernels"]["from_database"] == 0
+    assert plain.tuning["database"] is None
+    _run_matches(plain.bundle, tmp_path)
+
+
+def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
+    """Ctrl-C while the second kernel is tuned: the first kernel's records are in the database and
+    the next build applies them."""
+    from harness.compile.export import example_input, to_relax
+    from harness.compile.lowering import prepare
+    from harness.compile.target import tvm_target
+    from harness.models import load_model
+    from profiles.schema import load_profile
+
+    db = TuningDatabase(tmp_path / "db")
+    prof = load_profile("local")
+    target = tvm_target(prof)
+    loaded = load_model(_tiny(tmp_path / "m", seed=4))
+    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target)
+    started: list[str] = []
+
+    def say(msg: str) -> None:
+        if msg.startswith("  "):  # one line per task, just before it is tuned
+            started.append(msg)
+            if len(started) == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        db.tune(mod, target, prof, trials=2 * TRIALS, say=say)
+    assert len(started) == 2 and db.num_records() > 0
+    result = compile_model(loaded.source, "local", CompileOptions(seq_len=SEQ, database_dir=db.work_dir))
+    assert result.bundle.metadata.tuning["kernels"]["from_database"] >= 1
+
+
+def test_hilts_matmul_schedule_is_recorded_and_replayed(tmp_path: Path) -> None:
+    """Before trials, tuning records hilt's own schedule of each heavy matmul as a measured candidate,
+    so the database's best is never slower than the default; the record replays into a correct build."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.compile.export import example_input, to_relax
+    from harness.compile.lowering import prepare
+    from harness.compile.target import tvm_target
+    from harness.compile.tune import task_cost
+    from harness.models import load_model
+    from profiles.schema import load_profile
+
+    prof = load_profile("local")
+    target = tvm_target(prof)
+    loaded = load_model(_tiny(tmp_path / "m", seed=5))
+    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target)
+    with target:
+        tasks = ms.relax_integration.extract_tasks(mod, target)
+    heaviest = max(tasks, key=task_cost)
+    db = TuningDatabase(tmp_path / "db")
+    micros = db.seed_with_default(heaviest, target, db.open(), lanes=8)
+    assert micros is not None and micros > 0 and db.num_records() == 1
+    result = compile_model(loaded.source, "local", CompileOptions(seq_len=SEQ, database_dir=db.work_dir))
+    assert result.bundle.metadata.tuning["kernels"]["from_database"] == 1
+    _run_matches(result.bundle, tmp_path)
 
 
 def test_tuning_for_a_foreign_arch_is_refused(tmp_path: Path) -> None:

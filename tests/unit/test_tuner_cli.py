@@ -29,6 +29,11 @@ def _one_line(capsys: pytest.CaptureFixture[str], message: str) -> None:
         (["--sampler", "annealing"], "unknown sampler 'annealing'"),
         (["--storage", "redis://localhost/0"], "neither sqlite"),
         (["--board", "nosuch"], "no board named 'nosuch'"),
+        (["--kernel-tuning", "fast"], "--kernel-tuning 'fast': expected off, db or trials:N"),
+        (["--kernel-tuning", "trials:0"], "--kernel-tuning 'trials:0': N in trials:N must be"),
+        (["--kernel-tuning", "trials:x"], "--kernel-tuning 'trials:x': N in trials:N must be"),
+        (["--kernel-tuning", "trials:"], "--kernel-tuning 'trials:': N in trials:N must be"),
+        (["--kernel-tuning", "trials"], "--kernel-tuning 'trials': expected off, db or trials:N"),
     ],
 )
 def test_tune_bad_input(task, tmp_path, capsys, extra, message) -> None:

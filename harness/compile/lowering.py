@@ -1,0 +1,166 @@
+"""hilt's default CPU lowering: fast without per-candidate tuning trials.
+
+Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run as naive loops,
+~300 of 322 ms on the demo GPT-2). This lowering, measured in ../shared/notes/tvm-0.27.md:
+
+1. graph rewrites before legalization: `pow(x, 2|3)` as products (HF `gelu_new` and RMSNorm lower
+   through `pow`, which TVM emits as a scalar libm call), `FastMathTransform` (softmax, exp, tanh
+   as their vectorisable `topi.fast_*` forms; max difference ~5e-7);
+2. legalize + fuse (the "zero" pipeline) and mark the weights layout-free, so tuned records may
+   prepack them;
+3. kernels: records of the board's tuning database where they match, hilt's tiled matmul
+   schedule (harness.compile.matmul_rule) for matmuls without one, DLight's CPU GEMV/Reduction
+   rules for reductions, hilt's vectorising elementwise rule (harness.compile.elementwise_rule)
+   for the injective rest; sigmoid as 1 / (1 + fast_exp(-x));
+4. weight prepacking: the layout rewrites the records ask for are split out and folded into the
+   constant weights at build time.
+
+`prepare` is also what tuning extracts its tasks from, so records are keyed by the same workloads
+the build looks up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
+LOWERING_NAME = "hilt-cpu-v2"
+
+
+@dataclass(frozen=True)
+class LoweringInfo:
+    """How the kernels of one build were scheduled (goes into the bundle metadata)."""
+
+    lowering: str
+    kernels: int  # PrimFuncs in the lowered module
+    from_database: int  # scheduled by a tuning record
+    tiled_matmul: int  # scheduled by hilt's matmul rule
+    dlight: int  # scheduled by a DLight CPU rule
+    elementwise: int  # vectorised by hilt's elementwise rule
+    unscheduled: int  # left as TVM's default loop nests (injective ops, mostly)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _power_as_products(bb: Any, call: Any) -> Any:
+    """x ** 2 and x ** 3 as multiplications (vectorisable, exact); other exponents: TVM's own."""
+    import tvm
+    from tvm import topi
+    from tvm.ir.expr import Constant
+
+    base, exponent = call.args
+    if isinstance(exponent, Constant) and exponent.value.numpy().size == 1:
+        value = float(exponent.value.numpy().reshape(()))
+        if value == 2.0:
+            return bb.call_te(lambda x: topi.multiply(x, x), base, primfunc_name_hint="square")
+        if value == 3.0:
+            return bb.call_te(
+                lambda x: topi.multiply(topi.multiply(x, x), x), base, primfunc_name_hint="cube"
+            )
+    default = tvm.ir.Op.get("relax.power").get_attr("FLegalize")
+    return default(bb, call)
+
+
+def _fast_sigmoid(bb: Any, call: Any) -> Any:
+    """sigmoid(x) = 1 / (1 + fast_exp(-x)): topi.sigmoid calls the scalar libm exp (LLaMA's SiLU ran
+    below 1 GFLOP/s); fast_exp is the same polynomial FastMathTransform uses for exp."""
+    from tvm import topi
+
+    def compute(x: Any) -> Any:
+        one = topi.full_like(x, 1.0)
+        return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
+
+    return bb.call_te(compute, call.args[0], primfunc_name_hint="fast_sigmoid")
+
+
+def prepare(mod: Any, target: Any) -> Any:
+    """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.transform.FastMathTransform(),
+                relax.transform.LegalizeOps(
+                    customize_legalize_map={"relax.power": _power_as_products, "relax.sigmoid": _fast_sigmoid}
+                ),
+                relax.get_pipeline("zero"),
+                relax.transform.AttachAttrLayoutFreeBuffers(),
+            ]
+        )(mod)
+
+
+def _scheduled(mod: Any) -> set[str]:
+    import tvm
+
+    return {
+        gv.name_hint
+        for gv, func in mod.functions_items()
+        if isinstance(func, tvm.tirx.PrimFunc) and func.attrs and func.attrs.get("tirx.is_scheduled", False)
+    }
+
+
+def _kernels(mod: Any) -> set[str]:
+    import tvm
+
+    return {gv.name_hint for gv, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
+
+
+def schedule(
+    mod: Any, target: Any, *, database: Any | None, lanes: int, threads: int
+) -> tuple[Any, LoweringInfo]:
+    """Give every kernel of a `prepare`d module a schedule, then fold the weight prepacking."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    from harness.compile.elementwise_rule import elementwise_rule
+    from harness.compile.matmul_rule import tiled_matmul_rule
+
+    kernels = _kernels(mod)
+    if database is not None:
+        with target, database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    from_db = _scheduled(mod)
+    with target:
+        mod = dl.ApplyDefaultSchedule(tiled_matmul_rule(lanes, threads))(mod)
+    tiled = _scheduled(mod) - from_db
+    with target:
+        mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(mod)
+    by_dlight = _scheduled(mod) - from_db - tiled
+    with target:
+        mod = dl.ApplyDefaultSchedule(elementwise_rule(lanes, threads))(mod)
+    vectorised = _scheduled(mod) - from_db - tiled - by_dlight
+    if from_db:  # only tuning records ask for weight layout rewrites; hilt's rules pack in-kernel
+        try:
+            with target:
+                mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        except RuntimeError as exc:  # a kernel TVM's block analysis rejects (e.g. a KV-cache scatter)
+            log.warning("weights not prepacked (the records' layouts are applied in-kernel): %s",
+                        str(exc).splitlines()[0])  # fmt: skip
+    with target:
+        mod = relax.transform.FoldConstant()(mod)
+    info = LoweringInfo(
+        lowering=LOWERING_NAME,
+        kernels=len(kernels),
+        from_database=len(from_db),
+        tiled_matmul=len(tiled),
+        dlight=len(by_dlight),
+        elementwise=len(vectorised),
+        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(by_dlight) - len(vectorised),
+    )
+    log.info("lowering %s", info)
+    return mod, info
+
+
+def lanes_of(simd_width_bytes: int) -> int:
+    """fp32 elements per vector register (at least 4: the narrowest SIMD hilt targets is 128-bit)."""
+    return max(4, int(simd_width_bytes) // 4)

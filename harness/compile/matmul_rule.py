@@ -1,0 +1,152 @@
+"""hilt's own CPU schedule for matmul kernels that have no tuning record.
+
+TVM's DLight CPU rules cover GEMV and reductions only, so without a record every matmul is a naive
+triple loop (~1 GFLOP/s). This rule gives each static-shape matmul (a block of spatial iterators and
+one reduction, reading an `A` indexed by (i, k) and a `B` indexed by (j, k)) a register-blocked
+micro-kernel: `B` is packed per column panel into [K, tile_j] (contiguous whatever its layout), an
+`tile_i x tile_j` accumulator is kept in registers (i unrolled, j vectorised with the target's vector
+width), and elementwise epilogues (bias, GELU) are inlined into the write-back. Outer loops run in
+parallel when more than one thread is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatmulTiles:
+    """Register-block sizes: rows of A (unrolled) x vector lanes of B (vectorised)."""
+
+    tile_i: int
+    tile_j: int
+
+
+def _largest_divisor(extent: int, candidates: tuple[int, ...]) -> int:
+    for c in candidates:
+        if c <= extent and extent % c == 0:
+            return c
+    return 1
+
+
+def choose_tiles(m: int, n: int, lanes: int) -> MatmulTiles:
+    """A register block that fits the vector register file and divides the shapes (no tail predicates).
+
+    16 vector registers (AVX2, NEON has 32): 6 rows x 2 vectors of accumulators, as in the classic
+    6x16 AVX2 kernel; the j tile falls back to one vector, or fewer lanes, for widths it does not divide.
+    """
+    tile_j = _largest_divisor(n, (2 * lanes, lanes, lanes // 2, 4, 2))
+    tile_i = _largest_divisor(m, (6, 4, 8, 3, 5, 2))
+    return MatmulTiles(tile_i=max(1, tile_i), tile_j=max(1, tile_j))
+
+
+def _as_int(expr: Any) -> int | None:
+    try:
+        return int(expr)
+    except (TypeError, ValueError):
+        return None
+
+
+def _make_rule(lanes: int, threads: int) -> Any:
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base.common_schedules import try_inline_contiguous_spatial
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+    from tvm.tirx.analysis import undefined_vars
+
+    def uses(region: Any) -> set[str]:
+        names: set[str] = set()
+        for rng in region:
+            names |= {v.name for v in undefined_vars(rng.min)}
+        return names
+
+    class TiledMatmul(CPUScheduleRule):
+        """A DLight-style rule: returns None for anything that is not a static matmul."""
+
+        def apply(self, func: Any, target: Any, _tunable: bool) -> Any:
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            infos = normalize_prim_func(sch)
+            if infos is None:
+                return None
+            infos = try_inline_contiguous_spatial(sch, infos)
+            if not infos or not infos[0].is_reduction():
+                return None
+            main, epilogues = infos[0], infos[1:]
+            if any(not e.is_injective() for e in epilogues):
+                return None
+            kinds = main.dom_kind()
+            if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3 or "O" in kinds:
+                return None
+            extents = [_as_int(d) for d in main.dom()]
+            if any(e is None for e in extents):
+                return None
+            m, n, k = extents[-3], extents[-2], extents[-1]
+            if m < 2 or n < 2 or k < 2:  # GEMV and friends belong to the GEMV/Reduction rules
+                return None
+            block = sch.get(main.block_rv)
+            iv = [i.var.name for i in block.iter_vars]
+            vi, vj, vk = iv[-3], iv[-2], iv[-1]
+            reads = list(block.reads)
+            if len(reads) != 2 or len(block.writes) != 1:
+                return None
+            a_idx = b_idx = None
+            for idx, buf in enumerate(reads):
+                names = uses(buf.region)
+                if vk in names and vi in names and vj not in names:
+                    a_idx = idx
+                elif vk in names and vj in names and vi not in names:
+                    b_idx = idx
+            if a_idx is None or b_idx is None:
+                return None
+            b_dims = [uses([rng]) for rng in reads[b_idx].region]
+            k_dims = [d for d, names in enumerate(b_dims) if vk in names]
+            j_dims = [d for d, names in enumerate(b_dims) if vj in names]
+            if len(k_dims) != 1 or len(j_dims) != 1 or k_dims == j_dims:
+                return None
+            order = [d for d in range(len(b_dims)) if d not in (k_dims[0], j_dims[0])] + k_dims + j_dims
+            return self._schedule(sch, main, epilogues, b_idx, order, choose_tiles(m, n, lanes))
+
+        def _schedule(
+            self, sch: Any, main: Any, epilogues: list[Any], b_idx: int, order: list[int], tiles: MatmulTiles
+        ) -> Any:
+            """`order`: B's dimensions rearranged so that k, then j, come last (the packed layout)."""
+            blk = main.block_rv
+            *outer, i, j, k = sch.get_loops(blk)
+            jo, ji = sch.split(j, [None, tiles.tile_j])
+            io, ii = sch.split(i, [None, tiles.tile_i])
+            sch.reorder(*outer, jo, io, k, ii, ji)
+            packed = sch.cache_read(blk, b_idx, "global")
+            if order != list(range(len(order))):
+                sch.transform_layout(packed, ("write", 0), lambda *idx: [idx[d] for d in order])
+            sch.compute_at(packed, jo)
+            acc = sch.cache_write(blk, 0, "global")
+            sch.reverse_compute_at(acc, io)
+            for epi in epilogues:
+                try:
+                    sch.reverse_compute_inline(epi.block_rv)
+                except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
+                    log.debug("epilogue %s not inlined", epi.name)
+            sch.unroll(ii)
+            sch.vectorize(ji)
+            if threads > 1:
+                sch.parallel(sch.fuse(*outer, jo) if outer else jo)
+            init = sch.decompose_reduction(blk, k)  # after vectorize/parallel: they check a reduction block
+            for b in (init, acc):
+                loops = sch.get_loops(b)
+                inner = loops[-1]
+                if _as_int(sch.get(inner).extent) == tiles.tile_j:
+                    sch.vectorize(inner)
+            return sch
+
+    return TiledMatmul()
+
+
+def tiled_matmul_rule(lanes: int, threads: int = 1) -> Any:
+    """The rule for `dlight.ApplyDefaultSchedule`; `lanes` = fp32 elements per vector register."""
+    return _make_rule(max(1, lanes), max(1, threads))

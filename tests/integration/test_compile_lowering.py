@@ -1,0 +1,135 @@
+"""hilt's default lowering, built for real: logits match PyTorch, the rewrites are applied, every
+matmul gets hilt's schedule without a tuning record, and that schedule is exact on awkward shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
+
+from harness.compile import CompileOptions, compile_model
+from harness.compile.export import example_input, to_relax
+from harness.compile.lowering import LOWERING_NAME, prepare, schedule
+from harness.compile.target import tvm_target
+from profiles.schema import load_profile
+
+SEQ = 12
+TOL = 1e-4
+
+
+def _gpt2() -> GPT2ForSequenceClassification:
+    torch.manual_seed(3)
+    cfg = GPT2Config(
+        vocab_size=64, n_positions=32, n_embd=48, n_layer=2, n_head=4, n_inner=96, num_labels=3,
+        activation_function="gelu_new", pad_token_id=63, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    return GPT2ForSequenceClassification(cfg).eval()
+
+
+def _llama() -> LlamaForSequenceClassification:
+    torch.manual_seed(4)
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, num_labels=3, pad_token_id=63,
+    )  # fmt: skip
+    return LlamaForSequenceClassification(cfg).eval()
+
+
+MODELS = {"gpt2": _gpt2, "llama": _llama}
+
+
+def _vm_logits(bundle_dir: Path, ids: np.ndarray) -> np.ndarray:
+    import tvm
+    from tvm import relax
+
+    lib = tvm.runtime.load_module(str(bundle_dir / "model.so"))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(ids)).numpy()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_default_lowering_matches_pytorch(name: str, tmp_path: Path) -> None:
+    model = MODELS[name]()
+    model.save_pretrained(tmp_path / name)
+    result = compile_model(tmp_path / name, "local", CompileOptions(seq_len=SEQ, use_cache=False))
+    info = result.bundle.metadata.tuning
+    assert info["mode"] == "db" and info["lowering"] == LOWERING_NAME and info["trials"] == 0
+    kernels = info["kernels"]
+    # q/k/v (or c_attn), QK^T, PV, out-proj, two (GPT-2) or three (LLaMA) FFN matmuls, the head
+    assert kernels["tiled_matmul"] >= 5 and kernels["from_database"] == 0
+    ids = result.bundle.input_array()
+    got = _vm_logits(result.bundle.directory, ids)
+    with torch.no_grad():
+        want = model(
+            torch.from_numpy(ids.copy()), attention_mask=torch.ones_like(torch.from_numpy(ids))
+        ).logits
+    np.testing.assert_allclose(got.reshape(-1), want.numpy().reshape(-1), atol=TOL, rtol=0)
+
+
+def test_gelu_and_norm_powers_are_rewritten() -> None:
+    """No scalar libm pow/tanh is left in the kernels: gelu_new's pow(x, 3) and tanh, RMSNorm's x**2."""
+    import tvm
+
+    target = tvm_target(load_profile("local"))
+    for build in MODELS.values():
+        model = build()
+        ex = example_input(model, SEQ)
+        mod = prepare(to_relax(model, ex), target)
+        text = "\n".join(f.script() for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+        assert "T.pow(" not in text and "T.tanh(" not in text and "T.sigmoid(" not in text
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "transposed"), [(7, 10, 5, False), (12, 48, 32, True), (6, 3, 9, False)]
+)
+def test_tiled_matmul_is_exact_on_awkward_shapes(m: int, n: int, k: int, transposed: bool) -> None:
+    """The schedule must be correct for widths the tiles do not divide and for a [N, K] weight."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import dlight as dl
+
+    from harness.compile.matmul_rule import tiled_matmul_rule
+
+    a = te.placeholder((1, m, k), name="A")
+    b = te.placeholder((n, k) if transposed else (k, n), name="B")
+    bias = te.placeholder((n,), name="bias")
+    r = te.reduce_axis((0, k), name="r")
+
+    def weight(j: object, kk: object) -> object:
+        return b[j, kk] if transposed else b[kk, j]
+
+    c = te.compute((1, m, n), lambda x, i, j: te.sum(a[x, i, r] * weight(j, r), axis=r), name="matmul")
+    out = te.compute((1, m, n), lambda x, i, j: te.tanh(c[x, i, j] + bias[j]) * 2.0, name="epilogue")
+    func = te.create_prim_func([a, b, bias, out])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+    mod = tvm.IRModule({"main": func})
+    with target:
+        mod = dl.ApplyDefaultSchedule(tiled_matmul_rule(lanes=8))(mod)
+    assert mod["main"].attrs["tirx.is_scheduled"]
+    lib = tvm.compile(mod, target=target)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in t.shape]).astype("float32") for t in (a, b, bias)]
+    res = tvm.runtime.tensor(np.zeros((1, m, n), dtype="float32"))
+    lib["main"](*[tvm.runtime.tensor(x) for x in arrays], res)
+    weight_kn = arrays[1].T if transposed else arrays[1]
+    want = np.tanh(arrays[0] @ weight_kn + arrays[2]) * 2.0
+    np.testing.assert_allclose(res.numpy(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_schedule_counts_every_kernel() -> None:
+    target = tvm_target(load_profile("local"))
+    model = _gpt2()
+    mod = prepare(to_relax(model, example_input(model, SEQ)), target)
+    _, info = schedule(mod, target, database=None, lanes=8, threads=1)
+    parts = info.from_database + info.tiled_matmul + info.dlight + info.elementwise + info.unscheduled
+    assert info.kernels == parts
+    assert info.dlight >= 1  # layer norms / the softmax reductions
+    assert info.elementwise >= 1  # GELU, bias, residual adds
