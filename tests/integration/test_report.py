@@ -54,6 +54,9 @@ def test_report_sections_and_numbers_match_the_database(study) -> None:
     assert f"{len(record['samples_ns'])} samples" in html
     assert "estimate (power model)" in html  # the local board has no sensor: energy is labelled
     assert (study["out"] / "schedule.json").read_text().strip().startswith("{")
+    # how each measured bundle's kernels were made (`hilt tune --kernel-tuning`, default db)
+    assert a["kernels"].startswith("db, hilt-cpu") and dense["kernels"].startswith("db, hilt-cpu")
+    assert 'id="kernels"' in html and a["kernels"] in md and dense["kernels"] in md
 
 
 def test_report_errors(study, capsys) -> None:
