@@ -33,6 +33,11 @@ from smollm2_tvm_step import cpu_facts  # noqa: E402
 
 
 def _peak_mb() -> float:
+    """This process's own peak RSS (VmHWM; getrusage's ru_maxrss survives exec, so a child started
+    from a large parent would report the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -363,8 +363,10 @@ def _compile_causal(
     if opts.use_cache:
         hit = _cached_bundle(key)
         if hit is not None:
-            say(f"cached bundle {hit.sha256[:12]} for {prof.name}")
-            return CompileResult(hit, cached=True, seconds=time.monotonic() - start, stages=stages)
+            say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
+            return CompileResult(
+                hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
+            )
     caller_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, opts.threads))
     try:
@@ -438,7 +440,7 @@ def _compile_causal(
     )
     index = _index_path(key)
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"bundle": bundle.sha256}) + "\n")
+    index.write_text(json.dumps({"bundle": bundle.sha256, "tuning": meta["tuning"]}) + "\n")
     elapsed = time.monotonic() - start
     say(f"causal-LM bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
-    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages)
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=meta["tuning"])

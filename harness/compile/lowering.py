@@ -28,7 +28,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
-LOWERING_NAME = "hilt-cpu-v2"
+LOWERING_NAME = "hilt-cpu-v3"
 
 
 @dataclass(frozen=True)

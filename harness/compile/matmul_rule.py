@@ -81,6 +81,8 @@ def _make_rule(lanes: int, threads: int) -> Any:
             if any(not e.is_injective() for e in epilogues):
                 return None
             kinds = main.dom_kind()
+            if kinds == "SR":  # one row of A (normalisation drops the unit axis): a decode step's GEMV
+                return self._gemv(sch, main, epilogues)
             if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3 or "O" in kinds:
                 return None
             extents = [_as_int(d) for d in main.dom()]
@@ -112,8 +114,55 @@ def _make_rule(lanes: int, threads: int) -> Any:
             order = [d for d in range(len(b_dims)) if d not in (k_dims[0], j_dims[0])] + k_dims + j_dims
             return self._schedule(sch, main, epilogues, b_idx, order, choose_tiles(m, n, lanes))
 
+        def _gemv(self, sch: Any, main: Any, epilogues: list[Any]) -> Any:
+            """out[j] = sum_k a[k] * B[k, j] with B's j contiguous (weights stored [k, j]): j in
+            blocks of several vector accumulators, k streamed, nothing packed (packing would read and
+            write every weight once more per call). Other layouts are left to DLight's GEMV rule."""
+            if any(not e.is_injective() for e in epilogues):
+                return None
+            n, k = (_as_int(d) for d in main.dom())
+            if n is None or k is None or n < 4:
+                return None
+            block = sch.get(main.block_rv)
+            vj, vk = (i.var.name for i in block.iter_vars[-2:])
+            reads = list(block.reads)
+            if len(reads) != 2 or len(block.writes) != 1:
+                return None
+            regions = [[uses([rng]) for rng in buf.region] for buf in reads]
+            b_reads = [r for r in regions if any(vj in d for d in r) and any(vk in d for d in r)]
+            a_reads = [r for r in regions if not any(vj in d for d in r) and any(vk in d for d in r)]
+            if len(b_reads) != 1 or len(a_reads) != 1 or vj not in b_reads[0][-1]:
+                return None  # B's j is not its innermost dimension
+            tile_j = _largest_divisor(n, (4 * lanes, 2 * lanes, lanes, 4))
+            blk = main.block_rv
+            *outer, j, kk = sch.get_loops(blk)
+            jo, ji = sch.split(j, [None, tile_j])
+            sch.reorder(*outer, jo, kk, ji)
+            acc = sch.cache_write(blk, 0, "global")
+            sch.reverse_compute_at(acc, jo)
+            for epi in epilogues:
+                try:
+                    sch.reverse_compute_inline(epi.block_rv)
+                except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
+                    log.debug("epilogue %s not inlined", epi.name)
+            sch.vectorize(ji)
+            if threads > 1:
+                sch.parallel(sch.fuse(*outer, jo) if outer else jo)
+            init = sch.decompose_reduction(blk, kk)
+            for b in (init, acc):
+                inner = sch.get_loops(b)[-1]
+                if _as_int(sch.get(inner).extent) == tile_j:
+                    sch.vectorize(inner)
+            return sch
+
         def _schedule(
-            self, sch: Any, main: Any, epilogues: list[Any], b_idx: int, order: list[int], tiles: MatmulTiles
+            self,
+            sch: Any,
+            main: Any,
+            epilogues: list[Any],
+            b_idx: int,
+            order: list[int],
+            tiles: MatmulTiles,
         ) -> Any:
             """`order`: B's dimensions rearranged so that k, then j, come last (the packed layout)."""
             blk = main.block_rv
