@@ -247,16 +247,7 @@ def _compile_model(
     stage("link", t0)
     manifest = _manifest_of(loaded.source)
     meta = {
-        "hilt_version": package_version("hilt"),
-        "tvm_version": package_version("apache-tvm"),
-        "tvm_ffi_version": package_version("apache-tvm-ffi"),
-        "profile": prof.name,
-        "target": prof.target.as_tvm(),
-        "arch": prof.arch,
-        "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - start, 3),
-        "cache_key": key,
-        "model_family": loaded.family,
+        **_build_metadata(prof, key, loaded, start),
         "tuning": tuning_info,
     }
     bundle = write_bundle(
@@ -294,6 +285,22 @@ def _tuning_info(
     if plan is not None:
         info["plan"] = plan.as_dict()
     return info
+
+
+def _build_metadata(prof: BoardProfile, key: str, loaded: LoadedModel, start: float) -> dict[str, Any]:
+    """What every bundle's metadata.json says about its build: versions, target, time, key."""
+    return {
+        "hilt_version": package_version("hilt"),
+        "tvm_version": package_version("apache-tvm"),
+        "tvm_ffi_version": package_version("apache-tvm-ffi"),
+        "profile": prof.name,
+        "target": prof.target.as_tvm(),
+        "arch": prof.arch,
+        "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - start, 3),
+        "cache_key": key,
+        "model_family": loaded.family,
+    }
 
 
 def _build(mod: Any, target: Any) -> Any:
@@ -409,16 +416,7 @@ def _compile_causal(
         expected_ids=ids,
     )
     meta = {
-        "hilt_version": package_version("hilt"),
-        "tvm_version": package_version("apache-tvm"),
-        "tvm_ffi_version": package_version("apache-tvm-ffi"),
-        "profile": prof.name,
-        "target": prof.target.as_tvm(),
-        "arch": prof.arch,
-        "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - start, 3),
-        "cache_key": key,
-        "model_family": loaded.family,
+        **_build_metadata(prof, key, loaded, start),
         "task": "causal-lm",
         "causal": causal.model_dump(),
         "tuning": {

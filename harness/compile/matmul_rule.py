@@ -51,6 +51,23 @@ def _as_int(expr: Any) -> int | None:
         return None
 
 
+def _inline_epilogues(sch: Any, epilogues: list[Any]) -> None:
+    """Elementwise epilogues (bias, GELU) into the accumulator's write-back, where they inline."""
+    for epi in epilogues:
+        try:
+            sch.reverse_compute_inline(epi.block_rv)
+        except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
+            log.debug("epilogue %s not inlined", epi.name)
+
+
+def _vectorize_init_and_writeback(sch: Any, init: Any, acc: Any, tile_j: int) -> None:
+    """The accumulator's zeroing and write-back loops run along j too: vectorise them alike."""
+    for b in (init, acc):
+        inner = sch.get_loops(b)[-1]
+        if _as_int(sch.get(inner).extent) == tile_j:
+            sch.vectorize(inner)
+
+
 def _make_rule(lanes: int, threads: int) -> Any:
     from tvm import s_tir, tirx
     from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -140,19 +157,11 @@ def _make_rule(lanes: int, threads: int) -> Any:
             sch.reorder(*outer, jo, kk, ji)
             acc = sch.cache_write(blk, 0, "global")
             sch.reverse_compute_at(acc, jo)
-            for epi in epilogues:
-                try:
-                    sch.reverse_compute_inline(epi.block_rv)
-                except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
-                    log.debug("epilogue %s not inlined", epi.name)
+            _inline_epilogues(sch, epilogues)
             sch.vectorize(ji)
             if threads > 1:
                 sch.parallel(sch.fuse(*outer, jo) if outer else jo)
-            init = sch.decompose_reduction(blk, kk)
-            for b in (init, acc):
-                inner = sch.get_loops(b)[-1]
-                if _as_int(sch.get(inner).extent) == tile_j:
-                    sch.vectorize(inner)
+            _vectorize_init_and_writeback(sch, sch.decompose_reduction(blk, kk), acc, tile_j)
             return sch
 
         def _schedule(
@@ -176,21 +185,13 @@ def _make_rule(lanes: int, threads: int) -> Any:
             sch.compute_at(packed, jo)
             acc = sch.cache_write(blk, 0, "global")
             sch.reverse_compute_at(acc, io)
-            for epi in epilogues:
-                try:
-                    sch.reverse_compute_inline(epi.block_rv)
-                except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
-                    log.debug("epilogue %s not inlined", epi.name)
+            _inline_epilogues(sch, epilogues)
             sch.unroll(ii)
             sch.vectorize(ji)
             if threads > 1:
                 sch.parallel(sch.fuse(*outer, jo) if outer else jo)
             init = sch.decompose_reduction(blk, k)  # after vectorize/parallel: they check a reduction block
-            for b in (init, acc):
-                loops = sch.get_loops(b)
-                inner = loops[-1]
-                if _as_int(sch.get(inner).extent) == tiles.tile_j:
-                    sch.vectorize(inner)
+            _vectorize_init_and_writeback(sch, init, acc, tiles.tile_j)
             return sch
 
     return TiledMatmul()

@@ -20,19 +20,8 @@ from harness.runtime import build_runtime, runner_command
 from harness.runtime.toolchains import host_arch
 from tests.cli_errors import one_error_line
 from tests.unit.llm_tiny import save_tiny_lm
-
-REC = {"steps": 2, "batch_size": 4, "lr": 0.01}
-SCHEDULE = {
-    "version": 1,
-    "name": "tiny-lm-cascade",
-    "stages": [
-        {"granularity": "layer", "ratio": 0.67, "recovery": REC},
-        {"granularity": "head", "ratio": 0.5, "recovery": REC},
-        {"granularity": "channel", "ratio": 0.5, "criterion": "wanda", "recovery": REC},
-    ],
-    "calibration": {"batches": 2, "batch_size": 4},
-}
-PRUNE_ARGS = ["--seq-len", "32", "--calib-n", "8", "--eval-n", "6", "--recovery-n", "16", "--threads", "1"]
+from tests.unit.test_prune_causal import ARGS as PRUNE_ARGS
+from tests.unit.test_prune_causal import CASCADE as SCHEDULE
 
 
 def _pruned_lm(tmp_path: Path, family: str) -> Path:

@@ -392,18 +392,36 @@ ffi::Tensor FirstTensor(const ffi::Any& out) {
   throw RunnerError("runtime", "model main returned no tensor", 3);
 }
 
+/*! \brief The bundle's Relax VM executable, loaded and initialised for the CPU (pooled allocator). */
+ffi::Module LoadVm(const std::string& dir) {
+  ffi::Module lib = ffi::Module::LoadFromFile(dir + "/model.so");
+  auto load_exec = lib->GetFunction("vm_load_executable");
+  if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
+  ffi::Module exec = (*load_exec)().cast<ffi::Module>();
+  auto init = exec->GetFunction("vm_initialization");
+  if (!init.has_value()) throw RunnerError("runtime", "VM executable has no vm_initialization", 3);
+  constexpr int kPooledAllocator = 2;
+  (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+  return exec;
+}
+
+void DumpFloats(const std::string& path, const float* values, size_t n) {
+  std::ofstream dump(path, std::ios::binary);
+  dump.write(reinterpret_cast<const char*>(values), static_cast<std::streamsize>(n * sizeof(float)));
+  if (!dump) throw RunnerError("runtime", "cannot write " + path, 3);
+}
+
+/*! \brief The threads the TVM runtime actually uses (what was asked, if it cannot say). */
+int RuntimeThreads(int asked) {
+  if (auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) return (*num_threads)().cast<int>();
+  return asked;
+}
+
 Result RunBundle(const Options& opt) {
   VerifyBundle(opt.bundle);
   ffi::Tensor input = LoadInput(opt.bundle);
   try {
-    ffi::Module lib = ffi::Module::LoadFromFile(opt.bundle + "/model.so");
-    auto load_exec = lib->GetFunction("vm_load_executable");
-    if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
-    ffi::Module exec = (*load_exec)().cast<ffi::Module>();
-    auto init = exec->GetFunction("vm_initialization");
-    if (!init.has_value()) throw RunnerError("runtime", "VM executable has no vm_initialization", 3);
-    constexpr int kPooledAllocator = 2;
-    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    ffi::Module exec = LoadVm(opt.bundle);
     auto main_fn = exec->GetFunction("main");
     if (!main_fn.has_value()) throw Refuse("bad_bundle", "model.so has no function \"main\"");
     ffi::Function fn = *main_fn;
@@ -422,15 +440,8 @@ Result RunBundle(const Options& opt) {
     }
     const float* values = static_cast<const float*>(out->data) + out->byte_offset / sizeof(float);
     for (int64_t i = 0; i < numel; ++i) r.checksum += values[i];
-    if (!opt.dump_output.empty()) {
-      std::ofstream dump(opt.dump_output, std::ios::binary);
-      dump.write(reinterpret_cast<const char*>(values), numel * sizeof(float));
-      if (!dump) throw RunnerError("runtime", "cannot write " + opt.dump_output, 3);
-    }
-    r.threads = opt.threads;
-    if (auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) {
-      r.threads = (*num_threads)().cast<int>();
-    }
+    if (!opt.dump_output.empty()) DumpFloats(opt.dump_output, values, static_cast<size_t>(numel));
+    r.threads = RuntimeThreads(opt.threads);
     return r;
   } catch (const RunnerError&) {
     throw;
@@ -557,14 +568,7 @@ GenerateResult RunGenerate(const Options& opt) {
   const int64_t* src = static_cast<const int64_t*>(ex->data);
   for (int64_t i = 0; i < prompt; ++i) prompt_ids[i] = src[i % n];
   try {
-    ffi::Module lib = ffi::Module::LoadFromFile(opt.bundle + "/model.so");
-    auto load_exec = lib->GetFunction("vm_load_executable");
-    if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
-    ffi::Module exec = (*load_exec)().cast<ffi::Module>();
-    auto init = exec->GetFunction("vm_initialization");
-    if (!init.has_value()) throw RunnerError("runtime", "VM executable has no vm_initialization", 3);
-    constexpr int kPooledAllocator = 2;
-    (*init)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+    ffi::Module exec = LoadVm(opt.bundle);
     auto prefill_fn = exec->GetFunction("prefill");
     auto decode_fn = exec->GetFunction("decode");
     if (!prefill_fn.has_value() || !decode_fn.has_value()) {
@@ -612,16 +616,8 @@ GenerateResult RunGenerate(const Options& opt) {
     do {
       r.runs.push_back(generate());
     } while (static_cast<int>(r.runs.size()) < opt.min_iters || (Clock::now() - start) < min_duration);
-    if (keep) {
-      const auto& logits = r.runs.back().logits;
-      std::ofstream dump(opt.dump_output, std::ios::binary);
-      dump.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
-      if (!dump) throw RunnerError("runtime", "cannot write " + opt.dump_output, 3);
-    }
-    r.threads = opt.threads;
-    if (auto num_threads = ffi::Function::GetGlobal("runtime.NumThreads")) {
-      r.threads = (*num_threads)().cast<int>();
-    }
+    if (keep) DumpFloats(opt.dump_output, r.runs.back().logits.data(), r.runs.back().logits.size());
+    r.threads = RuntimeThreads(opt.threads);
     return r;
   } catch (const RunnerError&) {
     throw;
