@@ -150,7 +150,7 @@ def hilt_row(model: str, board_name: str, farm: str | None, args: argparse.Names
     from harness.compile import CompileOptions, compile_model
 
     board = find_farm(farm).board(board_name)
-    opts = CompileOptions(seq_len=args.prompt, cache_len=args.prompt + args.new)
+    opts = CompileOptions(seq_len=args.prompt, cache_len=args.prompt + args.new, kernel_threads=threads)
     t0 = time.perf_counter()
     bundle = compile_model(model, board.profile, opts).bundle
     build_s = time.perf_counter() - t0
