@@ -82,10 +82,15 @@ def select_boards(farm_path: str | None, board: str | None, profile: str | None)
     return boards
 
 
-def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> SpaceConfig:  # noqa: ANN001
+def sia_restricted_space(
+    pipeline: TrialPipeline,
+    dense,  # noqa: ANN001 - a torch model
+    space: SpaceConfig,
+) -> tuple[SpaceConfig, dict[str, float]]:
     """Drop granularities SIA forbids on the dense model (horizon 0 under the default criterion) and
     raise the ratio floor to the widest horizon left: schedules that stage 1 would reject are never
-    proposed. Later stages are still checked on the model as pruned so far."""
+    proposed. Later stages are still checked on the model as pruned so far. Returns the space and
+    the horizons it was cut by (the report says why)."""
     grans = list(space.granularities)
     horizons = pipeline.horizons(dense, grans, {g: DEFAULT_CRITERION[g] for g in grans})
     allowed = tuple(g for g in grans if horizons.get(g, 0.0) > 0.0)
@@ -96,7 +101,7 @@ def sia_restricted_space(pipeline: TrialPipeline, dense, space: SpaceConfig) -> 
             "use --no-sia to search anyway"
         )
     floor = max(space.ratio_low, 1.0 - max(horizons[g] for g in allowed))
-    return replace(space, granularities=allowed, ratio_low=round(floor, 6))
+    return replace(space, granularities=allowed, ratio_low=round(floor, 6)), horizons
 
 
 def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
@@ -147,10 +152,9 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     dense = loaded.model
     if req.use_sia and req.sia_restrict_space:
         searched = space.granularities
-        space = sia_restricted_space(pipeline, dense, space)
+        space, horizons = sia_restricted_space(pipeline, dense, space)
         study.set_user_attr("space", space.to_dict())
         # which granularities SIA lets the search prune, and how far (the report says why)
-        horizons = pipeline.horizons(dense, list(searched), {g: DEFAULT_CRITERION[g] for g in searched})
         allowed = list(space.granularities)
         sia_space = {"searched": list(searched), "granularities": allowed, "horizons": horizons}
         study.set_user_attr("sia_space", sia_space)

@@ -125,6 +125,18 @@ def _cached_bundle(key: str) -> tuple[Bundle, dict[str, Any]] | None:
         return None
 
 
+def _cache_hit(
+    key: str, prof: BoardProfile, say: Progress, start: float, stages: dict[str, float]
+) -> CompileResult | None:
+    """The cached build for `key` as this compile's result, said as cached; None on a miss."""
+    hit = _cached_bundle(key)
+    if hit is None:
+        return None
+    bundle, tuning = hit
+    say(f"cached bundle {bundle.sha256[:12]} for {prof.name}")
+    return CompileResult(bundle, cached=True, seconds=time.monotonic() - start, stages=stages, tuning=tuning)
+
+
 def _resolve_profile(profile: str | BoardProfile) -> BoardProfile:
     return profile if isinstance(profile, BoardProfile) else load_profile(profile)
 
@@ -183,12 +195,9 @@ def _compile_model(
         tuning = TuningDatabase(opts.database_dir or database_dir_for(prof))
     key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
     if opts.use_cache and opts.tune_trials == 0:
-        hit = _cached_bundle(key)
+        hit = _cache_hit(key, prof, say, start, stages)
         if hit is not None:
-            say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
-            return CompileResult(
-                hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
-            )
+            return hit
 
     t0 = time.monotonic()
     caller_threads = torch.get_num_threads()  # the export's thread count must not leak to the caller
@@ -214,12 +223,9 @@ def _compile_model(
         # the database has grown: key the bundle by what it holds now
         key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
         if opts.use_cache:
-            hit = _cached_bundle(key)
+            hit = _cache_hit(key, prof, say, start, stages)
             if hit is not None:
-                say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
-                return CompileResult(
-                    hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
-                )
+                return hit
     database = tuning.open() if tuning is not None and tuning.exists() else None
     t0 = time.monotonic()
     mod, lowering = schedule(
@@ -368,12 +374,9 @@ def _compile_causal(
     digest = tuning.digest() if tuning is not None else "none"
     key = cache_key(_model_digest(loaded.source), prof, opts, f"causal:{bucket}:{max_len}:{digest}")
     if opts.use_cache:
-        hit = _cached_bundle(key)
+        hit = _cache_hit(key, prof, say, start, stages)
         if hit is not None:
-            say(f"cached bundle {hit[0].sha256[:12]} for {prof.name}")
-            return CompileResult(
-                hit[0], cached=True, seconds=time.monotonic() - start, stages=stages, tuning=hit[1]
-            )
+            return hit
     caller_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, opts.threads))
     try:

@@ -97,6 +97,12 @@ def judge(
         "additivity (median relative error)": _le(additivity_error, th.additivity_error_max),
         "rank stability": _ge(stability, th.stability_min),
     }
+    return _verdict(checks, th)
+
+
+def _verdict(checks: dict[str, tuple[bool, bool]], th: Thresholds) -> tuple[str, list[str]]:
+    """checks: name -> (passes, certain). Any failure is 'violated'; an interval crossing a threshold
+    is 'uncertain' ('violated' when conservative); else 'holds'. The reasons name each check."""
     failed = [name for name, (ok, _) in checks.items() if not ok]
     if failed:
         return "violated", [f"{name} fails its threshold" for name in failed]
@@ -136,14 +142,7 @@ def judge_rank(
     }
     if not math.isnan(stability.value):
         checks["rank stability"] = _ge(stability, th.stability_min)
-    failed = [name for name, (ok, _) in checks.items() if not ok]
-    if failed:
-        return "violated", [f"{name} fails its threshold" for name in failed]
-    unsure = [name for name, (_, certain) in checks.items() if not certain]
-    if unsure:
-        reasons = [f"{name}: 95% interval crosses its threshold" for name in unsure]
-        return ("violated" if th.conservative else "uncertain"), reasons
-    return "holds", []
+    return _verdict(checks, th)
 
 
 def horizon(ratios_removed: list[float], verdicts: list[str]) -> float:

@@ -45,6 +45,19 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _add_byte_tokenizer(w, tokens: list[str]) -> None:  # noqa: ANN001 - a gguf.GGUFWriter
+    """The byte-level BPE tokenizer's GGUF keys, as llama.cpp's converter writes them (the last token
+    is the end-of-text control token, serving as BOS and EOS)."""
+    import gguf
+
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL])
+    w.add_token_merges(MERGES)
+    w.add_bos_token_id(len(tokens) - 1)
+    w.add_eos_token_id(len(tokens) - 1)
+
+
 def write_llama_gguf(
     path: Path, model: LlamaForCausalLM, architecture: str = "llama", name: str = "tiny-llama"
 ) -> Path:
@@ -67,13 +80,8 @@ def write_llama_gguf(
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
-    w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL])
-    w.add_token_merges(MERGES)
-    w.add_bos_token_id(len(tokens) - 1)
-    w.add_eos_token_id(len(tokens) - 1)
+    _add_byte_tokenizer(w, tokens)
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
@@ -189,12 +197,7 @@ def write_gpt2_gguf(path: Path, model) -> Path:  # noqa: ANN001 - a GPT2LMHeadMo
     w.add_feed_forward_length(4 * cfg.n_embd)
     w.add_head_count(cfg.n_head)
     w.add_layer_norm_eps(cfg.layer_norm_epsilon)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.NORMAL] * (len(tokens) - 1) + [gguf.TokenType.CONTROL])
-    w.add_token_merges(MERGES)
-    w.add_bos_token_id(len(tokens) - 1)
-    w.add_eos_token_id(len(tokens) - 1)
+    _add_byte_tokenizer(w, tokens)
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     w.add_tensor("token_embd.weight", sd["transformer.wte.weight"])
     w.add_tensor("position_embd.weight", sd["transformer.wpe.weight"])
