@@ -60,13 +60,7 @@ class Bench:
         self.holder = self.holder[:200]
 
     def command(self) -> Tuple[List[str], Dict[str, str]]:
-        runtime = self.args.get("runtime")
-        if not is_sha(runtime):
-            raise AgentFailure("bad_request", "bench needs 'runtime' (the hash of an installed runtime)")
-        rdir = os.path.join(self.root, "runtime", runtime)
-        runner = os.path.join(rdir, RUNNER_NAME)
-        if not os.path.exists(runner):
-            raise AgentFailure("missing_file", "runtime %s is not installed; upload and install it" % runtime)
+        runner, env = runner_command(self.root, self.args.get("runtime"), self.threads)
         cmd = [runner]
         if self.args.get("selftest"):
             cmd.append("--selftest")
@@ -91,9 +85,6 @@ class Bench:
             "--min-seconds", repr(self.min_seconds),
             "--threads", str(self.threads),
         ]  # fmt: skip
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = rdir + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-        env["OMP_NUM_THREADS"] = env["TVM_NUM_THREADS"] = str(self.threads)
         return cmd, env
 
     def reader(self) -> Optional[PowerReader]:
@@ -150,37 +141,7 @@ class Bench:
         }
 
     def _run_runner(self, cmd: List[str], env: Dict[str, str]) -> RunResult:
-        remaining = self.deadline - time.monotonic() - 0.2
-        if remaining <= 0:
-            raise AgentFailure("timeout", "no time left for the runner before the request deadline")
-        cores = self.cores
-
-        def pin() -> None:
-            if cores and hasattr(os, "sched_setaffinity"):
-                os.sched_setaffinity(0, cores)
-
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-                preexec_fn=pin if cores else None,
-            )
-        except OSError as exc:
-            raise AgentFailure("runner_crashed", "cannot start %s: %s" % (cmd[0], exc)) from None
-        try:
-            out, err = proc.communicate(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            proc.communicate()
-            raise AgentFailure(
-                "runner_timeout",
-                "runner still running at the request deadline; killed after %.1f s" % remaining,
-            ) from None
-        return proc.returncode, out, err
+        return run_process(cmd, env, self.cores, self.deadline)
 
     def _parse(self, result: RunResult) -> Dict[str, Any]:
         code, out, err = result
@@ -239,6 +200,54 @@ class Bench:
             "total_j_per_inference": mean_w * mean_s,
             "active_j_per_inference": active_w * mean_s if active_w is not None else None,
         }
+
+
+def runner_command(root: str, runtime: Any, threads: int) -> Tuple[str, Dict[str, str]]:
+    """The installed runtime's hilt-runner and the environment it runs in (its libraries, threads)."""
+    if not is_sha(runtime):
+        raise AgentFailure("bad_request", "needs 'runtime' (the hash of an installed runtime)")
+    rdir = os.path.join(root, "runtime", runtime)
+    runner = os.path.join(rdir, RUNNER_NAME)
+    if not os.path.exists(runner):
+        raise AgentFailure("missing_file", "runtime %s is not installed; upload and install it" % runtime)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = rdir + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    env["OMP_NUM_THREADS"] = env["TVM_NUM_THREADS"] = str(threads)
+    return runner, env
+
+
+def run_process(cmd: List[str], env: Dict[str, str], cores: List[int], deadline: float) -> RunResult:
+    """Run the runner (pinned to `cores` if any) and collect its output; killed at the deadline."""
+    remaining = deadline - time.monotonic() - 0.2
+    if remaining <= 0:
+        raise AgentFailure("timeout", "no time left for the runner before the request deadline")
+
+    def pin() -> None:
+        if cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=pin if cores else None,
+        )
+    except OSError as exc:
+        raise AgentFailure("runner_crashed", "cannot start %s: %s" % (cmd[0], exc)) from None
+    try:
+        out, err = proc.communicate(timeout=remaining)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.communicate()
+        raise AgentFailure(
+            "runner_timeout",
+            "runner still running at the request deadline; killed after %.1f s" % remaining,
+        ) from None
+    return proc.returncode, out, err
 
 
 def kill_group(proc: "subprocess.Popen[bytes]") -> None:

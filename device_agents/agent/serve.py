@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .bench import Bench
 from .facts import Facts
+from .kernels import KernelTiming
 from .lock import current_holder
 from .power import discover_power
 from .rawtty import set_raw
@@ -33,7 +34,7 @@ from .wire import (
 
 # Requests that must not run twice: a retry with the same id is answered from a small cache of recent
 # replies (the result re-sent if the reply was lost), never run again.
-NOT_IDEMPOTENT = frozenset({"bench", "shutdown"})
+NOT_IDEMPOTENT = frozenset({"bench", "time_kernels", "shutdown"})
 REPLY_CACHE = 16  # recent replies kept by id
 REPLAY_GAP_S = 1.0  # retries queued behind a long run: re-send the cached reply once, then at most this often
 REQUEST_FRAME_MAX = (256 + 16) << 10
@@ -141,6 +142,9 @@ class Agent:
 
     def do_bench(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
         return Bench(self.cache, self.facts, self.sysfs, args, deadline).run()
+
+    def do_time_kernels(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
+        return KernelTiming(self.store, args, deadline).run()
 
     def do_shutdown(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
         self.running = False

@@ -26,12 +26,12 @@ import torch
 from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
+from harness.compile.kernel_timer import KernelTimer
 from harness.compile.lowering import LOWERING_NAME, lanes_of, prepare, schedule
 from harness.compile.target import export_kwargs, tvm_target
-from harness.compile.tune import TuningDatabase, database_dir_for, describe_tuning
+from harness.compile.tune import Measure, TuningDatabase, database_dir_for, describe_tuning
 from harness.errors import ArtifactError, CompileError
 from harness.models import LoadedModel, load_model
-from harness.runtime.toolchains import host_arch
 from harness.versions import package_version
 from profiles.schema import BoardProfile, load_profile
 
@@ -151,17 +151,21 @@ def compile_model(
     profile: str | BoardProfile,
     options: CompileOptions | None = None,
     progress: Progress | None = None,
+    timer: KernelTimer | None = None,
 ) -> CompileResult:
-    """Build (or fetch from the cache) the bundle for `model` on `profile` (thread-safe)."""
+    """Build (or fetch from the cache) the bundle for `model` on `profile` (thread-safe).
+
+    `timer` times tuning candidates on a board (`--tune-trials` for a foreign arch needs one)."""
     with _BUILD_LOCK:
-        return _compile_model(model, profile, options, progress)
+        return _compile_model(model, profile, options, progress, timer)
 
 
 def _compile_model(
     model: str | Path,
     profile: str | BoardProfile,
-    options: CompileOptions | None = None,
-    progress: Progress | None = None,
+    options: CompileOptions | None,
+    progress: Progress | None,
+    timer: KernelTimer | None,
 ) -> CompileResult:
     opts = options or CompileOptions()
     say = progress or (lambda msg: log.info("%s", msg))
@@ -172,12 +176,8 @@ def _compile_model(
     def stage(name: str, t0: float) -> None:
         stages[name] = round(time.monotonic() - t0, 3)
 
-    if opts.tune_trials > 0 and prof.arch != host_arch():
-        raise CompileError(
-            f"tuning measures kernels on this {host_arch()} host, so it cannot tune for {prof.arch}; "
-            "tune with a host profile (e.g. local) or drop --tune-trials (existing records still apply "
-            "with --database)"
-        )
+    if opts.tune_trials > 0:
+        Measure.on(prof, timer)  # a foreign arch with no board to time on fails before any work
     t0 = time.monotonic()
     loaded = load_model(model)
     if loaded.task not in ("sequence-classification", "causal-lm"):
@@ -218,7 +218,7 @@ def _compile_model(
     if tuning is not None and opts.tune_trials > 0:
         t0 = time.monotonic()
         say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
-        plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=say)
+        plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=say, timer=timer)
         stage("tune", t0)
         # the database has grown: key the bundle by what it holds now
         key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
@@ -283,6 +283,7 @@ def _tuning_info(
         "lowering": lowering.lowering,
         "database": str(tuning.work_dir) if tuning is not None else None,
         "records": tuning.num_records() if tuning is not None else 0,
+        "timed_on": sorted(tuning.sources()) if tuning is not None else [],
         "trials": opts.tune_trials,
         "tasks": lowering.kernels,
         "scheduled_kernels": lowering.from_database,

@@ -11,21 +11,27 @@ splits the work itself: the heavy tasks (by FLOP share) share the trials, each w
 in whole rounds; light tasks are left to the default lowering's schedules (DLight, hilt's matmul
 rule). Records are written when a round ends: an interrupted run keeps its finished rounds.
 
-Tuning measures candidates on this host (MetaSchedule's local runner), so it is offered for
-host-arch profiles only; a foreign-arch profile still applies records already in its database.
+Candidates are timed on this host (MetaSchedule's local runner) for host-arch profiles, or on a
+board through a `KernelTimer` (its agent, any transport): the builder then links each candidate
+into a shared library for the board's arch. Which machines timed a database's records is kept in
+its `sources.json`; emulated boards are named as such (their ranking is fit for tests, not claims).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.cache import cache_root
+from harness.compile.kernel_timer import Evaluator, KernelTimer, shared_library_builder, timer_runner
 from harness.errors import CompileError, ConfigError
 from harness.runtime.toolchains import host_arch
 from harness.versions import package_version
@@ -34,6 +40,8 @@ from profiles.schema import BoardProfile
 log = logging.getLogger(__name__)
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
+SOURCES = "sources.json"  # which machines timed the records (not part of the digest: it decides no code)
+EVALUATOR = Evaluator(number=3, repeat=1, min_repeat_ms=20)
 ROUND = 64  # candidates per task and round (MetaSchedule's own per-iteration count)
 MIN_ROUND = 8  # smallest round worth a cost-model update
 HEAVY_SHARE = 0.97  # heavy tasks: the costliest ones that together hold this share of the FLOPs
@@ -199,15 +207,13 @@ class TuningDatabase:
         *,
         trials: int,
         say: Callable[[str], None],
+        timer: KernelTimer | None = None,
     ) -> TuningPlan:
-        """Tune the heavy kernels of a `prepare`d module with `trials` candidates (host arch only)."""
+        """Tune the heavy kernels of a `prepare`d module with `trials` candidates, timed on this host
+        (host-arch profiles) or by `timer` on a board."""
         from tvm.s_tir import meta_schedule as ms
 
-        if profile.arch != host_arch():
-            raise CompileError(
-                f"tuning measures kernels on this {host_arch()} host, so it cannot tune for "
-                f"{profile.arch}; tune with the local profile or drop --tune-trials"
-            )
+        measure = Measure.on(profile, timer)
         with target:
             tasks = ms.relax_integration.extract_tasks(mod, target)
         plan = plan_budget([(t.task_name, task_cost(t)) for t in tasks], trials)
@@ -215,21 +221,39 @@ class TuningDatabase:
         database = self.open()
         say(
             f"tuning {len(plan.tasks)} of {len(tasks)} kernels, {plan.trials} trials "
-            f"(rounds of {plan.per_round}) into {self.work_dir}"
+            f"(rounds of {plan.per_round}) into {self.work_dir}, timed on {measure.where}"
         )
         lanes = max(4, profile.cpu.simd_width_bytes // 4)
         for budget in plan.tasks:
             say(f"  {budget.name}: {budget.flop_share:.1%} of FLOPs, {budget.trials} trials")
             task = by_name[budget.name]
-            seeded = self.seed_with_default(task, target, database, lanes)
+            seeded = self.seed_with_default(task, target, database, lanes, measure)
             if seeded is not None:
                 log.info(
                     "%s: hilt's matmul schedule %.1f us, recorded as a candidate", task.task_name, seeded
                 )
-            self._tune_one(task, target, budget.trials, plan.per_round, database)
+            self._tune_one(task, target, budget.trials, plan.per_round, database, measure)
+            self._note_source(measure)
         return plan
 
-    def seed_with_default(self, task: Any, target: Any, database: Any, lanes: int) -> float | None:
+    def sources(self) -> dict[str, Any]:
+        """Which machines timed this database's records: {where: {emulated, trials, last}}."""
+        path = self.work_dir / SOURCES
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            return {}
+
+    def _note_source(self, measure: Measure) -> None:
+        sources = self.sources()
+        entry = sources.setdefault(measure.where, {"emulated": measure.emulated, "tasks": 0})
+        entry["tasks"] = int(entry.get("tasks", 0)) + 1
+        entry["last"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        (self.work_dir / SOURCES).write_text(json.dumps(sources, indent=1, sort_keys=True) + "\n")
+
+    def seed_with_default(
+        self, task: Any, target: Any, database: Any, lanes: int, measure: Measure | None = None
+    ) -> float | None:
         """Measure hilt's own matmul schedule of the kernel and commit it as a tuning record.
 
         The database's best record is then never slower than the default lowering: a small trial
@@ -245,13 +269,17 @@ class TuningDatabase:
             sch = tiled_matmul_rule(lanes).apply(mod["main"], target, False)
         if sch is None:
             return None
-        built = _in_process_builder().build([ms.builder.BuilderInput(sch.mod, target)])[0]
+        measure = measure or Measure.on(None, None)
+        built = measure.builder.build([ms.builder.BuilderInput(sch.mod, target)])[0]
         if built.error_msg:
             log.warning("%s: hilt's schedule did not build: %s", task.task_name, built.error_msg)
             return None
         args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
-        runner = _runner()
-        result = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])[0].result()
+        try:
+            runs = measure.runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
+            result = runs[0].result()
+        finally:
+            shutil.rmtree(Path(built.artifact_path).parent, ignore_errors=True)
         if result.error_msg or not result.run_secs:
             log.warning("%s: hilt's schedule did not run: %s", task.task_name, result.error_msg)
             return None
@@ -261,7 +289,9 @@ class TuningDatabase:
         )
         return 1e6 * min(float(s) for s in result.run_secs)
 
-    def _tune_one(self, task: Any, target: Any, trials: int, per_round: int, database: Any) -> None:
+    def _tune_one(
+        self, task: Any, target: Any, trials: int, per_round: int, database: Any, measure: Measure
+    ) -> None:
         """One task, its own budget: records are committed at the end of every round."""
         from tvm.s_tir import meta_schedule as ms
 
@@ -278,13 +308,39 @@ class TuningDatabase:
                     max_trials_global=trials,
                     max_trials_per_task=trials,
                     num_trials_per_iter=per_round,
-                    builder=_in_process_builder(),
-                    runner=_runner(),
+                    builder=measure.builder,
+                    runner=measure.runner,
                     database=database,
                     cost_model="xgb",
                 )
         except Exception as exc:  # MetaSchedule raises TVM errors of many kinds
             raise CompileError(f"MetaSchedule tuning failed: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class Measure:
+    """The builder and runner one tuning run uses, and where its timings come from."""
+
+    builder: Any
+    runner: Any
+    where: str
+    emulated: bool
+
+    @classmethod
+    def on(cls, profile: BoardProfile | None, timer: KernelTimer | None) -> Measure:
+        """This host's local runner (host-arch profiles; `profile` None: no arch check), or `timer`."""
+        if timer is not None:
+            assert profile is not None
+            return cls(
+                shared_library_builder(profile), timer_runner(timer, EVALUATOR), timer.where, timer.emulated
+            )
+        if profile is not None and profile.arch != host_arch():
+            raise CompileError(
+                f"tuning for {profile.arch} times kernels on a board: name a farm board with that "
+                f"profile (hilt compile --board NAME, or --tune-on NAME); this {host_arch()} host "
+                "cannot run them. Without --tune-trials, records already in the database still apply"
+            )
+        return cls(_in_process_builder(), _runner(), f"this {host_arch()} host", False)
 
 
 def _drop_unnamed_handlers() -> None:
@@ -312,7 +368,10 @@ def _runner():  # noqa: ANN202 - a MetaSchedule Runner
     from tvm.s_tir import meta_schedule as ms
 
     return ms.runner.LocalRunner(
-        timeout_sec=60.0, evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20)
+        timeout_sec=60.0,
+        evaluator_config=ms.runner.EvaluatorConfig(
+            number=EVALUATOR.number, repeat=EVALUATOR.repeat, min_repeat_ms=EVALUATOR.min_repeat_ms
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-// hilt-runner: loads a hilt artifact bundle (or runs a fixed self-test), times it, prints one JSON line.
+// hilt-runner: loads a hilt artifact bundle (or runs a fixed self-test, or times one tuning candidate
+// kernel), times it, prints one JSON line.
 //
 // Exit codes: 0 ok, 1 bad command line, 2 bundle refused, 3 runtime failure.
 #include <dlpack/dlpack.h>
@@ -65,6 +66,11 @@ struct Options {
   bool generate = false;     // greedy generation of a causal-LM bundle (prefill + decode)
   int prompt_tokens = -1;    // -1: the bundle's example prompt as it is
   int new_tokens = 16;
+  std::string kernel;              // --time-kernel: a MetaSchedule candidate's shared library
+  std::vector<std::string> kernel_args;  // its arguments, "dtype:d0xd1x..." each
+  int number = 1;                  // calls per timed repeat (grown until a repeat lasts min_repeat_ms)
+  int repeat = 3;
+  double min_repeat_ms = 20.0;
 };
 
 /*! \brief A failure with its JSON error type and exit code. */
@@ -165,6 +171,16 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--prompt-tokens") {
       opt.prompt_tokens = static_cast<int>(ParseInt(arg, next()));
       if (opt.prompt_tokens < 1) throw RunnerError("usage", "--prompt-tokens needs at least 1 token", 1);
+    } else if (arg == "--time-kernel") {
+      opt.kernel = next();
+    } else if (arg == "--arg") {
+      opt.kernel_args.push_back(next());
+    } else if (arg == "--number") {
+      opt.number = std::max(1, static_cast<int>(ParseInt(arg, next())));
+    } else if (arg == "--repeat") {
+      opt.repeat = std::max(1, static_cast<int>(ParseInt(arg, next())));
+    } else if (arg == "--min-repeat-ms") {
+      opt.min_repeat_ms = static_cast<double>(ParseInt(arg, next()));
     } else if (arg == "--new-tokens") {
       opt.new_tokens = static_cast<int>(ParseInt(arg, next()));
       if (opt.new_tokens < 1) throw RunnerError("usage", "--new-tokens needs at least 1 token", 1);
@@ -173,10 +189,18 @@ Options ParseArgs(int argc, char** argv) {
                         "unknown argument '" + arg +
                             "'; usage: hilt-runner (--bundle DIR | --selftest) [--warmup N] [--min-iters N] "
                             "[--min-seconds S] [--threads T] [--dump-output FILE] "
-                            "[--generate [--prompt-tokens P] [--new-tokens G]]",
+                            "[--generate [--prompt-tokens P] [--new-tokens G]] | hilt-runner --time-kernel "
+                            "FILE.so [--arg DTYPE:SHAPE]... [--number N] [--repeat R] [--min-repeat-ms M]",
                         1);
     }
   }
+  if (!opt.kernel.empty()) {
+    if (opt.selftest || !opt.bundle.empty() || opt.generate) {
+      throw RunnerError("usage", "--time-kernel times one kernel; it takes no --bundle, --selftest or --generate", 1);
+    }
+    return opt;
+  }
+  if (!opt.kernel_args.empty()) throw RunnerError("usage", "--arg belongs to --time-kernel", 1);
   if (opt.selftest == !opt.bundle.empty()) {
     throw RunnerError("usage", "give exactly one of --bundle DIR or --selftest", 1);
   }
@@ -655,12 +679,100 @@ void PrintGenerate(const Options& opt, const GenerateResult& r) {
   std::cout << os.str() << std::endl;
 }
 
+// ---------------------------------------------------------------- one tuning candidate kernel
+
+/*! \brief "float32:1x64x32" (or "int64:" for a scalar) -> a tensor filled like MetaSchedule's runner:
+ * small random floats; integers zero, so index arguments (gathers) stay in bounds. */
+ffi::Tensor KernelArgument(const std::string& spec, uint32_t* seed) {
+  const size_t colon = spec.find(':');
+  if (colon == std::string::npos) throw RunnerError("usage", "--arg '" + spec + "' is not DTYPE:SHAPE", 1);
+  DLDataType dtype;
+  try {
+    dtype = ffi::StringToDLDataType(spec.substr(0, colon));
+  } catch (const std::exception&) {
+    throw RunnerError("usage", "--arg '" + spec + "': unknown dtype", 1);
+  }
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  std::string dims = spec.substr(colon + 1);
+  for (size_t start = 0; start < dims.size();) {
+    size_t end = dims.find('x', start);
+    if (end == std::string::npos) end = dims.size();
+    shape.push_back(ParseInt("--arg " + spec, dims.substr(start, end - start)));
+    numel *= shape.back();
+    start = end + 1;
+  }
+  DLDevice cpu{kDLCPU, 0};
+  ffi::Tensor t = tvm::runtime::Tensor::Empty(ffi::Shape(shape), dtype, cpu);
+  const size_t nbytes = static_cast<size_t>(numel) * ((dtype.bits * dtype.lanes + 7) / 8);
+  std::memset(t.data_ptr(), 0, nbytes);
+  if (dtype.code == kDLFloat && dtype.bits == 32) {
+    float* values = static_cast<float*>(t.data_ptr());
+    for (int64_t i = 0; i < numel; ++i) {
+      *seed = *seed * 1664525u + 1013904223u;
+      values[i] = static_cast<float>(*seed >> 8) / static_cast<float>(1u << 24) - 0.5f;
+    }
+  }
+  return t;
+}
+
+/*! \brief TVM's time evaluator, on the board: `number` calls per repeat, `number` grown until one
+ * repeat lasts min_repeat_ms, then `repeat` repeats; the mean seconds per call of each. */
+void TimeKernel(const Options& opt) {
+  ffi::Module lib = [&]() {
+    try {
+      return ffi::Module::LoadFromFile(opt.kernel);
+    } catch (const ffi::Error& e) {
+      throw Refuse("bad_kernel", "cannot load " + opt.kernel + ": " + e.message());
+    }
+  }();
+  auto main_fn = lib->GetFunction("main");
+  if (!main_fn.has_value()) throw Refuse("bad_kernel", opt.kernel + " has no function \"main\"");
+  uint32_t seed = 1;
+  std::vector<ffi::Any> args;
+  for (const std::string& spec : opt.kernel_args) args.emplace_back(KernelArgument(spec, &seed));
+  std::vector<ffi::AnyView> views(args.begin(), args.end());
+  ffi::Function fn = *main_fn;
+  ffi::Any ignored;
+  auto call = [&]() { fn.CallPacked(views.data(), static_cast<int32_t>(views.size()), &ignored); };
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> run_secs;
+  int number = opt.number;
+  try {
+    for (int i = 0; i < std::max(opt.warmup, 1); ++i) call();
+    while (static_cast<int>(run_secs.size()) < opt.repeat) {
+      const auto t0 = Clock::now();
+      for (int i = 0; i < number; ++i) call();
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (run_secs.empty() && seconds * 1e3 < opt.min_repeat_ms && number < (1 << 24)) {
+        const double per_call = std::max(seconds / number, 1e-9);
+        number = std::max(static_cast<int>(opt.min_repeat_ms / 1e3 / per_call) + 1,
+                          static_cast<int>(number * 1.618) + 1);
+        continue;
+      }
+      run_secs.push_back(seconds / number);
+    }
+  } catch (const ffi::Error& e) {
+    throw RunnerError("runtime", std::string(e.kind()) + ": " + e.message(), 3);
+  }
+  std::ostringstream os;
+  os << "{\"ok\": true, \"mode\": \"kernel\", \"runner_version\": \"" << HILT_RUNNER_VERSION
+     << "\", \"number\": " << number << ", \"run_secs\": [";
+  for (size_t i = 0; i < run_secs.size(); ++i) os << (i ? ", " : "") << JsonNumber(run_secs[i]);
+  os << "], \"threads\": " << RuntimeThreads(opt.threads) << "}";
+  std::cout << os.str() << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     Options opt = ParseArgs(argc, argv);
     if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+    if (!opt.kernel.empty()) {
+      TimeKernel(opt);
+      return 0;
+    }
     if (opt.generate) {
       PrintGenerate(opt, RunGenerate(opt));
       return 0;
