@@ -16,6 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from device_agents.bench import BenchOptions, GenerateOptions, measure_held
+from device_agents.kernel_timing import tuning_on
 from device_agents.pool import BoardPool, pool_url
 from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
@@ -35,6 +37,7 @@ from harness.models import load_model
 from harness.models.manifest import count_parameters, save_pruned
 from harness.prune.cascade import run_cascade
 from harness.prune.schedule import Schedule
+from harness.runtime.toolchains import host_arch
 from harness.sia import check_sia
 from harness.sia.empirical import EmpiricalConfig
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
@@ -240,7 +243,11 @@ class TrialPipeline:
         )
         opts = replace(opts, **self.cfg.kernel_tuning.compile_fields())  # type: ignore[type-var]
         say(f"compiling for {board.profile.name} (kernel tuning {self.cfg.kernel_tuning})")
-        result = compile_model(model_dir, board.profile, opts)
+        # trials for a foreign arch are timed on the board itself, owned through the pool meanwhile
+        on_board = opts.tune_trials > 0 and board.profile.arch != host_arch()
+        timing = tuning_on(board, self.pool, self.cfg.lease_wait_s) if on_board else nullcontext(None)
+        with timing as timer:
+            result = compile_model(model_dir, board.profile, opts, timer=timer)
         self.stats["compile_hits" if result.cached else "compile_misses"] += 1
         bundle = result.bundle
         self.store.add_artifact(bundle.sha256, board.profile.name, {"directory": str(bundle.directory)})

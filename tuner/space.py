@@ -41,7 +41,9 @@ class SpaceConfig:
     max_steps: int = 60
     step_size: int = 10
     lr: float = 2e-3
-    round_to: int | None = None  # FFN widths rounded to this multiple (None: no rounding)
+    round_to: int | None = (
+        None  # kept FFN widths rounded to this multiple (None: `tune` uses the board's lanes)
+    )
     calib_batches: int = 4
     max_cuts: int = 1  # > 1 (with `compression`): search cuts per granularity, 1..max_cuts
     recovery_losses: tuple[str, ...] = ("ce",)  # more than one: search the recovery loss

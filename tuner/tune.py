@@ -16,6 +16,7 @@ from harness.errors import ConfigError
 from harness.models import load_model
 from harness.models.loading import resolve_model_dir
 from harness.prune.criteria import DEFAULT_CRITERION
+from profiles.schema import BoardProfile
 from tuner.constraints import Limits
 from tuner.data import task_data
 from tuner.objectives import ObjectiveSpec
@@ -64,6 +65,11 @@ class TuneResult:
     study: optuna.Study
     best_json: Path | None
     pipeline: TrialPipeline
+
+
+def fp32_lanes(profile: BoardProfile) -> int:
+    """float32 values in one vector register of the board's CPU (8 for AVX2, 4 for NEON)."""
+    return max(1, profile.cpu.simd_width_bytes // 4)
 
 
 def select_boards(farm_path: str | None, board: str | None, profile: str | None) -> list:
@@ -128,6 +134,9 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     study.set_user_attr("objectives", list(objectives.names))
     study.set_user_attr("task", loaded.task)
     space = replace(req.space, criteria=study_criteria(study))
+    if space.round_to is None:  # kept FFN widths a multiple of the board's fp32 vector lanes: the
+        # kernels vectorise without a tail, and pruned shapes repeat, so tuning records are reused
+        space = replace(space, round_to=fp32_lanes(boards[0].profile))
     study.set_user_attr("space", space.to_dict())
     study.set_user_attr("command", req.command)
     study.set_user_attr("work_dir", str(req.work_dir))

@@ -48,7 +48,13 @@ def tune(
     ),
     max_stages: int = typer.Option(3, "--max-stages", min=1, max=4),
     max_steps: int = typer.Option(60, "--max-steps", min=0, help="Most LoRA steps per stage."),
-    round_to: int | None = typer.Option(None, "--round-to", help="Round FFN widths to this multiple."),
+    round_to: int | None = typer.Option(
+        None,
+        "--round-to",
+        min=1,
+        help="Round kept FFN widths to this multiple (default: the board's fp32 vector lanes, 8 on AVX2, "
+        "4 on NEON; 1: no rounding).",
+    ),
     kernel_tuning: str = typer.Option(
         "db",
         "--kernel-tuning",

@@ -94,6 +94,11 @@ def test_selftest_runs_until_min_seconds() -> None:
         (["--selftest", "--bogus"], "unknown argument '--bogus'"),
         (["--selftest", "--min-iters", "x"], "--min-iters needs a non-negative integer"),
         (["--selftest", "--bundle", "/x"], "exactly one of"),
+        (["--selftest", "--arg", "float32:4"], "--arg belongs to --time-kernel"),
+        (["--time-kernel", "/k.so", "--selftest"], "takes no --bundle, --selftest or --generate"),
+        (["--time-kernel", "/k.so", "--arg", "float32"], "is not DTYPE:SHAPE"),
+        (["--time-kernel", "/k.so", "--arg", "nonsense:4"], "unknown dtype"),
+        (["--time-kernel", "/k.so", "--arg", "float32:4xq"], "needs a non-negative integer"),
     ],
 )
 def test_bad_command_line(args: list[str], match: str) -> None:

@@ -153,6 +153,7 @@ def test_sampler_searches_only_the_space_sia_left(tmp_path) -> None:
     floor = 1.0 - dense["head"]["horizon_removed"]
     assert study.user_attrs["space"]["granularities"] == ["head"]
     assert study.user_attrs["space"]["ratio_low"] == pytest.approx(floor)
+    assert study.user_attrs["space"]["round_to"] == 8  # no --round-to: the local profile's fp32 lanes (AVX2)
     assert len(study.trials) >= 3
     for t in study.trials:
         assert all(not k.endswith("_granularity") or v == "head" for k, v in t.params.items()), t.params

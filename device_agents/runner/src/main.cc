@@ -719,6 +719,9 @@ ffi::Tensor KernelArgument(const std::string& spec, uint32_t* seed) {
 /*! \brief TVM's time evaluator, on the board: `number` calls per repeat, `number` grown until one
  * repeat lasts min_repeat_ms, then `repeat` repeats; the mean seconds per call of each. */
 void TimeKernel(const Options& opt) {
+  uint32_t seed = 1;
+  std::vector<ffi::Any> args;  // a malformed argument is a usage error before anything loads
+  for (const std::string& spec : opt.kernel_args) args.emplace_back(KernelArgument(spec, &seed));
   ffi::Module lib = [&]() {
     try {
       return ffi::Module::LoadFromFile(opt.kernel);
@@ -728,9 +731,6 @@ void TimeKernel(const Options& opt) {
   }();
   auto main_fn = lib->GetFunction("main");
   if (!main_fn.has_value()) throw Refuse("bad_kernel", opt.kernel + " has no function \"main\"");
-  uint32_t seed = 1;
-  std::vector<ffi::Any> args;
-  for (const std::string& spec : opt.kernel_args) args.emplace_back(KernelArgument(spec, &seed));
   std::vector<ffi::AnyView> views(args.begin(), args.end());
   ffi::Function fn = *main_fn;
   ffi::Any ignored;
