@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any, Dict, List
 
-from .bench import int_arg, run_process, runner_command
+from .bench import int_arg, number_arg, run_process, runner_command
 from .lock import bench_lock
 from .store import Store
 from .wire import AgentFailure, is_sha
@@ -50,7 +50,7 @@ class KernelTiming:
         self.number = int_arg(args, "number", 1, 1)
         self.repeat = int_arg(args, "repeat", 3, 1)
         self.min_repeat_ms = int_arg(args, "min_repeat_ms", 20, 0)
-        self.wait_s = float(args.get("wait_s", 0.0))
+        self.wait_s = number_arg(args, "wait_s", 0.0)
         self.holder = str(args.get("holder") or "an unnamed host")[:200]
         kernels = args.get("kernels")
         if not isinstance(kernels, list) or not kernels or len(kernels) > MAX_KERNELS:

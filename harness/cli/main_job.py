@@ -192,10 +192,13 @@ def _tune_stage(
 
     t = time.monotonic()
     space = SpaceConfig(max_stages=3, max_steps=30, ratio_step=0.05)
-    command = f"hilt tune --model {MODEL} --board {board} --trials {n} --study {study} --storage {storage}"
+    # the demo shows the method: SIA's verdict on the dense model decides what the search may prune
+    command = (
+        f"hilt tune --model {MODEL} --board {board} --trials {n} --study {study} --storage {storage} --sia"
+    )
     req = TuneRequest(
         model=MODEL, study=study, storage=storage, farm=farm, board=board, trials=n, space=space,
-        val_n=VAL_N, work_dir=out, bench_options=BenchOptions(min_iters=20, min_seconds=0.5),
+        use_sia=True, val_n=VAL_N, work_dir=out, bench_options=BenchOptions(min_iters=20, min_seconds=0.5),
         command=command + (f" --farm {farm}" if farm else ""),
     )  # fmt: skip
     done: list[dict] = []

@@ -28,7 +28,7 @@ def _tune(model: Path, db: Path, *extra: str) -> list[str]:
 def test_tune_and_report_a_causal_lm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = save_tiny_lm(tmp_path / "lm", "llama")
     db = tmp_path / "hilt.db"
-    assert main(_tune(model, db)) == 0  # SIA on: it restricts the space on the dense LM
+    assert main(_tune(model, db, "--sia")) == 0  # SIA on: it restricts the space on the dense LM
     study = optuna.load_study(study_name="lm", storage=f"sqlite:///{db}")
     assert study.user_attrs["objectives"] == ["perplexity", "decode", "ttft", "memory"]
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE", "MINIMIZE", "MINIMIZE"]

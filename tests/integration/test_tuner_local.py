@@ -105,13 +105,13 @@ def test_sia_rejects_beyond_horizon_without_building(task, tmp_path, capsys) -> 
     db = tmp_path / "hilt.db"
     # the random tiny model: for layers and FFN channels the criterion's choice is no better than random
     # subsets (SIA's rank rule: violated at every ratio), so a search of those refuses to start ...
-    assert main(_args(task, db, "sia-cli", 2, "--granularities", "layer,channel")) == 2
+    assert main(_args(task, db, "sia-cli", 2, "--sia", "--granularities", "layer,channel")) == 2
     assert "SIA allows no pruning" in capsys.readouterr().err
     # ... and without that up-front restriction every sampled schedule is rejected before building
     req = TuneRequest(
         model=str(task["model"]), study="sia", storage=f"sqlite:///{db}", trials=2, calib=task["calib"],
         val=task["val"], space=SpaceConfig(max_stages=2, max_steps=10, granularities=("layer", "channel")),
-        sia_restrict_space=False, work_dir=tmp_path / "runs",
+        use_sia=True, sia_restrict_space=False, work_dir=tmp_path / "runs",
     )  # fmt: skip
     tune(req)
     trials = _study(db, "sia").trials
@@ -142,7 +142,7 @@ def test_sampler_searches_only_the_space_sia_left(tmp_path) -> None:
         model=str(task["model"]), study="restricted", storage=f"sqlite:///{db}", trials=3,
         calib=task["calib"], val=task["val"], space=SpaceConfig(max_stages=2, max_steps=0),
         sia_settings={"ratios": (0.25, 0.5), "subsets_per_ratio": 6, "bootstrap": 100},
-        work_dir=tmp_path / "runs", seed=3,
+        work_dir=tmp_path / "runs", seed=3, use_sia=True,
     )  # fmt: skip
     tune(req)
     dense = {r["granularity"]: r for r in ResultsStore(f"sqlite:///{db}").sia_results("restricted")[:3]}
