@@ -18,8 +18,8 @@ runs once per seed in `--seeds`; the table shows mean ± standard deviation over
     .venv/bin/python benchmarks/cascade_vs_oneshot.py --models demo-gpt2 --targets 13.8 --quick \
         --methods one-shot,one-shot+split+kd,cascade+split+kd --seeds 0,1,2
 
-Prints one table and writes JSON next to this file (or --out). Does not train demo models: if they are
-missing it says so (run `hilt demo train`).
+Prints one table and writes JSON next to this file (or --out). Uses the packaged demo models (installed
+on first use; `hilt demo train --force` retrains them).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run(argv: list[str] | None = None) -> int:
         return _merge(a.merge, a.out)
     torch.set_num_threads(a.threads)
     from harness.data import load_demo_split
-    from harness.demo.models import demo_model_dir
+    from harness.demo.models import ensure_demo_model
     from harness.evaluate import evaluate_classifier
     from harness.models import load_model
     from harness.prune.baselines import method_template
@@ -123,7 +123,7 @@ def run(argv: list[str] | None = None) -> int:
     from harness.prune.targets import CompressionPlan, schedule_for_compression
 
     models = [m for m in a.models.split(",") if m]
-    paths = {m: (demo_model_dir(m) if m in MODELS else Path(m)) for m in models}
+    paths = {m: (ensure_demo_model(m, progress=False) if m in MODELS else Path(m)) for m in models}
     missing = [m for m in models if not (paths[m] / "model.safetensors").is_file()]
     if missing:
         print(f"waiting on demo models {', '.join(missing)}: run `hilt demo train` first", file=sys.stderr)

@@ -14,7 +14,7 @@ magnitude rule.
 
     .venv/bin/python benchmarks/sia_predicts_collapse.py [--models demo-gpt2,demo-llama] [--test-n 2000]
 
-Prints the tables and writes JSON next to this file. Needs the demo models (`hilt demo train`).
+Prints the tables and writes JSON next to this file. Uses the packaged demo models (installed on first use).
 """
 
 from __future__ import annotations
@@ -138,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
     from harness.data import load_demo_split
-    from harness.demo.models import demo_model_dir
     from harness.errors import HiltError
     from harness.evaluate import evaluate_classifier
     from harness.models import load_model
@@ -160,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     all_points: list[dict] = []
     for name in args.models.split(","):
-        if not demo_model_dir(name).is_dir():
-            print(f"{name}: not trained; run `hilt demo train --model {name}` first", file=sys.stderr)
-            return 1
-        dense = load_model(name).model
+        dense = load_model(name).model  # a demo name installs the packaged weights on first use
         dense_acc = evaluate_classifier(dense, test).accuracy
         t0 = time.perf_counter()
         report = check_sia(dense, calib.input_ids, calib.labels, config=EmpiricalConfig(ratios=ratios))
