@@ -291,10 +291,14 @@ def run(args: argparse.Namespace) -> dict:
             flops = _flops(model, ids)
             row: dict = {"model": name, "variant": variant, "gflop": flops / 1e9, "load_start": _load()}
             row["compression"] = round(_compression(dense, model_dir), 2)
-            off = CompileOptions(seq_len=args.seq_len, **KernelTuning.parse("off").compile_fields())
+            threads = {"kernel_threads": args.threads}  # parallel outer loops when measured with > 1 thread
+            off_fields = KernelTuning.parse("off").compile_fields()
+            off = CompileOptions(seq_len=args.seq_len, **threads, **off_fields)
             default = compile_model(model_dir, profile, off).bundle
             t0 = time.monotonic()
-            tuned_opts = CompileOptions(seq_len=args.seq_len, tune_trials=args.trials, database_dir=db)
+            tuned_opts = CompileOptions(
+                seq_len=args.seq_len, tune_trials=args.trials, database_dir=db, **threads
+            )
             built = compile_model(model_dir, profile, tuned_opts)
             tuned = built.bundle
             row["tune_seconds"] = round(time.monotonic() - t0, 1)
