@@ -72,8 +72,12 @@ class KernelTiming:
         missing = [sha for sha, _ in self.kernels if not os.path.exists(self.store.path("objects", sha))]
         if missing:
             raise AgentFailure("missing_file", "upload these kernels first: %s" % ", ".join(missing))
-        with bench_lock(self.store.root, self.holder, self.wait_s, self.deadline):
-            results = [self._one(sha, specs) for sha, specs in self.kernels]
+        try:
+            with bench_lock(self.store.root, self.holder, self.wait_s, self.deadline):
+                results = [self._one(sha, specs) for sha, specs in self.kernels]
+        finally:
+            for sha in {sha for sha, _ in self.kernels}:  # used once: the store does not grow
+                _remove(self.store.path("objects", sha))
         return {"results": results}
 
     def _one(self, sha: str, specs: List[str]) -> Dict[str, Any]:
@@ -99,12 +103,15 @@ class KernelTiming:
                 raise
             return {"sha": sha, "error": "%s: %s" % (exc.type, exc.message)}
         finally:
-            for path in (lib, obj):
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+            _remove(lib)
         return {"sha": sha, **_parse(code, out, err)}
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _parse(code: Any, out: bytes, err: bytes) -> Dict[str, Any]:
