@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from device_agents import bench, inventory
 from device_agents.agent import wire
@@ -28,19 +27,10 @@ from harness.compile import CompileOptions, compile_model
 from harness.compile.kernel_timer import Evaluator, KernelJob
 from harness.compile.tune import TuningDatabase
 from harness.errors import RemoteError
+from tests.integration.test_compile_tuning import _tiny
 
 SEQ = 8
 TRIALS = 8  # one round of one kernel: the plan tunes the heaviest task
-
-
-def _tiny(path: Path, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(
-        vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, n_inner=32, num_labels=2,
-        pad_token_id=31, bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    GPT2ForSequenceClassification(cfg).save_pretrained(path)
-    return path
 
 
 def _applies(model: Path, profile: str, db: Path, where: str) -> Path:
@@ -63,7 +53,7 @@ def _expected_logits(model: Path, bundle_dir: Path) -> np.ndarray:
 
 
 def test_the_local_boards_agent_times_trials_and_the_next_compile_applies_them(tmp_path: Path) -> None:
-    model, db = _tiny(tmp_path / "m"), tmp_path / "db"
+    model, db = _tiny(tmp_path / "m", seed=0), tmp_path / "db"
     board = inventory.default_farm().board("local")
     with tuning_on(board) as timer:
         opts = CompileOptions(seq_len=SEQ, tune_trials=TRIALS, database_dir=db)
@@ -175,7 +165,7 @@ def test_foreign_arch_tuning_without_a_board_is_one_line_exit_2(
 ) -> None:
     monkeypatch.delenv("HILT_FARM", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./farm.toml: the default farm, which has no riscv64 board
-    model = _tiny(tmp_path / "m")
+    model = _tiny(tmp_path / "m", seed=0)
     argv = ["compile", "--model", str(model), "--board", "qemu-riscv64", "--tune-trials", "8"]
     capsys.readouterr()  # what saving the model printed
     assert main(argv) == 2
