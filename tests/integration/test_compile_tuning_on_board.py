@@ -171,3 +171,16 @@ def test_foreign_arch_tuning_without_a_board_is_one_line_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has none; add one (hilt farm up" in err[0], err
+
+
+def test_tune_on_a_board_of_another_profile_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HILT_FARM", raising=False)
+    monkeypatch.chdir(tmp_path)
+    argv = ["compile", "--model", str(tmp_path / "unused"), "--board", "qemu-aarch64", "--tune-trials", "8",
+            "--tune-on", "local"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--tune-on local: its profile is local, the bundle's is qemu-aarch64" in err[0], err
