@@ -1,16 +1,18 @@
 """TVM (hilt's default lowering, and tuned) against torch eager and ONNX Runtime on the demo models.
 
 Same CPU, same thread count, batch 1, one run: dense, 4x- and 13.8x-pruned variants of each demo
-model. For each: torch eager, ORT, TVM default (hilt's lowering, no tuning records: `--kernel-tuning
-off`), TVM tuned (`trials:N` into one database shared by all variants; its trial count and tuning
-time are in the row). Prints median / p90 latency, ratios to ORT, achieved GFLOP/s against a peak
-measured here (the best of several large torch matmuls at the same thread count), and for the TVM
-rows the top kernels with their share of the time and GFLOP/s. Writes compile_vs_peers.json next to
+model. For each: torch eager, ORT, TVM tir and TVM blas (hilt's lowering with no tuning records,
+`--kernel-tuning off`, on each weight-matmul route: hilt's TensorIR schedule, or OpenBLAS in the board
+runtime; the row's `default_route` is the profile's), TVM tuned (the profile's route plus `trials:N`
+into one database shared by all variants; its trial count and tuning time are in the row). Prints
+median / p90 latency, ratios to ORT, achieved GFLOP/s against a peak measured here (the best of
+several large torch matmuls at the same thread count), and for the TVM rows the top kernels (and
+hilt.blas calls) with their share of the time and GFLOP/s. Writes compile_vs_peers.json next to
 this file, with the CPU model, its vector flags and the load average before and after.
 
     .venv/bin/python benchmarks/compile_vs_peers.py --trials 24 --threads 1
 
-Engines are measured in interleaved rounds (torch, ORT, TVM default, TVM tuned, three times), so
+Engines are measured in interleaved rounds (torch, ORT, TVM tir, TVM blas, TVM tuned, three times), so
 load from other work on the machine falls on all of them alike.
 
 Needs the `bench` extra (onnx, onnxruntime). Untrained demo-sized weights are used when the demo
@@ -38,11 +40,13 @@ from harness.compile import CompileOptions, compile_model
 from harness.compile.export import _LogitsOnly, example_input
 from harness.compile.tune import KernelTuning
 from harness.runtime import build_runtime, runner_command
+from harness.runtime.in_process import load_host_blas
 from harness.runtime.toolchains import host_arch
 
 log = logging.getLogger("compile_vs_peers")
 HERE = Path(__file__).resolve().parent
-ENGINES = ("torch", "ort", "tvm_default", "tvm_tuned")
+ENGINES = ("torch", "ort", "tvm_tir", "tvm_blas", "tvm_tuned")
+ROUTES = ("tir", "blas")  # the default lowering's two weight-matmul routes, each measured
 ROUNDS = 3  # measurement rounds per variant, engines interleaved
 
 
@@ -178,7 +182,7 @@ def _runner(bundle_dir: Path, threads: int, iters: int) -> list[float]:
     return [float(s) for s in out["samples_ns"]]
 
 
-def _kernel_flops(model: torch.nn.Module, seq_len: int, profile: Any) -> dict[str, float]:
+def _kernel_flops(model: torch.nn.Module, seq_len: int, profile: Any, matmul: str) -> dict[str, float]:
     """FLOPs of one call of each kernel of hilt's lowering (names as the VM calls them)."""
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -187,7 +191,7 @@ def _kernel_flops(model: torch.nn.Module, seq_len: int, profile: Any) -> dict[st
     from harness.compile.lowering import prepare
     from harness.compile.target import tvm_target
 
-    mod = prepare(to_relax(model, example_input(model, seq_len)), tvm_target(profile))
+    mod = prepare(to_relax(model, example_input(model, seq_len)), tvm_target(profile), matmul=matmul)
     out = {}
     for gv, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc):
@@ -208,13 +212,17 @@ def _hook_overhead_ns() -> float:
     return float(np.median(samples))
 
 
-def _top_kernels(bundle_dir: Path, flops: dict[str, float], iters: int, top: int = 6) -> list[dict[str, Any]]:
-    """Per-kernel time of the bundle in this process (VM instrument hook around every kernel call;
-    shares are of the summed kernel time, GFLOP/s from TVM's FLOP estimate of each kernel)."""
+def _top_kernels(
+    bundle_dir: Path, flops: dict[str, float], iters: int, threads: int, top: int = 6
+) -> list[dict[str, Any]]:
+    """Per-kernel time of the bundle in this process (VM instrument hook around every kernel call,
+    the hilt.blas.* calls included; shares are of the summed kernel time, GFLOP/s from TVM's FLOP
+    estimate of each TensorIR kernel)."""
     import tvm
     from tvm import relax
 
     hook_ns = _hook_overhead_ns()
+    load_host_blas(threads)  # blas-route bundles call hilt.blas.*
     lib = tvm.runtime.load_module(str(bundle_dir / "model.so"))
     vm = relax.VirtualMachine(lib, tvm.cpu())
     ids = np.fromfile(bundle_dir / "input.bin", dtype=np.int64)
@@ -293,8 +301,15 @@ def run(args: argparse.Namespace) -> dict:
             row["compression"] = round(_compression(dense, model_dir), 2)
             threads = {"kernel_threads": args.threads}  # parallel outer loops when measured with > 1 thread
             off_fields = KernelTuning.parse("off").compile_fields()
-            off = CompileOptions(seq_len=args.seq_len, **threads, **off_fields)
-            default = compile_model(model_dir, profile, off).bundle
+            defaults = {
+                route: compile_model(
+                    model_dir,
+                    profile,
+                    CompileOptions(seq_len=args.seq_len, matmul=route, **threads, **off_fields),
+                ).bundle
+                for route in ROUTES
+            }
+            row["default_route"] = profile.matmul
             t0 = time.monotonic()
             tuned_opts = CompileOptions(
                 seq_len=args.seq_len, tune_trials=args.trials, database_dir=db, **threads
@@ -311,7 +326,8 @@ def run(args: argparse.Namespace) -> dict:
             engines = {
                 "torch": eager,
                 "ort": _ort(model, ids, args.threads, work),
-                "tvm_default": lambda iters, d=default.directory: _runner(d, args.threads, iters),
+                "tvm_tir": lambda iters, d=defaults["tir"].directory: _runner(d, args.threads, iters),
+                "tvm_blas": lambda iters, d=defaults["blas"].directory: _runner(d, args.threads, iters),
                 "tvm_tuned": lambda iters, d=tuned.directory: _runner(d, args.threads, iters),
             }
             samples: dict[str, list[float]] = {k: [] for k in engines}
@@ -320,13 +336,15 @@ def run(args: argparse.Namespace) -> dict:
                     samples[key] += fn(max(3, args.iters // ROUNDS))
             for key in engines:
                 row[key] = _stats(samples[key])
-            row["tvm_default"]["kernels"] = default.metadata.tuning.get("kernels", {})
-            row["tvm_default"]["bundle"] = default.sha256
+            for route, bundle in defaults.items():
+                kflops = _kernel_flops(model, args.seq_len, profile, route)
+                row[f"tvm_{route}"]["kernels"] = bundle.metadata.tuning.get("kernels", {})
+                row[f"tvm_{route}"]["bundle"] = bundle.sha256
+                row[f"tvm_{route}"]["top_kernels"] = _top_kernels(bundle.directory, kflops, 10, args.threads)
+            kflops = _kernel_flops(model, args.seq_len, profile, profile.matmul)
             row["tvm_tuned"]["kernels"] = row["tuning"].get("kernels", {})
             row["tvm_tuned"]["bundle"] = tuned.sha256  # == the default's when no record beat hilt's schedule
-            kflops = _kernel_flops(model, args.seq_len, profile)
-            row["tvm_default"]["top_kernels"] = _top_kernels(default.directory, kflops, 10)
-            row["tvm_tuned"]["top_kernels"] = _top_kernels(tuned.directory, kflops, 10)
+            row["tvm_tuned"]["top_kernels"] = _top_kernels(tuned.directory, kflops, 10, args.threads)
             for key in ENGINES:
                 s = row[key]
                 s["gflops"] = flops / (s["median_ms"] / 1e3) / 1e9
@@ -336,9 +354,11 @@ def run(args: argparse.Namespace) -> dict:
             row["load_end"] = _load()
             rows.append(row)
             log.info(
-                "%s %s: ORT %.2f ms, TVM default %.2f ms (%.2fx), tuned %.2f ms (%.2fx), load %s",
-                name, variant, row["ort"]["median_ms"], row["tvm_default"]["median_ms"],
-                row["tvm_default"]["vs_ort"], row["tvm_tuned"]["median_ms"], row["tvm_tuned"]["vs_ort"],
+                "%s %s: ORT %.2f ms, TVM tir %.2f ms (%.2fx), blas %.2f ms (%.2fx), tuned %.2f ms (%.2fx), "
+                "load %s",
+                name, variant, row["ort"]["median_ms"], row["tvm_tir"]["median_ms"], row["tvm_tir"]["vs_ort"],
+                row["tvm_blas"]["median_ms"], row["tvm_blas"]["vs_ort"], row["tvm_tuned"]["median_ms"],
+                row["tvm_tuned"]["vs_ort"],
                 row["load_end"],
             )  # fmt: skip
     return {
@@ -383,6 +403,8 @@ def print_table(result: dict) -> None:
             if key == "tvm_tuned":
                 k = s.get("kernels", {})
                 note = f"{row['tune_seconds']:.0f} s tuning, {k.get('from_database', 0)} kernels from records"
+            elif key == f"tvm_{row.get('default_route', '')}":
+                note = "profile default"
             elif key == "torch":
                 note = f"{row['compression']:.1f}x params"
             table.add_row(

@@ -22,7 +22,7 @@ from device_agents.records import LineQuality, MeasurementRecord
 from device_agents.transports import Transport, open_transport
 from harness.compile.bundle import load_bundle
 from harness.errors import ArtifactError, ConfigError, HiltError
-from harness.runtime import build_runtime
+from harness.runtime import BLAS_FILE, build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,18 @@ def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
     return tree, files, versions
 
 
+def _check_runtime_serves(bundle: Path, runtime: dict[str, Path], arch: str) -> None:
+    """A bundle lowered on the blas route calls libhilt_blas: refuse before shipping to a runtime
+    built without it (this host had no static OpenBLAS for the arch)."""
+    meta = load_bundle(bundle).metadata
+    if meta.tuning.get("matmul") == "blas" and BLAS_FILE not in runtime:
+        raise ArtifactError(
+            f"bundle {Path(bundle).name} uses the blas matmul route but the {arch} runtime has no "
+            f"{BLAS_FILE}; install libopenblas-pthread-dev for {arch} and rebuild it, or recompile "
+            "with --matmul tir"
+        )
+
+
 def run_bench(
     transport: Transport, board: Board, bundle: Path | None, options: BenchOptions
 ) -> MeasurementRecord:
@@ -123,6 +135,7 @@ def run_bench(
         args["selftest"] = True
         artifact = "selftest"
     else:
+        _check_runtime_serves(bundle, rt_files, arch)
         artifact, files = bundle_tree(bundle)
         ship_tree(transport, "bundle", files, artifact)
         args["bundle"] = artifact

@@ -112,6 +112,9 @@ class BoardProfile(_Strict):
     emulated: bool = False
     target: TargetSpec
     toolchain: ToolchainSpec = ToolchainSpec()
+    # the default lowering's weight matmuls: "tir" (hilt's TensorIR schedule) or "blas" (OpenBLAS in
+    # the board runtime, libhilt_blas); the measured faster one per arch (README, compile_vs_peers)
+    matmul: Literal["tir", "blas"] = "tir"
     cpu: CpuSpec
     memory: MemorySpec
     power: PowerModel

@@ -37,6 +37,12 @@ def _compile(
     cache_len: int | None = typer.Option(
         None, "--cache-len", min=2, help="Causal LMs: KV-cache positions (default --seq-len + 128)."
     ),
+    matmul: str | None = typer.Option(
+        None,
+        "--matmul",
+        help="Weight matmuls: 'tir' (hilt's TensorIR schedule) or 'blas' (OpenBLAS in the board runtime); "
+        "default: the profile's.",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even if an identical bundle exists."),
 ) -> None:
     """Compile a model for a board profile with TVM and print the bundle directory."""
@@ -48,6 +54,7 @@ def _compile(
         database_dir=database,
         use_cache=not no_cache,
         cache_len=cache_len,
+        matmul=matmul,
     )
     profile, tuning_board = _resolve_boards(board, tune_on if tune_trials > 0 else None, tune_trials, farm)
     timing = _timer_on(tuning_board, pool, wait) if tuning_board is not None else nullcontext(None)

@@ -32,6 +32,7 @@ from harness.compile.target import export_kwargs, tvm_target
 from harness.compile.tune import Measure, TuningDatabase, database_dir_for, describe_tuning
 from harness.errors import ArtifactError, CompileError
 from harness.models import LoadedModel, load_model
+from harness.runtime.blas import find_static_blas
 from harness.versions import package_version
 from profiles.schema import BoardProfile, load_profile
 
@@ -42,6 +43,8 @@ COMPILE_VERSION = 3
 MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
 
 Progress = Callable[[str], None]
+MATMUL_ROUTES = ("tir", "blas")
+_DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class CompileOptions:
     threads: int = 1  # torch threads while exporting
     kernel_threads: int = 1  # threads the kernels are scheduled for (> 1: parallel outer loops)
     cache_len: int | None = None  # causal LMs: KV-cache positions (default seq_len + 128, within the model's)
+    matmul: str | None = None  # "tir" | "blas" weight matmuls; None: the profile's default
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def cache_key(
         "example_seed": EXAMPLE_SEED,
         "lowering": LOWERING_NAME,
         "kernel_threads": opts.kernel_threads,
+        "matmul": matmul_route(profile, opts),
         "tuning": tuning_digest,
         **({"cache_len": opts.cache_len} if opts.cache_len is not None else {}),
         "versions": {
@@ -105,6 +110,26 @@ def cache_key(
         },
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def matmul_route(profile: BoardProfile, opts: CompileOptions) -> str:
+    """The weight-matmul route this build uses: the option, else the profile's default; a default of
+    "blas" falls back to "tir" (logged) when this host has no static OpenBLAS for the board's arch."""
+    route = opts.matmul or profile.matmul
+    if route not in MATMUL_ROUTES:
+        raise CompileError(f"unknown matmul route '{route}'; choose one of {', '.join(MATMUL_ROUTES)}")
+    if route == "blas" and find_static_blas(profile.arch) is None:
+        if opts.matmul == "blas":
+            raise CompileError(
+                f"the blas matmul route needs a static OpenBLAS for {profile.arch} "
+                f"(apt-get install libopenblas-pthread-dev:{_DEBIAN_ARCH.get(profile.arch, profile.arch)}); "
+                "or pass --matmul tir"
+            )
+        log.warning(
+            "no static OpenBLAS for %s here: %s bundles use the tir matmul route", profile.arch, profile.name
+        )
+        return "tir"
+    return route
 
 
 def _index_path(key: str) -> Path:
@@ -212,7 +237,8 @@ def _compile_model(
 
     target = tvm_target(prof)
     t0 = time.monotonic()
-    mod = prepare(mod, target)
+    route = matmul_route(prof, opts)
+    mod = prepare(mod, target, matmul=route)
     stage("lower", t0)
     plan = None
     if tuning is not None and opts.tune_trials > 0:
@@ -281,6 +307,7 @@ def _tuning_info(
     info: dict[str, Any] = {
         "mode": mode,
         "lowering": lowering.lowering,
+        "matmul": "blas" if lowering.blas_matmuls else "tir",
         "database": str(tuning.work_dir) if tuning is not None else None,
         "records": tuning.num_records() if tuning is not None else 0,
         "timed_on": sorted(tuning.sources()) if tuning is not None else [],

@@ -3,6 +3,8 @@
 Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run as naive loops,
 ~300 of 322 ms on the demo GPT-2). This lowering, measured in ../shared/notes/tvm-0.27.md:
 
+0. on the blas route (the profile's `matmul`), the weight matmuls become calls to the runtime's
+   OpenBLAS (harness.compile.blas_offload) and are no kernels at all;
 1. graph rewrites before legalization: `pow(x, 2|3)` as products (HF `gelu_new` and RMSNorm lower
    through `pow`, which TVM emits as a scalar libm call), `FastMathTransform` (softmax, exp, tanh
    as their vectorisable `topi.fast_*` forms; max difference ~5e-7);
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
 LOWERING_NAME = "hilt-cpu-v3"
+BLAS_ATTR = "hilt.blas_matmuls"  # module attribute: how many matmuls `prepare` put on hilt.blas
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class LoweringInfo:
     dlight: int  # scheduled by a DLight CPU rule
     elementwise: int  # vectorised by hilt's elementwise rule
     unscheduled: int  # left as TVM's default loop nests (injective ops, mostly)
+    blas_matmuls: int = 0  # weight matmuls on the runtime's OpenBLAS (the blas route): no kernels
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,11 +82,20 @@ def _fast_sigmoid(bb: Any, call: Any) -> Any:
     return bb.call_te(compute, call.args[0], primfunc_name_hint="fast_sigmoid")
 
 
-def prepare(mod: Any, target: Any) -> Any:
-    """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see)."""
+def prepare(mod: Any, target: Any, *, matmul: str = "tir") -> Any:
+    """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see).
+
+    `matmul="blas"` first moves the weight matmuls onto the runtime's OpenBLAS (harness.compile.
+    blas_offload); they are then no kernels at all, so tuning has fewer tasks.
+    """
     import tvm
     from tvm import relax
 
+    if matmul == "blas":
+        from harness.compile.blas_offload import offload_matmuls
+
+        mod, count = offload_matmuls(relax.transform.CanonicalizeBindings()(mod))
+        mod = mod.with_attr(BLAS_ATTR, count)
     with target:
         return tvm.transform.Sequential(
             [
@@ -126,6 +139,7 @@ def schedule(
     from harness.compile.matmul_rule import tiled_matmul_rule
 
     kernels = _kernels(mod)
+    blas = int(mod.attrs[BLAS_ATTR]) if mod.attrs is not None and BLAS_ATTR in mod.attrs else 0
     if database is not None:
         with target, database, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
@@ -156,6 +170,7 @@ def schedule(
         dlight=len(by_dlight),
         elementwise=len(vectorised),
         unscheduled=len(kernels) - len(from_db) - len(tiled) - len(by_dlight) - len(vectorised),
+        blas_matmuls=blas,
     )
     log.info("lowering %s", info)
     return mod, info

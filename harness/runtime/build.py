@@ -23,6 +23,7 @@ from pathlib import Path
 from device_agents.agent.wire import tree_hash
 from harness.cache import cache_root, sha256_file
 from harness.errors import CompileError
+from harness.runtime.blas import find_static_blas
 from harness.runtime.toolchains import ARCHES, Toolchain, require_emulator, require_tools, toolchain_for
 from harness.versions import package_version
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "device_agents" / "runner"
 RUNTIME_FILES = ("hilt-runner", "libtvm_runtime.so", "libtvm_ffi.so")
+BLAS_FILE = "libhilt_blas.so"  # present when the arch's static OpenBLAS was found at build time
 RECORD_NAME = "runtime.json"
 RECORD_VERSION = 1
 MIN_CMAKE = (3, 26)
@@ -53,6 +55,11 @@ class RuntimePackage:
     @property
     def runner(self) -> Path:
         return self.directory / "hilt-runner"
+
+    @property
+    def has_blas(self) -> bool:
+        """Whether bundles lowered with the BLAS matmul route run on this runtime."""
+        return BLAS_FILE in self.files
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -145,6 +152,7 @@ def _versions(tc: Toolchain) -> dict[str, str]:
         "tvm-ffi": package_version("apache-tvm-ffi"),
         "compiler": _compiler_version(tc),
         "runner_source": _source_digest()[:16],
+        "blas": blas.label if (blas := find_static_blas(tc.arch)) else "none",
     }
 
 
@@ -205,6 +213,12 @@ def _build(tc: Toolchain, out_dir: Path, versions: dict[str, str], jobs: int) ->
             f"-DHILT_TVM_VERSION={versions['tvm']}",
             f"-DHILT_EXTRA_LIBS={';'.join(tc.extra_libs)}",
         ]
+        blas = find_static_blas(tc.arch)
+        if blas is not None:
+            configure += [f"-DHILT_BLAS_LIBRARY={blas.library}", f"-DHILT_BLAS_INCLUDE={blas.include}"]
+        else:  # clear what a kept build tree may remember
+            configure += ["-DHILT_BLAS_LIBRARY=", "-DHILT_BLAS_INCLUDE="]
+            log.info("no static OpenBLAS for %s: the runtime serves the TensorIR matmul route only", tc.arch)
         if not tc.native:
             toolchain_file = _toolchain_file(tc, work.parent / f"{work.name}.cmake")
             configure.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain_file}")
@@ -219,10 +233,11 @@ def _build(tc: Toolchain, out_dir: Path, versions: dict[str, str], jobs: int) ->
         log.info("building the %s runtime with %d jobs (log: %s)", tc.arch, jobs, logfile)
         _run_logged([cmake, "--build", str(work), "-j", str(jobs)], logfile, f"runtime build for {tc.arch}")
         staging = Path(tempfile.mkdtemp(prefix=f".{tc.arch}-", dir=out_dir.parent))
-        for name in RUNTIME_FILES:
+        names = [*RUNTIME_FILES, *([BLAS_FILE] if blas is not None else [])]
+        for name in names:
             shutil.copy2(work / name, staging / name)
         elapsed = time.monotonic() - start
-        files = {name: sha256_file(staging / name) for name in RUNTIME_FILES}
+        files = {name: sha256_file(staging / name) for name in names}
         pkg = RuntimePackage(
             arch=tc.arch,
             directory=out_dir,

@@ -22,6 +22,7 @@ from harness.compile import CompileOptions, compile_model, load_bundle
 from harness.compile.bundle import Bundle
 from harness.runtime import build_runtime, runner_command
 from harness.runtime.toolchains import host_arch, toolchain_for
+from profiles.schema import load_profile
 from tests.cli_errors import one_error_line
 
 SEQ = 16
@@ -64,12 +65,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"gpt2": _gpt2(root / "gpt2"), "llama-pruned": _pruned_llama(root / "llama")}
 
 
-def _run(arch: str, bundle: Path, dump: Path | None = None) -> tuple[int, dict]:
+def _run(
+    arch: str, bundle: Path, dump: Path | None = None, runtime: Path | None = None, threads: int = 0
+) -> tuple[int, dict]:
     pkg = build_runtime(arch)
     args = ["--bundle", str(bundle), "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"]
+    args += ["--threads", str(threads)] if threads else []
     if dump is not None:
         args += ["--dump-output", str(dump)]
     argv, env = runner_command(pkg, args)
+    if runtime is not None:  # a copy of the runtime (e.g. one without libhilt_blas)
+        argv = [str(runtime / "hilt-runner") if a == str(pkg.runner) else a for a in argv]
+        env["LD_LIBRARY_PATH"] = str(runtime)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, f"{proc.stdout!r} {proc.stderr[-2000:]!r}"
@@ -85,14 +92,16 @@ def _torch_logits(model_dir: Path, bundle: Bundle) -> np.ndarray:
         return model(ids, attention_mask=torch.ones_like(ids)).logits.numpy().reshape(-1)
 
 
-def _check_on(arch: str, profile: str, model_dir: Path, tmp_path: Path) -> Bundle:
+def _check_on(arch: str, profile: str, model_dir: Path, tmp_path: Path, matmul: str | None = None) -> Bundle:
     tc = toolchain_for(arch)
     if not tc.native and (shutil.which(tc.cxx) is None or shutil.which(tc.emulator[0]) is None):
         pytest.skip(f"{tc.cxx} or {tc.emulator[0]} not installed")
-    result = compile_model(model_dir, profile, CompileOptions(seq_len=SEQ))
+    result = compile_model(model_dir, profile, CompileOptions(seq_len=SEQ, matmul=matmul))
     bundle = result.bundle
     assert bundle.metadata.arch == arch and bundle.metadata.profile == profile
-    rc, out = _run(arch, bundle.directory, tmp_path / "out.bin")
+    # under qemu-user a blas-route bundle hangs once TVM's pool has a second thread: one thread there
+    threads = 1 if matmul == "blas" and not tc.native else 0
+    rc, out = _run(arch, bundle.directory, tmp_path / "out.bin", threads=threads)
     assert rc == 0 and out["ok"], out
     got = np.fromfile(tmp_path / "out.bin", dtype="<f4")
     assert out["output_shape"] == [1, 3] and len(out["samples_ns"]) == 3
@@ -108,6 +117,52 @@ def test_host_bundle_matches_pytorch(models: dict[str, Path], name: str, tmp_pat
     if name == "llama-pruned":
         manifest = bundle.manifest()
         assert manifest and manifest["family"] == "llama"
+
+
+@pytest.mark.parametrize("profile", ["local", "qemu-aarch64"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-pruned"])
+def test_blas_route_matches_pytorch(models: dict[str, Path], name: str, profile: str, tmp_path: Path) -> None:
+    """Weight matmuls on the runtime's OpenBLAS (uneven pruned widths included), on the host and
+    under qemu-user: the same logits as PyTorch, and the metadata says which route was taken."""
+    bundle = _check_on(load_profile(profile).arch, profile, models[name], tmp_path, matmul="blas")
+    assert bundle.metadata.tuning["matmul"] == "blas"
+    from transformers.pytorch_utils import Conv1D
+
+    from harness.models import load_model
+
+    weights = [m for m in load_model(models[name]).model.modules() if isinstance(m, torch.nn.Linear | Conv1D)]
+    assert bundle.metadata.tuning["kernels"]["blas_matmuls"] == len(weights)  # every weight matmul
+
+
+def test_runner_refuses_blas_bundle_without_blas(models: dict[str, Path], tmp_path: Path) -> None:
+    """A runtime built without OpenBLAS names what is missing instead of failing inside the VM."""
+    bundle = compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ, matmul="blas")).bundle
+    pkg = build_runtime(host_arch())
+    bare = tmp_path / "runtime"
+    bare.mkdir()
+    for name in pkg.files:
+        if name != "libhilt_blas.so":
+            shutil.copy2(pkg.directory / name, bare / name)
+    rc, out = _run(host_arch(), bundle.directory, runtime=bare)
+    assert rc == 2 and out["error"]["type"] == "no_blas", out
+    assert "libhilt_blas.so" in out["error"]["message"] and "--matmul tir" in out["error"]["message"]
+    tir = compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ, matmul="tir")).bundle
+    rc, out = _run(host_arch(), tir.directory, runtime=bare)
+    assert rc == 0 and out["ok"]  # the tir route needs no BLAS
+
+
+def test_blas_route_for_an_arch_without_openblas_is_one_line(
+    models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Debian 12 has no riscv64 OpenBLAS: asking for the route there is one line, exit 2."""
+    from harness.cli.main import main
+    from harness.runtime.blas import find_static_blas
+
+    assert find_static_blas("riscv64") is None
+    rc = main(["compile", "--model", str(models["gpt2"]), "--board", "qemu-riscv64", "--matmul", "blas"])
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert "blas matmul route needs a static OpenBLAS for riscv64" in line and "--matmul tir" in line
 
 
 @pytest.mark.parametrize(("arch", "profile"), [("aarch64", "qemu-aarch64"), ("riscv64", "qemu-riscv64")])

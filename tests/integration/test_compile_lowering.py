@@ -19,6 +19,7 @@ from harness.compile import CompileOptions, compile_model
 from harness.compile.export import example_input, to_relax
 from harness.compile.lowering import LOWERING_NAME, prepare, schedule
 from harness.compile.target import tvm_target
+from harness.runtime.in_process import load_host_blas
 from profiles.schema import load_profile
 
 SEQ = 12
@@ -55,16 +56,29 @@ def _vm_logits(bundle_dir: Path, ids: np.ndarray) -> np.ndarray:
     return vm["main"](tvm.runtime.tensor(ids)).numpy()
 
 
+# weight matmuls of the tiny models: GPT-2 c_attn, c_proj, c_fc, mlp c_proj per layer + the head;
+# LLaMA q, k, v, o, gate, up, down per layer + the head
+WEIGHT_MATMULS = {"gpt2": 2 * 4 + 1, "llama": 2 * 7 + 1}
+
+
+@pytest.mark.parametrize("route", ["tir", "blas"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_default_lowering_matches_pytorch(name: str, tmp_path: Path) -> None:
+def test_default_lowering_matches_pytorch(name: str, route: str, tmp_path: Path) -> None:
     model = MODELS[name]()
     model.save_pretrained(tmp_path / name)
-    result = compile_model(tmp_path / name, "local", CompileOptions(seq_len=SEQ, use_cache=False))
+    opts = CompileOptions(seq_len=SEQ, use_cache=False, matmul=route)
+    result = compile_model(tmp_path / name, "local", opts)
     info = result.tuning  # how this build was made (a byte-identical bundle keeps its first metadata)
     assert info["mode"] == "db" and info["lowering"] == LOWERING_NAME and info["trials"] == 0
+    assert info["matmul"] == route
     kernels = info["kernels"]
-    # q/k/v (or c_attn), QK^T, PV, out-proj, two (GPT-2) or three (LLaMA) FFN matmuls, the head
-    assert kernels["tiled_matmul"] >= 5 and kernels["from_database"] == 0
+    if route == "tir":  # q/k/v (or c_attn), QK^T, PV, out-proj, two or three FFN matmuls, the head
+        assert kernels["tiled_matmul"] >= 5 and kernels["from_database"] == 0
+        assert kernels["blas_matmuls"] == 0
+    else:  # every weight matmul on OpenBLAS; QK^T and PV (activations only) stay tiled kernels
+        assert kernels["blas_matmuls"] == WEIGHT_MATMULS[name]
+        assert kernels["tiled_matmul"] >= 1  # one kernel per distinct attention shape
+        load_host_blas()
     ids = result.bundle.input_array()
     got = _vm_logits(result.bundle.directory, ids)
     with torch.no_grad():

@@ -2,8 +2,10 @@
 // kernel), times it, prints one JSON line.
 //
 // Exit codes: 0 ok, 1 bad command line, 2 bundle refused, 3 runtime failure.
+#include <dlfcn.h>
 #include <dlpack/dlpack.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/map.h>
@@ -416,8 +418,39 @@ ffi::Tensor FirstTensor(const ffi::Any& out) {
   throw RunnerError("runtime", "model main returned no tensor", 3);
 }
 
+/*! \brief Whether the bundle was lowered on the blas matmul route (metadata tuning.matmul == "blas"). */
+bool UsesBlas(const std::string& dir) {
+  auto meta = ParseJsonObject(dir + "/metadata.json");
+  auto tuning_it = meta.find(ffi::String("tuning"));
+  if (tuning_it == meta.end()) return false;
+  auto tuning = (*tuning_it).second.try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+  if (!tuning.has_value()) return false;
+  auto route_it = tuning->find(ffi::String("matmul"));
+  if (route_it == tuning->end()) return false;
+  auto route = (*route_it).second.try_cast<ffi::String>();
+  return route.has_value() && std::string(*route) == "blas";
+}
+
+/*! \brief Load libhilt_blas (beside this executable) for a blas-route bundle. Loaded only when a
+ * bundle needs it, after OPENBLAS_NUM_THREADS is set: OpenBLAS starts its thread pool on load (and that
+ * pool hangs under qemu-user with more than one thread). */
+void LoadBlas() {
+  std::vector<char> exe(4096, '\0');
+  ssize_t n = readlink("/proc/self/exe", exe.data(), exe.size() - 1);
+  std::string dir = n > 0 ? std::string(exe.data(), static_cast<size_t>(n)) : std::string(".");
+  dir = dir.substr(0, dir.rfind('/') == std::string::npos ? 0 : dir.rfind('/'));
+  const std::string path = (dir.empty() ? std::string(".") : dir) + "/libhilt_blas.so";
+  if (dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    const char* why = dlerror();
+    throw Refuse("no_blas", "bundle uses the blas matmul route but this runtime cannot load " + path + " (" +
+                                (why ? why : "unknown error") + "); rebuild the runtime with OpenBLAS or "
+                                "recompile the bundle with --matmul tir");
+  }
+}
+
 /*! \brief The bundle's Relax VM executable, loaded and initialised for the CPU (pooled allocator). */
 ffi::Module LoadVm(const std::string& dir) {
+  if (UsesBlas(dir)) LoadBlas();
   ffi::Module lib = ffi::Module::LoadFromFile(dir + "/model.so");
   auto load_exec = lib->GetFunction("vm_load_executable");
   if (!load_exec.has_value()) throw Refuse("bad_bundle", "model.so holds no Relax VM executable");
@@ -769,6 +802,10 @@ int main(int argc, char** argv) {
   try {
     Options opt = ParseArgs(argc, argv);
     if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+    // OpenBLAS reads this when libhilt_blas loads: the --threads asked for, 1 when none was (its own
+    // pool hangs under qemu-user, as does a blas call beside TVM's pool of more than one thread); a
+    // value already in the environment wins.
+    setenv("OPENBLAS_NUM_THREADS", std::to_string(opt.threads > 0 ? opt.threads : 1).c_str(), 0);
     if (!opt.kernel.empty()) {
       TimeKernel(opt);
       return 0;
