@@ -262,3 +262,19 @@ def test_cli_compile_and_runtime(models: dict[str, Path], capsys: pytest.Capture
     assert "from cache" in capsys.readouterr().out
     assert main(["runtime", "build", "--arch", "mips"]) == 2
     assert "unknown arch 'mips'" in one_error_line(capsys)
+
+
+def test_bench_refuses_blas_bundle_for_a_runtime_without_blas(models: dict[str, Path]) -> None:
+    """`hilt bench` checks before shipping anything: a blas-route bundle needs libhilt_blas.so."""
+    from device_agents.bench import _check_runtime_serves
+    from harness.errors import ArtifactError
+
+    blas = compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ, matmul="blas")).bundle
+    tir = compile_model(models["gpt2"], "local", CompileOptions(seq_len=SEQ, matmul="tir")).bundle
+    pkg = build_runtime(host_arch())
+    without = {name: pkg.directory / name for name in pkg.files if name != "libhilt_blas.so"}
+    arch = host_arch()
+    with pytest.raises(ArtifactError, match=f"blas matmul route but the {arch} runtime has no libhilt_blas"):
+        _check_runtime_serves(blas.directory, without, arch)
+    _check_runtime_serves(tir.directory, without, arch)  # the tir route needs none
+    _check_runtime_serves(blas.directory, {name: pkg.directory / name for name in pkg.files}, arch)
