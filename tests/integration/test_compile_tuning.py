@@ -112,7 +112,7 @@ def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
     prof = load_profile("local")
     target = tvm_target(prof)
     loaded = load_model(_tiny(tmp_path / "m", seed=4))
-    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target)
+    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target, matmul="tir")
     started: list[str] = []
 
     def say(msg: str) -> None:
@@ -124,7 +124,9 @@ def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         db.tune(mod, target, prof, trials=2 * TRIALS, say=say)
     assert len(started) == 2 and db.num_records() > 0
-    result = compile_model(loaded.source, "local", CompileOptions(seq_len=SEQ, database_dir=db.work_dir))
+    # the tasks came from the tir route's graph (weight matmuls are kernels there): build that route
+    opts = CompileOptions(seq_len=SEQ, database_dir=db.work_dir, matmul="tir")
+    result = compile_model(loaded.source, "local", opts)
     assert result.bundle.metadata.tuning["kernels"]["from_database"] >= 1
 
 
@@ -143,14 +145,15 @@ def test_hilts_matmul_schedule_is_recorded_and_replayed(tmp_path: Path) -> None:
     prof = load_profile("local")
     target = tvm_target(prof)
     loaded = load_model(_tiny(tmp_path / "m", seed=5))
-    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target)
+    mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target, matmul="tir")
     with target:
         tasks = ms.relax_integration.extract_tasks(mod, target)
     heaviest = max(tasks, key=task_cost)
     db = TuningDatabase(tmp_path / "db")
     micros = db.seed_with_default(heaviest, target, db.open(), lanes=8)
     assert micros is not None and micros > 0 and db.num_records() == 1
-    result = compile_model(loaded.source, "local", CompileOptions(seq_len=SEQ, database_dir=db.work_dir))
+    opts = CompileOptions(seq_len=SEQ, database_dir=db.work_dir, matmul="tir")  # the route tasks came from
+    result = compile_model(loaded.source, "local", opts)
     assert result.bundle.metadata.tuning["kernels"]["from_database"] == 1
     _run_matches(result.bundle, tmp_path)
 
