@@ -93,8 +93,8 @@ def _check_runtime_serves(bundle: Path, runtime: dict[str, Path], arch: str) -> 
     if meta.tuning.get("matmul") == "blas" and BLAS_FILE not in runtime:
         raise ArtifactError(
             f"bundle {Path(bundle).name} uses the blas matmul route but the {arch} runtime has no "
-            f"{BLAS_FILE}; install libopenblas-pthread-dev for {arch} and rebuild it, or recompile "
-            "with --matmul tir"
+            f"{BLAS_FILE}; provide OpenBLAS for {arch} (scripts/system-deps.sh) and rebuild it, or "
+            "recompile with --matmul tir"
         )
 
 

@@ -122,8 +122,9 @@ def matmul_route(profile: BoardProfile, opts: CompileOptions) -> str:
         if opts.matmul == "blas":
             raise CompileError(
                 f"the blas matmul route needs a static OpenBLAS for {profile.arch} "
-                f"(apt-get install libopenblas-pthread-dev:{_DEBIAN_ARCH.get(profile.arch, profile.arch)}); "
-                "or pass --matmul tir"
+                f"(Debian's libopenblas-pthread-dev:{_DEBIAN_ARCH.get(profile.arch, profile.arch)}, "
+                f"installed for the host's arch or unpacked under /opt/hilt/openblas/{profile.arch}; "
+                "scripts/system-deps.sh does x86_64 and aarch64); or pass --matmul tir"
             )
         log.warning(
             "no static OpenBLAS for %s here: %s bundles use the tir matmul route", profile.arch, profile.name

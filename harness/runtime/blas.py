@@ -1,8 +1,10 @@
-"""Where a static OpenBLAS for an arch lives on this host (Debian's multiarch libopenblas-pthread-dev).
+"""Where a static OpenBLAS for an arch lives on this host (Debian's libopenblas-pthread-dev).
 
 The board runtime links it into libhilt_blas.so, so bundles whose matmuls call `hilt.blas.*` run on a
-board that has no BLAS package. Debian 12 ships it for x86_64 and aarch64; riscv64 has none (it is a
-Debian-ports arch there), so riscv64 runtimes are built without BLAS.
+board that has no BLAS package. The host's own arch comes installed; a foreign arch's package is
+unpacked under /opt/hilt/openblas/<arch> (scripts/system-deps.sh does aarch64), not installed through
+multiarch, whose libc would shadow the cross toolchain's under qemu-user. Debian 12 has none for
+riscv64 (a Debian-ports arch there), so riscv64 runtimes are built without BLAS.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path("/")
+ROOTS = ("/opt/hilt/openblas/{arch}", "/")  # unpacked foreign packages, then installed ones
 
 
 @dataclass(frozen=True)
@@ -28,15 +30,17 @@ class StaticBlas:
         return f"openblas {self.version} ({self.library.stat().st_size} bytes)"
 
 
-def find_static_blas(arch: str, root: Path = ROOT) -> StaticBlas | None:
-    """The static OpenBLAS for `arch`, or None when the package is not installed."""
+def find_static_blas(arch: str, roots: tuple[str, ...] = ROOTS) -> StaticBlas | None:
+    """The static OpenBLAS for `arch` from the first root that holds it, or None."""
     triplet = f"{arch}-linux-gnu"
-    library = root / "usr" / "lib" / triplet / "openblas-pthread" / "libopenblas.a"
-    include = root / "usr" / "include" / triplet / "openblas-pthread"
-    config = include / "openblas_config.h"
-    if not (library.is_file() and (include / "cblas.h").is_file() and config.is_file()):
-        return None
-    match = re.search(
-        r'#define OPENBLAS_VERSION "\s*OpenBLAS\s+([^\s"]+)', config.read_text(errors="replace")
-    )
-    return StaticBlas(library=library, include=include, version=match.group(1) if match else "unknown")
+    for pattern in roots:
+        root = Path(pattern.format(arch=arch))
+        library = root / "usr" / "lib" / triplet / "openblas-pthread" / "libopenblas.a"
+        include = root / "usr" / "include" / triplet / "openblas-pthread"
+        config = include / "openblas_config.h"
+        if library.is_file() and (include / "cblas.h").is_file() and config.is_file():
+            text = config.read_text(errors="replace")
+            match = re.search(r'#define OPENBLAS_VERSION "\s*OpenBLAS\s+([^\s"]+)', text)
+            version = match.group(1) if match else "unknown"
+            return StaticBlas(library=library, include=include, version=version)
+    return None

@@ -65,12 +65,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"gpt2": _gpt2(root / "gpt2"), "llama-pruned": _pruned_llama(root / "llama")}
 
 
-def _run(
-    arch: str, bundle: Path, dump: Path | None = None, runtime: Path | None = None, threads: int = 0
-) -> tuple[int, dict]:
+def _run(arch: str, bundle: Path, dump: Path | None = None, runtime: Path | None = None) -> tuple[int, dict]:
     pkg = build_runtime(arch)
     args = ["--bundle", str(bundle), "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"]
-    args += ["--threads", str(threads)] if threads else []
     if dump is not None:
         args += ["--dump-output", str(dump)]
     argv, env = runner_command(pkg, args)
@@ -99,9 +96,7 @@ def _check_on(arch: str, profile: str, model_dir: Path, tmp_path: Path, matmul: 
     result = compile_model(model_dir, profile, CompileOptions(seq_len=SEQ, matmul=matmul))
     bundle = result.bundle
     assert bundle.metadata.arch == arch and bundle.metadata.profile == profile
-    # under qemu-user a blas-route bundle hangs once TVM's pool has a second thread: one thread there
-    threads = 1 if matmul == "blas" and not tc.native else 0
-    rc, out = _run(arch, bundle.directory, tmp_path / "out.bin", threads=threads)
+    rc, out = _run(arch, bundle.directory, tmp_path / "out.bin")
     assert rc == 0 and out["ok"], out
     got = np.fromfile(tmp_path / "out.bin", dtype="<f4")
     assert out["output_shape"] == [1, 3] and len(out["samples_ns"]) == 3

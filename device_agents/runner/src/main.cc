@@ -432,8 +432,7 @@ bool UsesBlas(const std::string& dir) {
 }
 
 /*! \brief Load libhilt_blas (beside this executable) for a blas-route bundle. Loaded only when a
- * bundle needs it, after OPENBLAS_NUM_THREADS is set: OpenBLAS starts its thread pool on load (and that
- * pool hangs under qemu-user with more than one thread). */
+ * bundle needs it, after OPENBLAS_NUM_THREADS is set: OpenBLAS starts its thread pool on load. */
 void LoadBlas() {
   std::vector<char> exe(4096, '\0');
   ssize_t n = readlink("/proc/self/exe", exe.data(), exe.size() - 1);
@@ -801,11 +800,11 @@ void TimeKernel(const Options& opt) {
 int main(int argc, char** argv) {
   try {
     Options opt = ParseArgs(argc, argv);
-    if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
-    // OpenBLAS reads this when libhilt_blas loads: the --threads asked for, 1 when none was (its own
-    // pool hangs under qemu-user, as does a blas call beside TVM's pool of more than one thread); a
-    // value already in the environment wins.
-    setenv("OPENBLAS_NUM_THREADS", std::to_string(opt.threads > 0 ? opt.threads : 1).c_str(), 0);
+    if (opt.threads > 0) {
+      setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+      // read by OpenBLAS when libhilt_blas loads; a value already in the environment wins
+      setenv("OPENBLAS_NUM_THREADS", std::to_string(opt.threads).c_str(), 0);
+    }
     if (!opt.kernel.empty()) {
       TimeKernel(opt);
       return 0;
