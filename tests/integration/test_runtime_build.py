@@ -12,6 +12,7 @@ import pytest
 
 from harness.errors import CompileError
 from harness.runtime import ARCHES, RuntimePackage, build_runtime, runner_command
+from harness.runtime.blas import find_static_blas
 from harness.runtime.toolchains import host_arch, toolchain_for
 
 
@@ -50,13 +51,21 @@ def _reference_checksum() -> float:
 
 
 def test_runtime_contents(runtime: RuntimePackage) -> None:
-    assert set(runtime.files) == {"hilt-runner", "libtvm_runtime.so", "libtvm_ffi.so"}
+    blas = find_static_blas(runtime.arch)  # libhilt_blas where this host has OpenBLAS for the arch
+    expected = {"hilt-runner", "libtvm_runtime.so", "libtvm_ffi.so"} | (
+        {"libhilt_blas.so"} if blas else set()
+    )
+    assert set(runtime.files) == expected and runtime.has_blas == (blas is not None)
+    assert runtime.versions["blas"] == (blas.label if blas else "none")
     assert runtime.versions["tvm"] and runtime.versions["tvm-ffi"]
     again = build_runtime(runtime.arch)  # second call: the cache, no rebuild
     assert again.build_seconds is None and again.sha256 == runtime.sha256
     machine = {"x86_64": "X86-64", "aarch64": "AArch64", "riscv64": "RISC-V"}[runtime.arch]
-    out = subprocess.run(["readelf", "-h", str(runtime.runner)], capture_output=True, text=True, check=True)
-    assert machine in out.stdout
+    for name in expected:
+        out = subprocess.run(
+            ["readelf", "-h", str(runtime.directory / name)], capture_output=True, text=True, check=True
+        )
+        assert machine in out.stdout, name
 
 
 def test_selftest_prints_one_json_line(runtime: RuntimePackage) -> None:
