@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,10 @@ def _compile_model(
     progress: Progress | None,
     timer: KernelTimer | None,
 ) -> CompileResult:
-    opts = options or CompileOptions()
-    say = progress or (lambda msg: log.info("%s", msg))
     prof = _resolve_profile(profile)
+    base = options or CompileOptions()
+    opts = replace(base, matmul=matmul_route(prof, base))  # resolved (and any fallback logged) once
+    say = progress or (lambda msg: log.info("%s", msg))
     start = time.monotonic()
     stages: dict[str, float] = {}
 
@@ -238,8 +239,7 @@ def _compile_model(
 
     target = tvm_target(prof)
     t0 = time.monotonic()
-    route = matmul_route(prof, opts)
-    mod = prepare(mod, target, matmul=route)
+    mod = prepare(mod, target, matmul=str(opts.matmul))
     stage("lower", t0)
     plan = None
     if tuning is not None and opts.tune_trials > 0:
