@@ -158,6 +158,9 @@ def test_blas_route_for_an_arch_without_openblas_is_one_line(
     assert rc == 2
     line = one_error_line(capsys)
     assert "blas matmul route needs a static OpenBLAS for riscv64" in line and "--matmul tir" in line
+    rc = main(["compile", "--model", str(models["gpt2"]), "--board", "local", "--matmul", "cublas"])
+    assert rc == 2
+    assert "unknown matmul route 'cublas'; choose one of tir, blas" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize(("arch", "profile"), [("aarch64", "qemu-aarch64"), ("riscv64", "qemu-riscv64")])
