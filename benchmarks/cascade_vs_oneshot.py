@@ -31,7 +31,10 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,6 +58,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--recovery-n", type=int, default=4096, help="training windows LoRA recovers on")
+    p.add_argument(
+        "--calib-n", type=int, default=None, help="calibration windows (default: all; causal LMs: 16)"
+    )
+    p.add_argument("--seq-len", type=int, default=128, help="causal LMs: tokens per text window")
+    p.add_argument("--text", type=Path, default=None, help="causal LMs: a UTF-8 corpus (default: built-in)")
     p.add_argument("--test-n", type=int, default=4000)
     p.add_argument("--test-split", default="test", help="split the final accuracy is measured on")
     p.add_argument("--val-n", type=int, default=300, help="windows for the per-stage accuracy in the log")
@@ -109,31 +117,97 @@ def _merge(files: list[Path], out: Path) -> int:
     return 0
 
 
+@dataclass
+class _Task:
+    """What one model is pruned, recovered and judged on: its data splits and its metric."""
+
+    metric: str  # "accuracy" (higher is better) or "perplexity" (lower is better)
+    calib: Any
+    recovery: Any
+    val: Any
+    test: Any
+    measure: Callable[[Any, Any], float]
+    describe: dict
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric == "accuracy"
+
+    def fmt(self, v: float | None) -> str:
+        if v is None:
+            return "n/a"
+        return f"{100 * v:6.2f}%" if self.higher_is_better else f"ppl {v:8.2f}"
+
+
+def _classifier_task(a: argparse.Namespace) -> _Task:
+    from harness.data import load_demo_split
+    from harness.evaluate import evaluate_classifier
+
+    calib = load_demo_split("calib")
+    return _Task(
+        metric="accuracy",
+        calib=calib if a.calib_n is None else _subset(calib, a.calib_n),
+        recovery=_subset(load_demo_split("train"), a.recovery_n),
+        val=load_demo_split("val", a.val_n),
+        test=_subset(load_demo_split(a.test_split), a.test_n),
+        measure=lambda m, d: evaluate_classifier(m, d).accuracy,
+        describe={"data": "demo bearing task", "test_split": a.test_split},
+    )
+
+
+def _lm_task(model_dir: Path, a: argparse.Namespace) -> _Task:
+    """Text windows in the model's tokens: calibration and recovery from their own splits; the
+    evaluation split's first `--val-n` windows choose (val), the next `--test-n` report (test)."""
+    from harness.data.text import model_text_split
+    from harness.evaluate import evaluate_perplexity
+
+    def split(which: str, n: int | None):  # noqa: ANN202 - TextWindows
+        return model_text_split(model_dir, which, a.text, a.seq_len, n)  # type: ignore[arg-type]
+
+    ev = split("eval", a.val_n + a.test_n)
+    if len(ev) <= a.val_n:
+        raise SystemExit(f"the evaluation split has {len(ev)} windows, not more than --val-n {a.val_n}")
+    val = replace(ev, input_ids=ev.input_ids[: a.val_n], labels=ev.labels[: a.val_n])
+    test = replace(ev, input_ids=ev.input_ids[a.val_n :], labels=ev.labels[a.val_n :])
+    return _Task(
+        metric="perplexity",
+        calib=split("calib", a.calib_n or 16),
+        recovery=split("recovery", a.recovery_n),
+        val=val,
+        test=test,
+        measure=lambda m, d: evaluate_perplexity(m, d.input_ids, batch_size=4).perplexity,
+        describe={
+            "corpus": ev.corpus,
+            "corpus_sha256": ev.corpus_sha256,
+            "seq_len": a.seq_len,
+            "val_windows": len(val),
+            "test_windows": len(test),
+        },
+    )
+
+
 def run(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.merge:
         return _merge(a.merge, a.out)
     torch.set_num_threads(a.threads)
-    from harness.data import load_demo_split
     from harness.demo.models import ensure_demo_model
-    from harness.evaluate import evaluate_classifier
     from harness.models import load_model
+    from harness.models.loading import resolve_model_dir
     from harness.prune.baselines import method_template
     from harness.prune.cascade import run_cascade
     from harness.prune.targets import CompressionPlan, schedule_for_compression
 
     models = [m for m in a.models.split(",") if m]
-    paths = {m: (ensure_demo_model(m, progress=False) if m in MODELS else Path(m)) for m in models}
+    paths = {
+        m: (ensure_demo_model(m, progress=False) if m in MODELS else resolve_model_dir(m)) for m in models
+    }
     missing = [m for m in models if not (paths[m] / "model.safetensors").is_file()]
     if missing:
         print(f"waiting on demo models {', '.join(missing)}: run `hilt demo train` first", file=sys.stderr)
         return 1
     targets = [float(t) for t in a.targets.split(",")]
     methods = [m for m in a.methods.split(",") if m]
-    calib = load_demo_split("calib")
-    recovery = _subset(load_demo_split("train"), a.recovery_n)
-    test = _subset(load_demo_split(a.test_split), a.test_n)
-    val = load_demo_split("val", a.val_n)
     results: dict = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "models": {},
@@ -143,23 +217,24 @@ def run(argv: list[str] | None = None) -> int:
     grid = [dict(zip(("layer", "head", "channel"), map(float, x.split(":")), strict=True))
             for x in a.split_grid.split(",") if x.strip()]  # fmt: skip
     for name in models:
-        dense = load_model(paths[name]).model
+        loaded = load_model(paths[name])
+        dense = loaded.model
+        task = _lm_task(paths[name], a) if loaded.task == "causal-lm" else _classifier_task(a)
+        calib, recovery, val, test = task.calib, task.recovery, task.val, task.test
         t0 = time.perf_counter()
-        dense_eval = evaluate_classifier(dense, test)
+        dense_test = task.measure(dense, test)
         entry = {
+            "metric": task.metric,
+            "data": task.describe,
             "dense": {
                 "params": sum(p.numel() for p in dense.parameters()),
-                "accuracy": dense_eval.accuracy,
-                "val_accuracy": evaluate_classifier(dense, val).accuracy,
-                "per_class_accuracy": dense_eval.per_class_accuracy,
+                task.metric: dense_test,
+                f"val_{task.metric}": task.measure(dense, val),
                 "eval_seconds": time.perf_counter() - t0,
             },
             "runs": [],
         }
-        print(
-            f"{name}: dense {100 * dense_eval.accuracy:.2f}% ({entry['dense']['params']:,} params)",
-            flush=True,
-        )
+        print(f"{name}: dense {task.fmt(dense_test)} ({entry['dense']['params']:,} params)", flush=True)
         for target in targets:
             for spec in methods:
                 method, mods = _parse_method(spec)
@@ -186,7 +261,7 @@ def run(argv: list[str] | None = None) -> int:
                 try:
                     search: list[dict] = []
                     if "split" in mods:
-                        split, search = _search_split(dense, target, template, plan_cuts, grid, calib, val)
+                        split, search = _search_split(dense, target, template, plan_cuts, grid, task)
                     plan = CompressionPlan(split=split, cuts=plan_cuts)
                     schedule, achieved = schedule_for_compression(dense, target, template, plan=plan)
                 except HiltError as exc:
@@ -202,7 +277,8 @@ def run(argv: list[str] | None = None) -> int:
                         copy.deepcopy(dense), seeded, calib, eval_data=val, recovery_data=recovery
                     )
                     wall = time.perf_counter() - t1
-                    ev = evaluate_classifier(pruned, test)
+                    value = task.measure(pruned, test)
+                    val_value = log.final_perplexity if task.metric == "perplexity" else log.final_accuracy
                     entry["runs"].append(
                         {
                             **base,
@@ -211,9 +287,8 @@ def run(argv: list[str] | None = None) -> int:
                             "split_search": search,
                             "achieved": achieved,
                             "params": log.final_params,
-                            "accuracy": ev.accuracy,
-                            "val_accuracy": log.final_accuracy,
-                            "per_class_accuracy": ev.per_class_accuracy,
+                            task.metric: value,
+                            f"val_{task.metric}": val_value,
                             "wall_seconds": wall,
                             "schedule": json.loads(seeded.model_dump_json()),
                             "stage_log": json.loads(log.model_dump_json()),
@@ -221,7 +296,7 @@ def run(argv: list[str] | None = None) -> int:
                     )
                     print(
                         f"  {target:>5}x {spec:<22} seed {seed} {achieved:6.2f}x {log.final_params:>9,} "
-                        f"params test {100 * ev.accuracy:6.2f}% val {100 * (log.final_accuracy or 0):6.2f}%  "
+                        f"params test {task.fmt(value)} val {task.fmt(val_value)}  "
                         f"{wall:6.1f}s",
                         flush=True,
                     )
@@ -246,14 +321,14 @@ def _parse_method(spec: str) -> tuple[str, set[str]]:
     return method, set(mods)
 
 
-def _search_split(dense, target, template, cuts, grid, calib, val):  # noqa: ANN001, ANN202
-    """The split of `grid` whose pruned model (no recovery, seed 0) is most accurate on `val`."""
+def _search_split(dense, target, template, cuts, grid, task):  # noqa: ANN001, ANN202
+    """The split of `grid` whose pruned model (no recovery, seed 0) scores best on the validation data."""
     from harness.errors import HiltError
-    from harness.evaluate import evaluate_classifier
     from harness.prune.cascade import run_cascade
     from harness.prune.targets import CompressionPlan, schedule_for_compression
 
     grans = {t.granularity for st in template.stages for t in st.targets}
+    key = f"val_{task.metric}_no_recovery"
     tried: list[dict] = []
     for cand in grid:
         split = {g: w for g, w in cand.items() if g in grans}
@@ -263,15 +338,14 @@ def _search_split(dense, target, template, cuts, grid, calib, val):  # noqa: ANN
         except HiltError as exc:
             tried.append({"split": split, "error": str(exc)})
             continue
-        pruned, _ = run_cascade(copy.deepcopy(dense), sched, calib)
-        acc = evaluate_classifier(pruned, val).accuracy
-        tried.append({"split": split, "achieved": achieved, "val_accuracy_no_recovery": acc})
-    ok = [t for t in tried if "val_accuracy_no_recovery" in t]
+        pruned, _ = run_cascade(copy.deepcopy(dense), sched, task.calib)
+        tried.append({"split": split, "achieved": achieved, key: task.measure(pruned, task.val)})
+    ok = [t for t in tried if key in t]
     if not ok:
         raise HiltError(f"{target}x: no split of the grid is reachable ({tried[0].get('error')})")
-    best = max(ok, key=lambda t: t["val_accuracy_no_recovery"])
-    va = 100 * best["val_accuracy_no_recovery"]
-    print(f"    split search {target}x: best {best['split']} (val {va:.1f}% "
+    pick = max if task.higher_is_better else min
+    best = pick(ok, key=lambda t: t[key])
+    print(f"    split search {target}x: best {best['split']} (val {task.fmt(best[key])} "
           f"before recovery, of {len(ok)} reachable)", flush=True)  # fmt: skip
     return best["split"], tried
 
@@ -288,73 +362,79 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def _summary(results: dict, targets: list[float], methods: list[str]) -> dict:
     """Per model and target: mean/std over seeds per method, the best baseline (by test mean), and the
-    cascade variant chosen by mean validation accuracy, with its test mean and gap."""
+    cascade variant chosen by its mean validation score, with its test mean and gap. Accuracy gaps are
+    in pp (cascade minus baseline); perplexity gaps are ratios (cascade over baseline, < 1 is better)."""
     out: dict = {}
     for name, entry in results["models"].items():
+        metric = entry.get("metric", "accuracy")
+        higher = metric == "accuracy"
+        pick = max if higher else min
+        worst = 0.0 if higher else float("inf")  # a run that logged no validation score
         per_t: dict = {}
         for t in targets:
             cells: dict = {}
             for m in methods:
-                runs = [r for r in entry["runs"] if r["method"] == m and r["target"] == t and "accuracy" in r]
+                runs = [r for r in entry["runs"] if r["method"] == m and r["target"] == t and metric in r]
                 if runs:
                     cells[m] = {
-                        "test": _stats([r["accuracy"] for r in runs]),
-                        "val": _stats([r["val_accuracy"] or 0.0 for r in runs]),
+                        "test": _stats([r[metric] for r in runs]),
+                        "val": _stats([r[f"val_{metric}"] or worst for r in runs]),
                         "achieved": runs[0]["achieved"],
                     }
             base = {m: c for m, c in cells.items() if not m.startswith("cascade")}
             casc = {m: c for m, c in cells.items() if m.startswith("cascade")}
-            best_base = max(base, key=lambda m: base[m]["test"]["mean"]) if base else None
-            chosen = max(casc, key=lambda m: casc[m]["val"]["mean"]) if casc else None
-            gap = (
-                cells[chosen]["test"]["mean"] - cells[best_base]["test"]["mean"]
-                if best_base and chosen
-                else None
-            )
-            per_t[str(t)] = {
-                "methods": cells,
-                "best_baseline": best_base,
-                "cascade_chosen_on_val": chosen,
-                "gap_pp": None if gap is None else 100 * gap,
-                "cascade_below_dense_pp": None
-                if chosen is None
-                else 100 * (entry["dense"]["accuracy"] - cells[chosen]["test"]["mean"]),
-            }
+            best_base = pick(base, key=lambda m: base[m]["test"]["mean"]) if base else None
+            chosen = pick(casc, key=lambda m: casc[m]["val"]["mean"]) if casc else None
+            row: dict = {"methods": cells, "best_baseline": best_base, "cascade_chosen_on_val": chosen}
+            both = best_base is not None and chosen is not None
+            c_mean = cells[chosen]["test"]["mean"] if chosen else None
+            dense = entry["dense"][metric]
+            if higher:
+                row["gap_pp"] = 100 * (c_mean - cells[best_base]["test"]["mean"]) if both else None
+                row["cascade_below_dense_pp"] = None if c_mean is None else 100 * (dense - c_mean)
+            else:
+                row["gap_ratio"] = c_mean / cells[best_base]["test"]["mean"] if both else None
+                row["cascade_over_dense"] = None if c_mean is None else c_mean / dense
+            per_t[str(t)] = row
         out[name] = per_t
     return out
+
+
+def _cell(metric: str, c: dict) -> str:
+    st = c["test"]
+    if metric == "accuracy":
+        v = f"{100 * st['mean']:6.2f} ±{100 * st['std']:4.1f}"
+    else:
+        v = f"{st['mean']:7.1f} ±{st['std']:5.1f}"
+    return f"{v} (n={st['n']})@{c['achieved']:4.1f}x".rjust(24)
 
 
 def _print_table(rows: list, targets: list[float], methods: list[str], results: dict) -> None:
     summary = results.get("summary") or _summary(results, targets, methods)
     print()
     for name, per_t in summary.items():
-        dense = results["models"][name]["dense"]
-        print(
-            f"{name}: dense {100 * dense['accuracy']:.2f}% ({dense['params']:,} params); "
-            "test accuracy, mean ± sd"
-        )
+        entry = results["models"][name]
+        metric, dense = entry.get("metric", "accuracy"), entry["dense"]
+        shown = f"{100 * dense[metric]:.2f}%" if metric == "accuracy" else f"perplexity {dense[metric]:.2f}"
+        print(f"{name}: dense {shown} ({dense['params']:,} params); test {metric}, mean ± sd")
         head = (
             f"{'target':>7} "
-            + " ".join(f"{m:>22}" for m in methods)
+            + " ".join(f"{m:>24}" for m in methods)
             + "   best baseline   cascade (val-chosen)"
         )
         print(head)
         print("-" * len(head))
         for t in targets:
             row = per_t.get(str(t), {})
-            cells = []
-            for m in methods:
-                c = row.get("methods", {}).get(m)
-                if c is None:
-                    cells.append(f"{'n/a':>22}")
-                    continue
-                st = c["test"]
-                cells.append(
-                    f"{100 * st['mean']:6.2f} ±{100 * st['std']:4.1f} "
-                    f"(n={st['n']})@{c['achieved']:4.1f}x".rjust(22)
-                )
+            cells = [
+                _cell(metric, row["methods"][m]) if m in row.get("methods", {}) else f"{'n/a':>24}"
+                for m in methods
+            ]
             bb, ch = row.get("best_baseline"), row.get("cascade_chosen_on_val")
-            gap = "-" if row.get("gap_pp") is None else f"{row['gap_pp']:+.2f} pp"
+            if metric == "accuracy":
+                gap = "-" if row.get("gap_pp") is None else f"{row['gap_pp']:+.2f} pp"
+            else:
+                gap = "-" if row.get("gap_ratio") is None else f"{row['gap_ratio']:.3f}x the baseline"
             print(f"{t:>6}x " + " ".join(cells) + f"   {bb or '-':>13}   {ch or '-'} {gap}")
     print("\nwall time per run (s):")
     for name, entry in results["models"].items():

