@@ -106,11 +106,16 @@ def _merge(files: list[Path], out: Path) -> int:
     for f in files:
         part = json.loads(f.read_text())
         merged["settings"].append(part["settings"])
-        merged["models"].update(part["models"])
+        for name, entry in part["models"].items():  # one file per target of a model: pool its runs
+            if name in merged["models"]:
+                merged["models"][name]["runs"] += entry["runs"]
+            else:
+                merged["models"][name] = entry
         for entry in part["models"].values():
             for r in entry["runs"]:
                 methods += [r["method"]] if r["method"] not in methods else []
                 targets += [r["target"]] if r["target"] not in targets else []
+    merged["summary"] = _summary(merged, sorted(targets), methods)
     out.write_text(json.dumps(merged, indent=2) + "\n")
     _print_table([], sorted(targets), methods, merged)
     print(f"wrote {out}")
