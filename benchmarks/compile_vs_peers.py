@@ -155,13 +155,18 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def export_onnx(model: torch.nn.Module, ids: torch.Tensor, path: Path) -> Path:
+    """The model's logits as an ONNX graph with one input, `input_ids`, for ORT."""
+    with torch.no_grad():
+        torch.onnx.export(_LogitsOnly(model), (ids,), str(path), input_names=["input_ids"], dynamo=False)
+    return path
+
+
 def _ort(model: torch.nn.Module, ids: torch.Tensor, threads: int, work: Path) -> Callable[[int], list[float]]:
     """An ORT session for the model; returns a function timing `iters` runs of it."""
     import onnxruntime as ort
 
-    path = work / "model.onnx"
-    with torch.no_grad():
-        torch.onnx.export(_LogitsOnly(model), (ids,), str(path), input_names=["input_ids"], dynamo=False)
+    path = export_onnx(model, ids, work / "model.onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -170,11 +175,29 @@ def _ort(model: torch.nn.Module, ids: torch.Tensor, threads: int, work: Path) ->
     return lambda iters: _time(lambda: sess.run(None, feed), 5, iters)
 
 
-def _runner(bundle_dir: Path, threads: int, iters: int) -> list[float]:
-    """hilt-runner, the board runtime, on this host: what a deployed bundle runs as."""
-    pkg = build_runtime(host_arch())
-    args = ["--bundle", str(bundle_dir), "--warmup", "5", "--min-iters", str(iters), "--min-seconds", "0"]
+def _runner(
+    bundle_dir: Path,
+    threads: int,
+    iters: int,
+    arch: str | None = None,
+    warmup: int = 5,
+    env_extra: dict[str, str] | None = None,
+) -> list[float]:
+    """hilt-runner, the board runtime, on this host (under qemu-user for a foreign `arch`): what a
+    deployed bundle runs as. `env_extra` adds to its environment (e.g. QEMU_CPU)."""
+    pkg = build_runtime(arch or host_arch())
+    args = [
+        "--bundle",
+        str(bundle_dir),
+        "--warmup",
+        str(warmup),
+        "--min-iters",
+        str(iters),
+        "--min-seconds",
+        "0",
+    ]
     argv, env = runner_command(pkg, [*args, "--threads", str(threads)])
+    env |= env_extra or {}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if not out.get("ok"):

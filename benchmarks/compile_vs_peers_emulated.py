@@ -5,10 +5,11 @@ about a real Cortex-A72; what the table shows is how the engines' aarch64 code c
 same translation, on the same emulated CPU, with the same thread count, in one run (engines
 interleaved). Every figure in the JSON is labelled `emulated`.
 
-- Emulated CPU: `qemu-aarch64-static -cpu cortex-a72` for both engines. ORT's cpuinfo reads
-  /proc/cpuinfo and /sys/devices/system/cpu/{possible,present}; under qemu-user those are the x86 host's
-  and ORT's import segfaults, so ORT runs with a qemu `-L` prefix that holds the board's rootfs plus a
-  Cortex-A72's /proc/cpuinfo and one-CPU sysfs lists (the files a real A72 kernel shows).
+- Emulated CPU: `qemu-aarch64-static` with `QEMU_CPU=cortex-a72` (qemu-user's `-cpu`) for both
+  engines. ORT's cpuinfo reads /proc/cpuinfo and /sys/devices/system/cpu/{possible,present}; under
+  qemu-user those are the x86 host's and ORT's import segfaults, so ORT runs with a qemu `-L` prefix
+  that holds the board's rootfs plus a Cortex-A72's /proc/cpuinfo and one-CPU sysfs lists (the files a
+  real A72 kernel shows).
 - ORT: the aarch64 CPython 3.11 wheel of the host's ORT version (and its dependencies), downloaded from
   PyPI once into `$HILT_CACHE/peers/`, run by the emulated board rootfs's own python3 (Debian bookworm).
 - TVM: bundles of the `qemu-aarch64` profile (Cortex-A72 target) on both weight-matmul routes, no
@@ -37,20 +38,31 @@ import torch
 
 from harness.cache import cache_root
 from harness.compile import CompileOptions, compile_model
-from harness.compile.export import _LogitsOnly, example_input
+from harness.compile.export import example_input
 from harness.compile.tune import KernelTuning
-from harness.runtime import build_runtime, runner_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_vs_peers import VARIANTS, _compression, _load, _model_dir, _prune, _stats  # noqa: E402
+from compile_vs_peers import (  # noqa: E402
+    ROUTES,
+    VARIANTS,
+    _compression,
+    _cpu,
+    _load,
+    _model_dir,
+    _prune,
+    _runner,
+    _stats,
+    export_onnx,
+)
 
 log = logging.getLogger("compile_vs_peers_emulated")
 HERE = Path(__file__).resolve().parent
 ARCH = "aarch64"
-QEMU_CPU = "cortex-a72"  # the qemu-aarch64 profile's target
+QEMU = "qemu-aarch64-static"
+QEMU_CPU = "cortex-a72"  # the qemu-aarch64 profile's target; qemu-user reads it from $QEMU_CPU
 PYTHON_TAG = "cp311"  # the bookworm rootfs's python3
 ENGINES = ("ort", "tvm_tir", "tvm_blas")
-ROUTES = ("tir", "blas")
+QEMU_ENV = {"QEMU_CPU": QEMU_CPU}
 ROUNDS = 2
 # what /proc/cpuinfo shows on one Cortex-A72 core (MIDR 0x410fd083)
 A72_CPUINFO = """processor\t: 0
@@ -132,21 +144,22 @@ def _prefix(rootfs: Path) -> Path:
     return prefix
 
 
-def _qemu() -> list[str]:
-    return ["qemu-aarch64-static", "-cpu", QEMU_CPU]
-
-
 def _ort_emulated(model: torch.nn.Module, ids: torch.Tensor, work: Path, env: dict) -> dict:
     """Exports the model to ONNX here; returns what runs ORT on it inside the emulated board."""
     work.mkdir(parents=True, exist_ok=True)
-    path, ids_path, timer = work / "model.onnx", work / "ids.npy", work / "ort_timer.py"
-    with torch.no_grad():
-        torch.onnx.export(_LogitsOnly(model), (ids,), str(path), input_names=["input_ids"], dynamo=False)
+    path, ids_path, timer = (
+        export_onnx(model, ids, work / "model.onnx"),
+        work / "ids.npy",
+        work / "ort_timer.py",
+    )
     np.save(ids_path, ids.numpy())
     timer.write_text(ORT_TIMER)
     python = str(env["rootfs"] / "usr" / "bin" / "python3")
-    argv = [*_qemu(), "-L", str(env["prefix"]), python, str(timer), str(path), str(ids_path)]
-    return {"argv": argv, "env": {"PYTHONPATH": str(env["site"]), "PATH": "/usr/bin:/bin"}}
+    argv = [QEMU, "-L", str(env["prefix"]), python, str(timer), str(path), str(ids_path)]
+    return {
+        "argv": argv,
+        "env": {"PYTHONPATH": str(env["site"]), "PATH": "/usr/bin:/bin", "QEMU_CPU": QEMU_CPU},
+    }
 
 
 def _time_ort(cmd: dict, iters: int) -> list[float]:
@@ -156,18 +169,6 @@ def _time_ort(cmd: dict, iters: int) -> list[float]:
     if proc.returncode != 0:
         raise RuntimeError(f"emulated ORT failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return [float(s) for s in json.loads(proc.stdout.strip().splitlines()[-1])["samples_ns"]]
-
-
-def _time_runner(bundle_dir: Path, iters: int) -> list[float]:
-    pkg = build_runtime(ARCH)
-    args = ["--bundle", str(bundle_dir), "--warmup", "1", "--min-iters", str(iters), "--min-seconds", "0"]
-    argv, env = runner_command(pkg, [*args, "--threads", "1"])
-    argv = [argv[0], "-cpu", QEMU_CPU, *argv[1:]]  # argv[0] is qemu-aarch64-static
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not out.get("ok"):
-        raise RuntimeError(f"hilt-runner failed: {out}")
-    return [float(s) for s in out["samples_ns"]]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -187,10 +188,11 @@ def run(args: argparse.Namespace) -> dict:
         dense = _model_dir(name, work)
         variants = {"dense": dense}
         for variant, (every, keep) in VARIANTS[name].items():
-            variants[variant] = _prune(dense, work / f"{name}-{variant}", every, keep)
+            if variant in args.variants:
+                variants[variant] = _prune(dense, work / f"{name}-{variant}", every, keep)
         for variant, model_dir in variants.items():
             if variant not in args.variants:
-                continue
+                continue  # the dense model, when only pruned variants are asked for
             model = load_model(model_dir).model.eval()
             ids = torch.from_numpy(example_input(model, args.seq_len).input_ids)
             row: dict = {"model": name, "variant": variant, "emulated": True, "load_start": _load()}
@@ -201,13 +203,12 @@ def run(args: argparse.Namespace) -> dict:
                     profile,
                     CompileOptions(seq_len=args.seq_len, matmul=route, kernel_threads=1, **off),
                 ).bundle
-                for route in ("tir", "blas")
+                for route in ROUTES
             }
             ort_cmd = _ort_emulated(model, ids, work / f"{name}-{variant}-onnx", env)
-            engines = {
-                "ort": lambda n, c=ort_cmd: _time_ort(c, n),
-                "tvm_tir": lambda n, d=bundles["tir"].directory: _time_runner(d, n),
-                "tvm_blas": lambda n, d=bundles["blas"].directory: _time_runner(d, n),
+            engines = {"ort": lambda n, c=ort_cmd: _time_ort(c, n)} | {
+                f"tvm_{r}": lambda n, d=b.directory: _runner(d, 1, n, ARCH, warmup=1, env_extra=QEMU_ENV)
+                for r, b in bundles.items()
             }
             samples: dict[str, list[float]] = {k: [] for k in engines}
             t0 = time.monotonic()
@@ -231,8 +232,9 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "emulated": True,
         "note": "qemu-user on an x86_64 host: ratios between engines, not a board's speed",
-        "qemu": [*_qemu(), "(ORT: -L rootfs prefix with a Cortex-A72 /proc/cpuinfo)"],
-        "host": _host(),
+        "qemu": f"{QEMU} with QEMU_CPU={QEMU_CPU} (ORT: -L rootfs prefix with a Cortex-A72 /proc/cpuinfo)",
+        "host": _cpu().get("model", "unknown"),
+        "host_cpu": _cpu(),
         "threads": 1,
         "seq_len": args.seq_len,
         "profile": profile.name,
@@ -245,15 +247,8 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def _host() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def _qemu_version() -> str:
-    out = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else "unknown"
 
 
@@ -261,7 +256,7 @@ def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"EMULATED ({' '.join(result['qemu'][:3])}, on {result['host']}): batch 1, "
+    table = Table(title=f"EMULATED ({QEMU}, QEMU_CPU={QEMU_CPU}, on {result['host']}): batch 1, "
                   f"seq {result['seq_len']}, 1 thread, profile {result['profile']}")  # fmt: skip
     for col in ("model", "variant", "engine", "median ms", "p10-p90 ms", "vs ORT", "notes"):
         table.add_column(col, justify="left" if col in ("model", "variant", "engine", "notes") else "right")
