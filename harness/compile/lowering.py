@@ -11,8 +11,9 @@ Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run 
 2. legalize + fuse (the "zero" pipeline) and mark the weights layout-free, so tuned records may
    prepack them;
 3. kernels: records of the board's tuning database where they match, hilt's tiled matmul
-   schedule (harness.compile.matmul_rule) for matmuls without one, DLight's CPU GEMV/Reduction
-   rules for reductions, hilt's vectorising elementwise rule (harness.compile.elementwise_rule)
+   schedule (harness.compile.matmul_rule) for matmuls without one, hilt's row-reduction rule
+   (harness.compile.reduction_rule: layer/RMS norm, softmax), DLight's CPU GEMV/Reduction rules
+   for the other reductions, hilt's vectorising elementwise rule (harness.compile.elementwise_rule)
    for the injective rest; sigmoid as 1 / (1 + fast_exp(-x));
 4. weight prepacking: the layout rewrites the records ask for are split out and folded into the
    constant weights at build time.
@@ -30,7 +31,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
-LOWERING_NAME = "hilt-cpu-v3"
+LOWERING_NAME = "hilt-cpu-v4"
 BLAS_ATTR = "hilt.blas_matmuls"  # module attribute: how many matmuls `prepare` put on hilt.blas
 
 
@@ -46,6 +47,7 @@ class LoweringInfo:
     elementwise: int  # vectorised by hilt's elementwise rule
     unscheduled: int  # left as TVM's default loop nests (injective ops, mostly)
     blas_matmuls: int = 0  # weight matmuls on the runtime's OpenBLAS (the blas route): no kernels
+    row_reduction: int = 0  # norms and softmaxes scheduled by hilt's row-reduction rule
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +139,7 @@ def schedule(
 
     from harness.compile.elementwise_rule import elementwise_rule
     from harness.compile.matmul_rule import tiled_matmul_rule
+    from harness.compile.reduction_rule import row_reduction_rule
 
     kernels = _kernels(mod)
     blas = int(mod.attrs[BLAS_ATTR]) if mod.attrs is not None and BLAS_ATTR in mod.attrs else 0
@@ -148,11 +151,14 @@ def schedule(
         mod = dl.ApplyDefaultSchedule(tiled_matmul_rule(lanes, threads))(mod)
     tiled = _scheduled(mod) - from_db
     with target:
+        mod = dl.ApplyDefaultSchedule(row_reduction_rule(lanes, threads))(mod)
+    rows = _scheduled(mod) - from_db - tiled
+    with target:
         mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(mod)
-    by_dlight = _scheduled(mod) - from_db - tiled
+    by_dlight = _scheduled(mod) - from_db - tiled - rows
     with target:
         mod = dl.ApplyDefaultSchedule(elementwise_rule(lanes, threads))(mod)
-    vectorised = _scheduled(mod) - from_db - tiled - by_dlight
+    vectorised = _scheduled(mod) - from_db - tiled - rows - by_dlight
     if from_db:  # only tuning records ask for weight layout rewrites; hilt's rules pack in-kernel
         try:
             with target:
@@ -169,8 +175,9 @@ def schedule(
         tiled_matmul=len(tiled),
         dlight=len(by_dlight),
         elementwise=len(vectorised),
-        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(by_dlight) - len(vectorised),
+        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(rows) - len(by_dlight) - len(vectorised),
         blas_matmuls=blas,
+        row_reduction=len(rows),
     )
     log.info("lowering %s", info)
     return mod, info

@@ -98,7 +98,8 @@ def describe_tuning(info: dict[str, Any]) -> str:
     return (
         f"{mode}, {kernels.get('lowering', '?')}: {kernels.get('from_database', 0)} of "
         f"{kernels.get('kernels', 0)} kernels from tuning records, {kernels.get('tiled_matmul', 0)} by "
-        f"hilt's matmul schedule, {kernels.get('dlight', 0)} by DLight, {kernels.get('elementwise', 0)} "
+        f"hilt's matmul schedule, {kernels.get('row_reduction', 0)} by hilt's row-reduction schedule, "
+        f"{kernels.get('dlight', 0)} by DLight, {kernels.get('elementwise', 0)} "
         "vectorised elementwise"
     )
 

@@ -143,7 +143,81 @@ def test_schedule_counts_every_kernel() -> None:
     model = _gpt2()
     mod = prepare(to_relax(model, example_input(model, SEQ)), target)
     _, info = schedule(mod, target, database=None, lanes=8, threads=1)
-    parts = info.from_database + info.tiled_matmul + info.dlight + info.elementwise + info.unscheduled
-    assert info.kernels == parts
-    assert info.dlight >= 1  # layer norms / the softmax reductions
+    parts = info.from_database + info.tiled_matmul + info.row_reduction + info.dlight + info.elementwise
+    assert info.kernels == parts + info.unscheduled
+    assert info.row_reduction >= 2  # the layer norms and the masked softmax
     assert info.elementwise >= 1  # GELU, bias, residual adds
+
+
+def _row_kernel(kind: str, rows: int, width: int):  # noqa: ANN202 - (te tensors, numpy reference)
+    from tvm import te, topi
+
+    x = te.placeholder((1, rows, width), name="x")
+    w = te.placeholder((width,), name="w")
+    b = te.placeholder((width,), name="b")
+    mask = te.placeholder((1, rows, 1), dtype="int8", name="mask")
+    if kind == "layer_norm":
+        args = [x, w, b, topi.nn.layer_norm(x, w, b, axis=[-1])]
+    elif kind == "rms_norm":
+        args = [x, w, topi.nn.rms_norm(x, w, axis=[-1])]
+    else:  # the masked softmax of the GPT-2/LLaMA exports: rows the mask drops become 0
+        sm = topi.nn.fast_softmax(x, axis=-1)
+        keep = topi.cast(mask, "bool")
+        args = [x, mask, topi.where(topi.logical_not(keep), topi.full_like(sm, 0.0), sm)]
+
+    def reference(xv: np.ndarray, wv: np.ndarray, bv: np.ndarray, mv: np.ndarray) -> np.ndarray:
+        if kind == "layer_norm":
+            mu = xv.mean(-1, keepdims=True)
+            return (xv - mu) / np.sqrt(xv.var(-1, keepdims=True) + 1e-5) * wv + bv
+        if kind == "rms_norm":
+            return xv / np.sqrt((xv * xv).mean(-1, keepdims=True) + 1e-5) * wv
+        e = np.exp(xv - xv.max(-1, keepdims=True))
+        return np.where(mv.astype(bool), e / e.sum(-1, keepdims=True), 0.0)
+
+    return args, reference
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("width", [7, 12, 48, 100, 256])
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_norm", "masked_softmax"])
+def test_row_reduction_rule_is_exact_on_awkward_shapes(kind: str, width: int, threads: int) -> None:
+    """Widths the vector width divides get lane-wise partial sums (an rfactor); the others keep
+    scalar chains; both must match numpy, serial or parallel over rows."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import dlight as dl
+
+    from harness.compile.reduction_rule import row_reduction_rule
+
+    rows = 5
+    args, reference = _row_kernel(kind, rows, width)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+    with target:
+        mod = dl.ApplyDefaultSchedule(row_reduction_rule(lanes=8, threads=threads))(
+            tvm.IRModule({"main": te.create_prim_func(args)})
+        )
+    assert mod["main"].attrs["tirx.is_scheduled"], "the rule declined a row reduction"
+    assert ("_rf" in mod.script()) == (width % 8 == 0 and width >= 16)
+    lib = tvm.compile(mod, target=target)
+    rng = np.random.default_rng(width)
+    xv = rng.standard_normal((1, rows, width)).astype("float32") * 3.0
+    wv, bv = rng.standard_normal(width).astype("float32"), rng.standard_normal(width).astype("float32")
+    mv = (np.arange(rows) % 2).astype("int8").reshape(1, rows, 1)
+    inputs = {"layer_norm": [xv, wv, bv], "rms_norm": [xv, wv], "masked_softmax": [xv, mv]}[kind]
+    out = tvm.runtime.tensor(np.zeros((1, rows, width), dtype="float32"))
+    lib["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    np.testing.assert_allclose(out.numpy(), reference(xv, wv, bv, mv), atol=2e-5, rtol=1e-4)
+
+
+def test_row_reduction_rule_leaves_other_reductions_to_dlight() -> None:
+    """A reduction over an outer axis (column sums) is not a row reduction: None, for DLight."""
+    import tvm
+    from tvm import te, topi
+
+    from harness.compile.reduction_rule import row_reduction_rule
+
+    x = te.placeholder((1, 16, 32), name="x")
+    func = te.create_prim_func([x, topi.add(topi.sum(x, axis=1, keepdims=True), x)])
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1})
+    with target:
+        assert row_reduction_rule(lanes=8).apply(func, target, False) is None
