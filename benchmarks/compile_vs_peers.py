@@ -389,7 +389,8 @@ def run(args: argparse.Namespace) -> dict:
         "seq_len": args.seq_len,
         "trials": args.trials,
         "trials_note": "new MetaSchedule trials per variant, heavy kernels by FLOP share, into one "
-        "database shared by all variants; hilt's own matmul schedule is measured and recorded first",
+        "database shared by all variants; hilt's own schedule of each (matmul, row reduction, "
+        "elementwise) is measured and recorded first",
         "peak": peak,
         "peak_gflops": peak["gflops"],
         "cpu": _cpu(),

@@ -114,8 +114,15 @@ def cache_key(
 
 def matmul_route(profile: BoardProfile, opts: CompileOptions) -> str:
     """The weight-matmul route this build uses: the option, else the profile's default; a default of
-    "blas" falls back to "tir" (logged) when this host has no static OpenBLAS for the board's arch."""
+    "blas" falls back to "tir" (logged) when this host has no static OpenBLAS for the board's arch, and
+    for kernels scheduled on more than one thread: OpenBLAS's own threads then compete with TVM's pool
+    for the cores (2 threads here: the blas route 0.81-1.79x ORT and erratic, tir 0.51-1.30x;
+    benchmarks/compile_vs_peers_v4_2threads.json)."""
     route = opts.matmul or profile.matmul
+    if opts.matmul is None and route == "blas" and opts.kernel_threads > 1:
+        log.info("%s: %d kernel threads: the tir matmul route (the blas default is for 1)", profile.name,
+                 opts.kernel_threads)  # fmt: skip
+        return "tir"
     if route not in MATMUL_ROUTES:
         raise CompileError(f"unknown matmul route '{route}'; choose one of {', '.join(MATMUL_ROUTES)}")
     if route == "blas" and find_static_blas(profile.arch) is None:

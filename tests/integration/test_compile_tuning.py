@@ -130,9 +130,11 @@ def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
     assert result.bundle.metadata.tuning["kernels"]["from_database"] >= 1
 
 
-def test_hilts_matmul_schedule_is_recorded_and_replayed(tmp_path: Path) -> None:
-    """Before trials, tuning records hilt's own schedule of each heavy matmul as a measured candidate,
-    so the database's best is never slower than the default; the record replays into a correct build."""
+@pytest.mark.parametrize("kernel", ["matmul", "layer_norm"])
+def test_hilts_schedule_is_recorded_and_replayed(tmp_path: Path, kernel: str) -> None:
+    """Before trials, tuning records hilt's own schedule of each heavy kernel (the matmul rule's, the
+    row-reduction rule's) as a measured candidate, so the database's best is never slower than the
+    default; the record replays into a correct build."""
     from tvm.s_tir import meta_schedule as ms
 
     from harness.compile.export import example_input, to_relax
@@ -148,9 +150,12 @@ def test_hilts_matmul_schedule_is_recorded_and_replayed(tmp_path: Path) -> None:
     mod = prepare(to_relax(loaded.model, example_input(loaded.model, SEQ)), target, matmul="tir")
     with target:
         tasks = ms.relax_integration.extract_tasks(mod, target)
-    heaviest = max(tasks, key=task_cost)
+    if kernel == "matmul":
+        chosen = max(tasks, key=task_cost)
+    else:
+        chosen = next(t for t in tasks if "layer_norm" in t.task_name)
     db = TuningDatabase(tmp_path / "db")
-    micros = db.seed_with_default(heaviest, target, db.open(), lanes=8)
+    micros = db.seed_with_default(chosen, target, db.open(), lanes=8)
     assert micros is not None and micros > 0 and db.num_records() == 1
     opts = CompileOptions(seq_len=SEQ, database_dir=db.work_dir, matmul="tir")  # the route tasks came from
     result = compile_model(loaded.source, "local", opts)

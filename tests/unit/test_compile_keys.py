@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from harness.compile.bundle import bundle_hash
-from harness.compile.compiler import CompileOptions, cache_key
+from harness.compile.compiler import CompileOptions, cache_key, matmul_route
 from harness.compile.export import example_input
 from harness.errors import CompileError
 from harness.runtime.build import files_digest
@@ -77,3 +77,18 @@ def test_tuning_budget_goes_to_the_costliest_kernels() -> None:
     assert [t.name for t in plan_budget(costs, 8).tasks] == ["matmul_big"]
     assert [t.name for t in plan_budget(costs, 128).tasks] == ["matmul_big"]  # 91% of the FLOPs: all of it
     assert {t.name for t in plan_budget(costs, 10_000).tasks} <= {"matmul_big", "matmul"}  # never the tail
+
+
+def test_the_blas_default_is_for_one_kernel_thread() -> None:
+    """The local profile's blas default holds at 1 thread; with parallel kernels it is tir (OpenBLAS's
+    threads would compete with TVM's pool); an explicit route is kept either way."""
+    from harness.runtime.blas import find_static_blas
+
+    local = load_profile("local")
+    assert local.matmul == "blas"
+    one = "blas" if find_static_blas(local.arch) is not None else "tir"
+    assert matmul_route(local, CompileOptions()) == one
+    assert matmul_route(local, CompileOptions(kernel_threads=2)) == "tir"
+    assert matmul_route(local, CompileOptions(kernel_threads=2, matmul="tir")) == "tir"
+    if one == "blas":
+        assert matmul_route(local, CompileOptions(kernel_threads=2, matmul="blas")) == "blas"
