@@ -147,18 +147,20 @@ def schedule(
         with target, database, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
     from_db = _scheduled(mod)
-    with target:
-        mod = dl.ApplyDefaultSchedule(tiled_matmul_rule(lanes, threads))(mod)
-    tiled = _scheduled(mod) - from_db
-    with target:
-        mod = dl.ApplyDefaultSchedule(row_reduction_rule(lanes, threads))(mod)
-    rows = _scheduled(mod) - from_db - tiled
-    with target:
-        mod = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())(mod)
-    by_dlight = _scheduled(mod) - from_db - tiled - rows
-    with target:
-        mod = dl.ApplyDefaultSchedule(elementwise_rule(lanes, threads))(mod)
-    vectorised = _scheduled(mod) - from_db - tiled - rows - by_dlight
+    done = set(from_db)
+
+    def apply(*rules: Any) -> set[str]:  # one pass; the kernels it newly scheduled
+        nonlocal mod
+        with target:
+            mod = dl.ApplyDefaultSchedule(*rules)(mod)
+        new = _scheduled(mod) - done
+        done.update(new)
+        return new
+
+    tiled = apply(tiled_matmul_rule(lanes, threads))
+    rows = apply(row_reduction_rule(lanes, threads))
+    by_dlight = apply(dl.cpu.GEMV(), dl.cpu.Reduction())
+    vectorised = apply(elementwise_rule(lanes, threads))
     if from_db:  # only tuning records ask for weight layout rewrites; hilt's rules pack in-kernel
         try:
             with target:
@@ -175,7 +177,7 @@ def schedule(
         tiled_matmul=len(tiled),
         dlight=len(by_dlight),
         elementwise=len(vectorised),
-        unscheduled=len(kernels) - len(from_db) - len(tiled) - len(rows) - len(by_dlight) - len(vectorised),
+        unscheduled=len(kernels) - len(done),
         blas_matmuls=blas,
         row_reduction=len(rows),
     )

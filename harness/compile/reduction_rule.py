@@ -36,13 +36,17 @@ def _leading_spatial(dom_kind: str) -> int:
     return len(dom_kind) - len(dom_kind.lstrip("S"))
 
 
+def _reduced_vars(stmt: Any) -> list[Any]:
+    return [iv.var for iv in stmt.iter_vars if int(iv.iter_type) == 2]  # 2: CommReduce
+
+
 def _reduces_rows(sch: Any, block: Any) -> bool:
     """Whether the block's reduction variables index only the innermost axis of what it reads
     (a row sum; a column sum's reduction sits in an outer axis and would be recomputed per row)."""
     from tvm.tirx.analysis import undefined_vars
 
     stmt = sch.get(block)
-    reduced = [iv.var for iv in stmt.iter_vars if int(iv.iter_type) == 2]  # 2: CommReduce
+    reduced = _reduced_vars(stmt)
     for read in stmt.reads:
         for axis in list(read.region)[:-1]:
             if any(v.same_as(r) for v in undefined_vars(axis.min) for r in reduced):
@@ -129,7 +133,7 @@ def _make_rule(lanes: int, threads: int) -> Any:
                 sch.reorder(loops[-1], loops[0])
                 sch.vectorize(loops[0])
                 return
-            reduces = any(int(iv.iter_type) == 2 for iv in sch.get(block).iter_vars)  # 2: CommReduce
+            reduces = bool(_reduced_vars(sch.get(block)))
             extent = _extent(sch, loops[-1])
             if extent is None:
                 return
