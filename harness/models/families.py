@@ -14,6 +14,10 @@ Task = Literal["sequence-classification", "causal-lm"]
 
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 TASKS: tuple[str, ...] = ("sequence-classification", "causal-lm")
+# GGUF `general.architecture` values hilt imports (each family names its own)
+GGUF_ARCHITECTURES: tuple[str, ...] = tuple(
+    sorted({arch for spec in FAMILIES.values() for arch in spec.gguf_architectures})
+)
 
 
 def model_class(family: str, task: str) -> type:

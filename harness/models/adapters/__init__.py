@@ -14,6 +14,8 @@ from harness.models.adapters.base import (
     FamilySpec,
     LayerSource,
     PruneError,
+    StepContext,
+    UniformShape,
 )
 
 
@@ -38,6 +40,8 @@ __all__ = [
     "FamilySpec",
     "LayerSource",
     "PruneError",
+    "StepContext",
+    "UniformShape",
     "get_adapter",
 ]
 

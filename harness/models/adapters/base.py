@@ -9,8 +9,9 @@ is read from those records, so any sequence of removals can be rebuilt from the 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,16 +39,19 @@ class LayerSource:
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """One model family: the HF model types it covers, their classes per task, and its adapter.
+    """One model family: the HF model types it covers, their classes per task, its adapter, and the
+    GGUF `general.architecture` names that import as it.
 
     Each adapter module beside this one exposes `FAMILY`; the package finds them, so adding a family
-    is adding one file. LoRA targets are the adapter's (`lora_targets`), read off the live model.
+    is adding one file. Everything else a layer needs to know about a family (LoRA targets and their
+    layout, config keys for export, the pieces of the cached decode step) is the adapter's.
     """
 
     name: str
     # model_type -> (sequence-classification class name, causal-LM class name) in transformers
     classes: dict[str, tuple[str, str]]
     adapter: type[ArchitectureAdapter]
+    gguf_architectures: tuple[str, ...] = ()
 
     @property
     def model_types(self) -> tuple[str, ...]:
@@ -67,6 +71,38 @@ class AttentionShape:
         return self.num_kv_groups * self.heads_per_group
 
 
+# (q [1, nq, T, hd], k [1, kv, T, hd], v [1, kv, T, hd], scaling, sliding window or None) -> [1, T, nq*hd]:
+# the cached step's attention (cache write + masked softmax), handed to each family's layer.
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, "int | None"], torch.Tensor]
+
+
+@dataclass
+class StepContext:
+    """What one cached step gives a family's layers: the new tokens' positions, the attention over
+    the caches, and a per-step memo for tensors every layer shares (rotary tables)."""
+
+    positions: torch.Tensor  # [T] int64
+    attend: Attend
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        """`make()` the first time `key` is asked for in this step, the same value afterwards."""
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
+
+
+@dataclass(frozen=True)
+class UniformShape:
+    """A pruned model whose remaining layers all have the same widths (what a plain HF config says)."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    channels: int
+    source_indices: tuple[int, ...]
+
+
 def _check_keep(keep: Sequence[int], total: int, what: str) -> list[int]:
     keep = sorted(int(k) for k in keep)
     if not keep:
@@ -82,6 +118,7 @@ class ArchitectureAdapter(abc.ABC):
     family: str
     gqa: bool  # query heads share K/V (attention pruning unit is the KV group)
     gated_ffn: bool  # FFN channels are coupled through a gate product (SwiGLU)
+    lora_fan_in_fan_out: bool = False  # the adapted modules store weights [in, out] (Conv1D)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -139,6 +176,27 @@ class ArchitectureAdapter(abc.ABC):
 
     @abc.abstractmethod
     def _remove_channels(self, layer: int, keep: list[int]) -> None: ...
+
+    # ---- export and the cached causal step (harness.models.manifest, harness.compile.causal) ----
+    @abc.abstractmethod
+    def uniform_config(self, config: dict[str, Any], shape: UniformShape) -> dict[str, Any]:
+        """The plain HF config of this model with every layer at `shape`; a ModelLoadError where the
+        family's config cannot say it (the caller then saves with the pruning manifest instead)."""
+
+    @abc.abstractmethod
+    def step_embed(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Hidden states [1, T, hidden] of the new tokens at `ctx.positions`."""
+
+    @abc.abstractmethod
+    def step_layer(self, layer: int, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """One decoder block over the new tokens; attention goes through `ctx.attend`."""
+
+    @abc.abstractmethod
+    def step_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm and output projection: logits [1, T, vocab]."""
+
+    def check_cache_len(self, max_len: int) -> None:  # noqa: B027 - most families accept any length
+        """Refuse a KV-cache length this family's step cannot serve (a PruneError saying why)."""
 
     # ---- shared logic ------------------------------------------------------------------
     def num_layers(self) -> int:
@@ -253,6 +311,27 @@ def slice_linear(linear: nn.Linear, dim: int, keep: torch.Tensor) -> None:
             linear.out_features = len(keep)
         else:
             linear.in_features = len(keep)
+
+
+def standard_uniform_config(config: dict[str, Any], shape: UniformShape) -> dict[str, Any]:
+    """`uniform_config` for the HF configs that name layers, heads, KV heads and FFN width the
+    LLaMA way (num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size)."""
+    cfg = dict(config)
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    cfg.update(
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        intermediate_size=shape.channels,
+        head_dim=head_dim,
+    )
+    return cfg
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """RoPE's rotation of the two halves of the head dimension."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def head_index(heads: Sequence[int], head_dim: int) -> torch.Tensor:

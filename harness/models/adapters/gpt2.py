@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from harness.errors import ModelLoadError
 from harness.models.adapters.base import (
     ArchitectureAdapter,
     AttentionShape,
     FamilySpec,
     PruneError,
+    StepContext,
+    UniformShape,
     head_index,
 )
 
@@ -30,6 +35,7 @@ class GPT2Adapter(ArchitectureAdapter):
     family = "gpt2"
     gqa = False
     gated_ffn = False
+    lora_fan_in_fan_out = True  # Conv1D stores [in, out]
 
     def _body(self) -> nn.Module:
         return self.model.transformer
@@ -79,5 +85,43 @@ class GPT2Adapter(ArchitectureAdapter):
         _slice_conv1d(mlp.c_fc, 1, idx)
         _slice_conv1d(mlp.c_proj, 0, idx)
 
+    # ---- export and the cached causal step ----------------------------------------------
+    def uniform_config(self, config: dict[str, Any], shape: UniformShape) -> dict[str, Any]:
+        cfg = dict(config)
+        if shape.heads != cfg["n_head"]:
+            raise ModelLoadError(
+                "GPT-2 ties head_dim to hidden_size / n_head, so a model with removed heads has no standard "
+                "HF config; save with save_pruned (manifest) instead"
+            )
+        if cfg.get("scale_attn_by_inverse_layer_idx") and shape.source_indices != tuple(range(shape.layers)):
+            raise ModelLoadError("scale_attn_by_inverse_layer_idx depends on layer numbers; use save_pruned")
+        cfg.update(n_layer=shape.layers, n_inner=shape.channels)
+        return cfg
 
-FAMILY = FamilySpec("gpt2", {"gpt2": ("GPT2ForSequenceClassification", "GPT2LMHeadModel")}, GPT2Adapter)
+    def step_embed(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        body = self._body()
+        return body.wte(input_ids) + body.wpe(ctx.positions.unsqueeze(0))
+
+    def step_layer(self, layer: int, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        block = self.layers()[layer]
+        attn = block.attn
+        shape = self.attention_shape(layer)
+        t, kv, hd = h.shape[1], shape.num_kv_groups, shape.head_dim
+        scaling = hd**-0.5 if attn.scale_attn_weights else 1.0
+        if attn.scale_attn_by_inverse_layer_idx:
+            scaling /= float(attn.layer_idx + 1)
+        q, k, v = attn.c_attn(block.ln_1(h)).split(attn.split_size, dim=2)
+        q, k, v = (x.view(1, t, kv, hd).transpose(1, 2) for x in (q, k, v))
+        h = h + attn.c_proj(ctx.attend(q, k, v, scaling, None))
+        return h + block.mlp(block.ln_2(h))
+
+    def step_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self._body().ln_f(h))
+
+
+FAMILY = FamilySpec(
+    "gpt2",
+    {"gpt2": ("GPT2ForSequenceClassification", "GPT2LMHeadModel")},
+    GPT2Adapter,
+    gguf_architectures=("gpt2",),
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,8 +11,12 @@ from harness.models.adapters.base import (
     ArchitectureAdapter,
     AttentionShape,
     FamilySpec,
+    StepContext,
+    UniformShape,
     head_index,
+    rotate_half,
     slice_linear,
+    standard_uniform_config,
 )
 
 
@@ -79,6 +85,43 @@ class LlamaAdapter(ArchitectureAdapter):
         slice_linear(mlp.down_proj, 1, idx)
         mlp.intermediate_size = len(keep)
 
+    # ---- export and the cached causal step ----------------------------------------------
+    def uniform_config(self, config: dict[str, Any], shape: UniformShape) -> dict[str, Any]:
+        return standard_uniform_config(config, shape)
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of a layer: Qwen2 sets it per layer type, Mistral for every layer."""
+        attn = self.layers()[layer].self_attn
+        if hasattr(attn, "sliding_window"):
+            return attn.sliding_window
+        window = getattr(self.model.config, "sliding_window", None)
+        return int(window) if self.family == "mistral" and window is not None else None
+
+    def step_embed(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self._body().embed_tokens(input_ids)
+
+    def _rotary(self, h: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self._body().rotary_emb(h, ctx.positions.unsqueeze(0))  # [1, T, head_dim]
+        return cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def step_layer(self, layer: int, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        block = self.layers()[layer]
+        attn = block.self_attn
+        shape = self.attention_shape(layer)
+        t, hd = h.shape[1], shape.head_dim
+        cos, sin = ctx.once("rope", lambda: self._rotary(h, ctx))
+        x = block.input_layernorm(h)
+        q = attn.q_proj(x).view(1, t, shape.num_heads, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        h = h + attn.o_proj(ctx.attend(q, k, v, attn.scaling, self.layer_window(layer)))
+        return h + block.mlp(block.post_attention_layernorm(h))
+
+    def step_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self._body().norm(h))
+
 
 FAMILY = FamilySpec(
     "llama",
@@ -88,4 +131,5 @@ FAMILY = FamilySpec(
         "mistral": ("MistralForSequenceClassification", "MistralForCausalLM"),
     },
     LlamaAdapter,
+    gguf_architectures=("llama", "qwen2"),  # Mistral GGUFs say "llama" (llama.cpp writes them so)
 )
