@@ -55,7 +55,7 @@ class CachedStep(nn.Module):
         if max_len < 2 or (max_pos is not None and max_len > int(max_pos)):
             raise CompileError(f"cache length {max_len} must be in 2..{max_pos} (the model's positions)")
         try:
-            adapter.check_cache_len(max_len)
+            adapter.check_step(max_len)
         except HiltError as exc:
             raise CompileError(str(exc)) from exc
         self.model = model.eval()

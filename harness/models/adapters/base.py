@@ -195,8 +195,9 @@ class ArchitectureAdapter(abc.ABC):
     def step_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Final norm and output projection: logits [1, T, vocab]."""
 
-    def check_cache_len(self, max_len: int) -> None:  # noqa: B027 - most families accept any length
-        """Refuse a KV-cache length this family's step cannot serve (a PruneError saying why)."""
+    def check_step(self, max_len: int) -> None:  # noqa: B027 - most families serve any step
+        """Refuse a cached step (of `max_len` positions) this family's model cannot run as compiled:
+        raise a HiltError saying why."""
 
     # ---- shared logic ------------------------------------------------------------------
     def num_layers(self) -> int:
