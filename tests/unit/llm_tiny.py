@@ -125,8 +125,11 @@ def byte_tokenizer():  # noqa: ANN201 - a transformers GPT2Tokenizer (byte-level
     return tok
 
 
-def tiny_causal(family: str, vocab: int, seed: int = 0, layers: int = 3, kv_heads: int = 2):  # noqa: ANN201
-    """A tiny random causal LM of one family (llama: GQA 2:1 and tied embeddings; qwen2: biases)."""
+def tiny_causal(  # noqa: ANN201
+    family: str, vocab: int, seed: int = 0, layers: int = 3, kv_heads: int | None = None
+):
+    """A tiny random causal LM of one family (llama: GQA 2:1 and tied embeddings; qwen2: biases;
+    gemma3: multi-query, like the 270M model). `kv_heads` overrides the family's default."""
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
@@ -138,7 +141,7 @@ def tiny_causal(family: str, vocab: int, seed: int = 0, layers: int = 3, kv_head
         return GPT2LMHeadModel(cfg).eval()
     kw = dict(
         vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64,
+        num_attention_heads=4, num_key_value_heads=kv_heads or 2, max_position_embeddings=64,
         initializer_range=0.2, bos_token_id=vocab - 1, eos_token_id=vocab - 1, tie_word_embeddings=True,
     )  # fmt: skip
     if family == "qwen2":
@@ -147,6 +150,19 @@ def tiny_causal(family: str, vocab: int, seed: int = 0, layers: int = 3, kv_head
         from transformers import MistralConfig, MistralForCausalLM
 
         return MistralForCausalLM(MistralConfig(head_dim=8, sliding_window=64, **kw)).eval()
+    if family == "gemma3":  # multi-query (1 KV head unless kv_heads says otherwise), 6-token windows
+        from transformers import Gemma3ForCausalLM
+
+        from tests.unit.prune_tiny import gemma3_config
+
+        for key in ("num_attention_heads", "num_key_value_heads"):
+            kw.pop(key)
+        model = Gemma3ForCausalLM(gemma3_config(kv_heads=kv_heads or 1, **kw)).eval()
+        with torch.no_grad():  # Gemma's norms are zero-centred (scale 1 + w): make them matter
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.normal_(0, 0.2)
+        return model
     return LlamaForCausalLM(LlamaConfig(**kw)).eval()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
@@ -20,7 +22,7 @@ from transformers import (
 VOCAB = 40
 PAD = 39
 SEQ = 12
-FAMILIES = ("gpt2", "llama", "qwen2", "mistral")
+FAMILIES = ("gpt2", "llama", "qwen2", "mistral", "gemma3_text")
 
 
 def tiny_config(family: str, layers: int = 3):
@@ -45,7 +47,25 @@ def tiny_config(family: str, layers: int = 3):
         return Qwen2Config(num_attention_heads=4, num_key_value_heads=2, **kw)  # q/k/v biases
     if family == "mistral":
         return MistralConfig(num_attention_heads=6, num_key_value_heads=3, head_dim=4, **kw)
+    if family == "gemma3_text":  # GQA 2:1 here (as Gemma 3 4B); the 270M model's MQA has its own tests
+        return gemma3_config(kv_heads=2, **kw)
     raise ValueError(family)
+
+
+def gemma3_config(kv_heads: int = 1, **kw: object):  # noqa: ANN201 - a transformers Gemma3TextConfig
+    """A tiny Gemma 3 text config: q/k norms, pre/post norms, GeGLU, and a 6-token sliding window in the
+    first two of every three layers (the rest global), each kind with its own rotary base."""
+    from transformers import Gemma3TextConfig
+
+    layers = int(kw.pop("num_hidden_layers", 3))  # type: ignore[call-overload]
+    kw.setdefault("hidden_size", 32)
+    kw.setdefault("intermediate_size", 48)
+    kw.setdefault("max_position_embeddings", 64)
+    types = ["full_attention" if (i + 1) % 3 == 0 else "sliding_attention" for i in range(layers)]
+    return Gemma3TextConfig(
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=kv_heads, head_dim=8,
+        sliding_window=6, layer_types=types, query_pre_attn_scalar=8, **kw,
+    )  # fmt: skip
 
 
 def tiny_model(family: str, task: str = "sequence-classification", layers: int = 3, seed: int = 0):
@@ -59,11 +79,13 @@ def tiny_model(family: str, task: str = "sequence-classification", layers: int =
         ("qwen2", "sequence-classification"): Qwen2ForSequenceClassification,
         ("qwen2", "causal-lm"): Qwen2ForCausalLM,
         ("mistral", "sequence-classification"): MistralForSequenceClassification,
+        ("gemma3_text", "sequence-classification"): Gemma3TextForSequenceClassification,
+        ("gemma3_text", "causal-lm"): Gemma3ForCausalLM,
     }
     model = classes[(family, task)](cfg)
-    with torch.no_grad():  # biases start at zero; make them matter so bias slicing is tested
+    with torch.no_grad():  # biases (and Gemma's zero-centred norms) start at zero; make them matter
         for name, p in model.named_parameters():
-            if name.endswith("bias"):
+            if name.endswith("bias") or (family == "gemma3_text" and "norm" in name):
                 p.normal_(0, 0.2)
     return model.eval()
 

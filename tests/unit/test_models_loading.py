@@ -47,7 +47,7 @@ def test_missing_or_bad_config(tmp_path: Path) -> None:
 def test_unsupported_family_is_named(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(
-        UnsupportedFamilyError, match=r"'bert' is not supported; supported families: gpt2, llama"
+        UnsupportedFamilyError, match=r"'bert' is not supported; supported families: gemma3_text, gpt2, llama"
     ):
         load_model(tmp_path)
 

@@ -47,7 +47,8 @@ def test_model_families_come_from_the_adapter_modules() -> None:
 
     modules = {m.name for m in pkgutil.iter_modules(adapters_pkg.__path__)} - {"base"}
     assert {spec.name for spec in FAMILIES.values()} == modules
-    assert SUPPORTED_FAMILIES == ("gpt2", "llama", "qwen2", "mistral")
+    assert SUPPORTED_FAMILIES == ("gemma3_text", "gpt2", "llama", "qwen2", "mistral")
+    assert model_class("gemma3_text", "causal-lm").__name__ == "Gemma3ForCausalLM"
     assert model_class("qwen2", "causal-lm").__name__ == "Qwen2ForCausalLM"
     assert model_class("gpt2", "sequence-classification").__name__ == "GPT2ForSequenceClassification"
 
