@@ -83,10 +83,15 @@ def perplexity_cmd(
     seq_len: int = typer.Option(128, "--seq-len", help="Tokens per window."),
     windows: int | None = typer.Option(64, "--windows", help="Most windows to score (0: all)."),
     batch_size: int = typer.Option(4, "--batch-size"),
+    weights: str = typer.Option(
+        "fp32", "--weights", help="Weight format to score the model in: fp32, int8 (per channel), int4."
+    ),
+    group_size: int = typer.Option(32, "--group-size", help="int4: weights per scale/minimum group."),
     threads: int | None = typer.Option(None, help="torch threads."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
 ) -> None:
-    """Next-token perplexity of a causal LM on natural-language text."""
+    """Next-token perplexity of a causal LM on natural-language text (in a weight format: the same
+    rounding the compiled bundle computes with)."""
     import json
     import time
 
@@ -99,19 +104,25 @@ def perplexity_cmd(
 
     if split not in TEXT_SPLITS:
         raise DataError(f"--split {split!r} is not one of {', '.join(TEXT_SPLITS)}")
+    from harness.quant import quantize_model, weight_format
+
+    fmt = weight_format(weights)
+    fmt.check(group_size)
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model)
     if loaded.task != "causal-lm":
         raise ModelLoadError(f"{model} is a {loaded.task} model; perplexity needs a causal LM")
     check_window(loaded.model, seq_len)
+    quant = quantize_model(loaded.model, fmt, group_size)
     data = model_text_split(loaded.source, split, text, seq_len, windows or None)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with console.status(f"scoring {len(data)} windows of {seq_len} tokens"):
         result = evaluate_perplexity(loaded.model, data.input_ids, batch_size)
     seconds = time.perf_counter() - t0
     console.print(
-        f"{model}: perplexity {result.perplexity:.2f} (loss {result.mean_loss:.4f} nats/token) on "
+        f"{model} ({fmt.name}): perplexity {result.perplexity:.2f} "
+        f"(loss {result.mean_loss:.4f} nats/token) on "
         f"{result.tokens:,} tokens ({result.windows} windows x {seq_len}) of {data.corpus} {split} "
         f"(corpus sha256 {data.corpus_sha256[:12]}) in {seconds:.1f} s",
         highlight=False,
@@ -123,6 +134,9 @@ def perplexity_cmd(
             "corpus_sha256": data.corpus_sha256,
             "split": split,
             "seq_len": seq_len,
+            "weights": fmt.name,
+            "group_size": quant.group_size,
+            "weight_mb": round(quant.stored_bytes / 1e6, 2),
             "seconds": round(seconds, 2),
             "threads": torch.get_num_threads(),
             **result.__dict__,
