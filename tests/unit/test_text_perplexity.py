@@ -77,6 +77,21 @@ def test_token_windows_join_documents_with_eos() -> None:
     assert token_windows(["x" * 100], tok, seq_len=10, max_windows=3).shape == (3, 10)
 
 
+def test_a_tokenizer_that_starts_texts_with_bos_gets_windows_that_do() -> None:
+    """Gemma's tokenizer puts <bos> before every text, and the model is lost without it: its windows
+    start with BOS and hold one text token fewer; a tokenizer that adds none (GPT-2's) gets none."""
+    from harness.data.text import leading_bos
+
+    tok = byte_tokenizer()
+    assert leading_bos(tok) is None
+    tok.add_bos_token = True
+    bos = leading_bos(tok)
+    assert bos == tok.bos_token_id
+    ids = token_windows(["abcdef"], tok, seq_len=4, bos_id=bos)  # 6 text tokens: 2 windows of 1 + 3
+    text = tok("abcdef", add_special_tokens=False)["input_ids"]
+    assert ids.tolist() == [[bos, *text[:3]], [bos, *text[3:6]]]
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_perplexity_is_exp_of_the_models_own_lm_loss(family: str) -> None:
     model = tiny_causal(family, 300)

@@ -1,0 +1,231 @@
+"""The weight-quantization pass of the compile pipeline: fp32 weight constants become the codes and
+scales of a weight format (harness.quant), and the ops that read them become kernels that dequantize
+inside their inner loop, so the bundle stores, and the board reads, 4 or 8 bits per weight.
+
+It runs on the imported Relax graph, before legalization (like the BLAS offload), and rewrites
+    matmul(x, permute_dims(W))  (nn.Linear: W [N, K])  -> q_matmul(x, codes, scale[, minimum])
+    matmul(x, W)                (Conv1D:    W [K, N])  -> the same, W read by its input axis
+    take(W, ids, axis=0)        (embedding: W [V, H])  -> q_take(codes, scale[, minimum], ids)
+for every 2-D fp32 constant W whose reduction width the group size divides. A weight used twice (a tied
+embedding and output projection; prefill and decode) is quantized and stored once. The arithmetic is
+the PyTorch reference's (`WeightFormat.dequantize`): code * scale (+ minimum), in fp32. int4 codes are
+packed two per byte (even k in the low nibble); scales and minima are stored as fp32 here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.quant import WeightFormat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WeightQuantInfo:
+    """What the pass did (goes into the bundle metadata)."""
+
+    format: str
+    group_size: int
+    weights: int = 0  # distinct weight tensors quantized
+    uses: int = 0  # ops rewritten to read them
+    fp32_bytes: int = 0  # those weights in fp32
+    stored_bytes: int = 0  # their codes + scales as the bundle stores them
+    kept_fp32: list[str] = field(default_factory=list)  # why a 2-D weight stayed fp32, one line each
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """One weight's constants in the bundle: codes (int8 [N, K], or uint8 [N, K/2] for int4), scale
+    and minimum (fp32 [N, groups]), and the group size."""
+
+    codes: Any
+    scale: Any
+    minimum: Any | None
+    group: int
+    rows: int
+    reduction: int
+
+
+def _pack_int4(codes: np.ndarray) -> np.ndarray:
+    """[N, K] codes 0..15 -> [N, K/2] bytes, even k in the low nibble."""
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+
+
+def _weight_value(fmt: WeightFormat, stored: _Stored, n: Any, k: Any) -> Any:
+    """TE expression of W[n, k] as the format stores it."""
+    from tvm import tirx
+
+    g = k // stored.group
+    if fmt.bits == 4:
+        byte = stored.codes[n, k // 2]
+        code = (byte >> ((k % 2) * 4).astype("uint8")) & tirx.const(15, "uint8")
+        return code.astype("float32") * stored.scale[n, g] + stored.minimum[n, g]
+    return stored.codes[n, k].astype("float32") * stored.scale[n, g]
+
+
+def _tensors(fmt: WeightFormat, rows_by_reduction: np.ndarray, group: int) -> tuple[list[np.ndarray], int]:
+    """The numpy constants a weight [N, K] is stored as, and their bytes."""
+    q = fmt.quantize(torch.from_numpy(rows_by_reduction), group)
+    scale = q.scale.float().numpy().astype(np.float32)
+    if fmt.bits == 4:
+        assert q.minimum is not None
+        arrays = [_pack_int4(q.codes.numpy()), scale, q.minimum.float().numpy().astype(np.float32)]
+    else:
+        arrays = [q.codes.numpy(), scale]
+    return arrays, sum(a.nbytes for a in arrays)
+
+
+class _Rewriter:
+    """Finds the weight reads of one module and rewrites them (see the module docstring)."""
+
+    def __init__(self, fmt: WeightFormat, group_size: int) -> None:
+        self.fmt = fmt
+        self.group_size = group_size
+        self.info = WeightQuantInfo(format=fmt.name, group_size=group_size if fmt.grouped else 0)
+        self._stored: dict[tuple, tuple[list[Any], _Stored] | None] = {}
+
+    def stored(self, const: Any, by_input: bool) -> _Stored | None:
+        """The quantized constants of `const` (memoised by content), None where it stays fp32."""
+        import tvm
+        from tvm import relax
+
+        arr = const.value.numpy()
+        if arr.ndim != 2 or arr.dtype != np.float32:
+            return None
+        key = (arr.shape, by_input, hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
+        if key not in self._stored:
+            rows = np.ascontiguousarray(arr.T if by_input else arr)
+            n, k = rows.shape
+            group = self.group_size if self.fmt.grouped else k
+            if self.fmt.grouped and k % group:
+                self.info.kept_fp32.append(f"weight {list(arr.shape)}: {k} not divisible by group {group}")
+                self._stored[key] = None
+                return None
+            arrays, nbytes = _tensors(self.fmt, rows, group)
+            tensors = [tvm.runtime.tensor(a) for a in arrays]
+            self.info.weights += 1
+            self.info.fp32_bytes += arr.nbytes
+            self.info.stored_bytes += nbytes
+            self._stored[key] = (tensors, _Stored(None, None, None, group, n, k))
+        entry = self._stored[key]
+        if entry is None:
+            return None
+        tensors, meta = entry
+        consts = [relax.const(t) for t in tensors]
+        minimum = consts[2] if len(consts) > 2 else None
+        return _Stored(consts[0], consts[1], minimum, meta.group, meta.rows, meta.reduction)
+
+
+def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any, WeightQuantInfo]:
+    """`mod` with its fp32 weight matmuls and embedding lookups reading `fmt`'s codes instead."""
+    from tvm import relax, te
+    from tvm.ir.expr import GenericConst
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    rewriter = _Rewriter(fmt, group_size)
+
+    def const_of(expr: Any) -> Any | None:
+        return expr if isinstance(expr, GenericConst) else None
+
+    @mutator
+    class Mutator(PyExprMutator):
+        def __init__(self, module: Any) -> None:
+            super().__init__(module)
+            self.module = module
+
+        def transform(self) -> Any:
+            for gv, func in self.module.functions_items():
+                if isinstance(func, relax.Function):
+                    self.builder_.update_func(gv, self.visit_expr(func))
+            return self.builder_.get()
+
+        def _resolve(self, expr: Any) -> Any:
+            if isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                return bound if bound is not None else expr
+            return expr
+
+        def _weight_of_matmul(self, arg: Any) -> tuple[Any, bool] | None:
+            """(W constant, stored [in, out]) of a matmul's right operand, None for activations."""
+            arg = self._resolve(arg)
+            if const_of(arg) is not None:
+                return arg, True  # x @ W with W [K, N]: Conv1D
+            if isinstance(arg, relax.Call) and arg.op.name == "relax.permute_dims":
+                axes = arg.attrs.axes
+                inner = self._resolve(arg.args[0])
+                if const_of(inner) is not None and (axes is None or [int(a) for a in axes] == [1, 0]):
+                    return inner, False  # x @ W.T with W [N, K]: nn.Linear
+            return None
+
+        def visit_call_(self, call: Any) -> Any:
+            call = self.visit_expr_post_order(call)
+            name = getattr(call.op, "name", "")
+            if name == "relax.matmul":
+                found = self._weight_of_matmul(call.args[1])
+                if found is not None:
+                    return self._q_matmul(call, *found)
+            if name == "relax.take" and int(call.attrs.axis or 0) == 0:
+                table = const_of(self._resolve(call.args[0]))
+                if table is not None:
+                    return self._q_take(call, table)
+            return call
+
+        def _q_matmul(self, call: Any, weight: Any, by_input: bool) -> Any:
+            x = call.args[0]
+            x_ty = x.ty if hasattr(x, "ty") else None
+            stored = rewriter.stored(weight, by_input)
+            if stored is None or x_ty is None or str(x_ty.dtype) != "float32":
+                return call
+            k_dim, n_dim = stored.reduction, stored.rows
+
+            def compute(xt: Any, codes: Any, scale: Any, *minimum: Any) -> Any:
+                s = _Stored(codes, scale, minimum[0] if minimum else None, stored.group, n_dim, k_dim)
+                k = te.reduce_axis((0, k_dim), name="k")
+                out_shape = (*xt.shape[:-1], n_dim)
+                return te.compute(
+                    out_shape,
+                    lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(fmt, s, i[-1], k), axis=k),
+                    name="q_matmul",
+                )
+
+            args = [x, stored.codes, stored.scale] + ([stored.minimum] if stored.minimum is not None else [])
+            rewriter.info.uses += 1
+            return self.builder_.call_te(compute, *args, primfunc_name_hint=f"{fmt.name}_matmul")
+
+        def _q_take(self, call: Any, table: Any) -> Any:
+            stored = rewriter.stored(table, False)
+            if stored is None:
+                return call
+            hidden = stored.reduction
+
+            def compute(codes: Any, scale: Any, *rest: Any) -> Any:
+                ids = rest[-1]
+                s = _Stored(
+                    codes, scale, rest[0] if len(rest) > 1 else None, stored.group, stored.rows, hidden
+                )
+                return te.compute(
+                    (*ids.shape, hidden),
+                    lambda *i: _weight_value(fmt, s, ids[i[:-1]].astype("int32"), i[-1]),
+                    name="q_take",
+                )
+
+            args = [stored.codes, stored.scale]
+            args += [stored.minimum] if stored.minimum is not None else []
+            rewriter.info.uses += 1
+            return self.builder_.call_te(compute, *args, call.args[1], primfunc_name_hint=f"{fmt.name}_take")
+
+    mod = relax.transform.DeadCodeElimination()(Mutator(mod).transform())
+    info = rewriter.info
+    log.info(
+        "weights %s: %d tensors (%d uses) %.1f -> %.1f MB; %d kept fp32",
+        fmt.name, info.weights, info.uses, info.fp32_bytes / 1e6, info.stored_bytes / 1e6,
+        len(info.kept_fp32),
+    )  # fmt: skip
+    return mod, info
