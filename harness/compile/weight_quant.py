@@ -7,7 +7,8 @@ It runs on the imported Relax graph, before legalization (like the BLAS offload)
     matmul(x, W)                (Conv1D:    W [K, N])  -> the same, W read by its input axis
     take(W, ids, axis=0)        (embedding: W [V, H])  -> q_take(codes, scale[, minimum], ids)
 for every 2-D fp32 constant W whose reduction width the group size divides. A weight used twice (a tied
-embedding and output projection; prefill and decode) is quantized and stored once. The arithmetic is
+embedding and output projection; prefill and decode) is quantized and stored once; a lookup table is
+stored in the format's table format (int4 keeps tables int8), in both of its uses. The arithmetic is
 the PyTorch reference's (`WeightFormat.dequantize`): code * scale (+ minimum), in fp32. int4 codes are
 packed two per byte (even k in the low nibble); scales and minima are stored as fp32 here.
 """
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from harness.quant import WeightFormat
+from harness.quant.model import format_for
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class WeightQuantInfo:
 
     format: str
     group_size: int
+    table_format: str = ""  # lookup tables (and a tied output projection), where the format has its own
     weights: int = 0  # distinct weight tensors quantized
     uses: int = 0  # ops rewritten to read them
     fp32_bytes: int = 0  # those weights in fp32
@@ -51,6 +54,8 @@ class _Stored:
     group: int
     rows: int
     reduction: int
+    bits: int
+    fmt_name: str
 
 
 def _pack_int4(codes: np.ndarray) -> np.ndarray:
@@ -58,12 +63,12 @@ def _pack_int4(codes: np.ndarray) -> np.ndarray:
     return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
 
 
-def _weight_value(fmt: WeightFormat, stored: _Stored, n: Any, k: Any) -> Any:
-    """TE expression of W[n, k] as the format stores it."""
+def _weight_value(stored: _Stored, n: Any, k: Any) -> Any:
+    """TE expression of W[n, k] as its format stores it."""
     from tvm import tirx
 
     g = k // stored.group
-    if fmt.bits == 4:
+    if stored.bits == 4:
         byte = stored.codes[n, k // 2]
         code = (byte >> ((k % 2) * 4).astype("uint8")) & tirx.const(15, "uint8")
         return code.astype("float32") * stored.scale[n, g] + stored.minimum[n, g]
@@ -90,6 +95,11 @@ class _Rewriter:
         self.group_size = group_size
         self.info = WeightQuantInfo(format=fmt.name, group_size=group_size if fmt.grouped else 0)
         self._stored: dict[tuple, tuple[list[Any], _Stored] | None] = {}
+        self.tables: set[bytes] = set()  # content keys of the constants some `take` reads
+
+    @staticmethod
+    def content(arr: np.ndarray) -> bytes:
+        return hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
 
     def stored(self, const: Any, by_input: bool) -> _Stored | None:
         """The quantized constants of `const` (memoised by content), None where it stays fp32."""
@@ -99,28 +109,42 @@ class _Rewriter:
         arr = const.value.numpy()
         if arr.ndim != 2 or arr.dtype != np.float32:
             return None
-        key = (arr.shape, by_input, hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
+        digest = self.content(arr)
+        key = (arr.shape, by_input, digest)
         if key not in self._stored:
             rows = np.ascontiguousarray(arr.T if by_input else arr)
             n, k = rows.shape
-            group = self.group_size if self.fmt.grouped else k
-            if self.fmt.grouped and k % group:
+            own = format_for(self.fmt, digest in self.tables and not by_input)
+            group = self.group_size if own.grouped else k
+            if own.grouped and k % group:
                 self.info.kept_fp32.append(f"weight {list(arr.shape)}: {k} not divisible by group {group}")
                 self._stored[key] = None
                 return None
-            arrays, nbytes = _tensors(self.fmt, rows, group)
+            if own is not self.fmt:
+                self.info.table_format = own.name
+            arrays, nbytes = _tensors(own, rows, group)
             tensors = [tvm.runtime.tensor(a) for a in arrays]
             self.info.weights += 1
             self.info.fp32_bytes += arr.nbytes
             self.info.stored_bytes += nbytes
-            self._stored[key] = (tensors, _Stored(None, None, None, group, n, k))
+            self._stored[key] = (tensors, _Stored(None, None, None, group, n, k, own.bits, own.name))
         entry = self._stored[key]
         if entry is None:
             return None
         tensors, meta = entry
         consts = [relax.const(t) for t in tensors]
         minimum = consts[2] if len(consts) > 2 else None
-        return _Stored(consts[0], consts[1], minimum, meta.group, meta.rows, meta.reduction)
+        return replace(meta, codes=consts[0], scale=consts[1], minimum=minimum)
+
+
+def _note_table(expr: Any, rewriter: _Rewriter) -> None:
+    from tvm import relax
+    from tvm.ir.expr import GenericConst
+
+    if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.take":
+        table = expr.args[0]
+        if isinstance(table, GenericConst) and len(table.value.shape) == 2:
+            rewriter.tables.add(rewriter.content(table.value.numpy()))
 
 
 def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any, WeightQuantInfo]:
@@ -130,6 +154,9 @@ def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any,
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     rewriter = _Rewriter(fmt, group_size)
+    for func in mod.functions.values():  # the lookup tables, whose every use takes the table format
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: _note_table(e, rewriter))
 
     def const_of(expr: Any) -> Any | None:
         return expr if isinstance(expr, GenericConst) else None
@@ -186,18 +213,18 @@ def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any,
             k_dim, n_dim = stored.reduction, stored.rows
 
             def compute(xt: Any, codes: Any, scale: Any, *minimum: Any) -> Any:
-                s = _Stored(codes, scale, minimum[0] if minimum else None, stored.group, n_dim, k_dim)
+                s = replace(stored, codes=codes, scale=scale, minimum=minimum[0] if minimum else None)
                 k = te.reduce_axis((0, k_dim), name="k")
                 out_shape = (*xt.shape[:-1], n_dim)
                 return te.compute(
                     out_shape,
-                    lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(fmt, s, i[-1], k), axis=k),
+                    lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(s, i[-1], k), axis=k),
                     name="q_matmul",
                 )
 
             args = [x, stored.codes, stored.scale] + ([stored.minimum] if stored.minimum is not None else [])
             rewriter.info.uses += 1
-            return self.builder_.call_te(compute, *args, primfunc_name_hint=f"{fmt.name}_matmul")
+            return self.builder_.call_te(compute, *args, primfunc_name_hint=f"{stored.fmt_name}_matmul")
 
         def _q_take(self, call: Any, table: Any) -> Any:
             stored = rewriter.stored(table, False)
@@ -207,19 +234,19 @@ def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any,
 
             def compute(codes: Any, scale: Any, *rest: Any) -> Any:
                 ids = rest[-1]
-                s = _Stored(
-                    codes, scale, rest[0] if len(rest) > 1 else None, stored.group, stored.rows, hidden
-                )
+                s = replace(stored, codes=codes, scale=scale, minimum=rest[0] if len(rest) > 1 else None)
                 return te.compute(
                     (*ids.shape, hidden),
-                    lambda *i: _weight_value(fmt, s, ids[i[:-1]].astype("int32"), i[-1]),
+                    lambda *i: _weight_value(s, ids[i[:-1]].astype("int32"), i[-1]),
                     name="q_take",
                 )
 
             args = [stored.codes, stored.scale]
             args += [stored.minimum] if stored.minimum is not None else []
             rewriter.info.uses += 1
-            return self.builder_.call_te(compute, *args, call.args[1], primfunc_name_hint=f"{fmt.name}_take")
+            return self.builder_.call_te(
+                compute, *args, call.args[1], primfunc_name_hint=f"{stored.fmt_name}_take"
+            )
 
     mod = relax.transform.DeadCodeElimination()(Mutator(mod).transform())
     info = rewriter.info

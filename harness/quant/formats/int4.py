@@ -15,6 +15,7 @@ class Int4Grouped(WeightFormat):
     bits = 4
     grouped = True
     default_group_size = 32
+    embedding_format = "int8"
 
     def quantize(self, weight: torch.Tensor, group_size: int) -> QuantizedWeight:
         rows, red = weight.shape
