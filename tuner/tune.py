@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from harness.prune.criteria import DEFAULT_CRITERION
 from profiles.schema import BoardProfile
 from tuner.constraints import Limits
 from tuner.data import task_data
+from tuner.events import OnEvent, SiaSpace, SiaSpaceChosen, Step, ignore
 from tuner.objectives import ObjectiveSpec
 from tuner.pipeline import PipelineConfig, TrialPipeline
 from tuner.space import SpaceConfig, study_criteria
@@ -112,7 +112,7 @@ def sia_restricted_space(
     return replace(space, granularities=allowed, ratio_low=round(floor, 6)), horizons
 
 
-def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
+def tune(req: TuneRequest, event: OnEvent = ignore) -> TuneResult:
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)
     loaded = load_model(model_dir)
@@ -167,12 +167,14 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
         study.set_user_attr("space", space.to_dict())
         # which granularities SIA lets the search prune, and how far (the report says why)
         allowed = list(space.granularities)
-        sia_space = {"searched": list(searched), "granularities": allowed, "horizons": horizons}
-        study.set_user_attr("sia_space", sia_space)
-        if event:
-            event("sia_space", sia_space)
+        sia_space = SiaSpace(searched=list(searched), granularities=allowed, horizons=horizons)
+        study.set_user_attr("sia_space", sia_space.model_dump(mode="json"))
+        event(SiaSpaceChosen(sia_space))
     if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
-        say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
+
+        def say(msg: str) -> None:
+            event(Step(None, msg))
+
         study.set_user_attr("dense", pipeline.measure_dense(say).to_user_attrs())
     settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=objectives)
     run_study(study, pipeline, settings, dense, event)
