@@ -10,29 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from tuner.results import TrialResult
-
-
-class SiaSpace(BaseModel):
-    """Which granularities SIA let the search prune (and how far), from the dense model's horizons.
-
-    Kept as the study attribute `sia_space`; the report says why a granularity was not searched."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    searched: list[str] = Field(default_factory=list)  # what the search was asked to prune
-    granularities: list[str] = Field(default_factory=list)  # what SIA allowed
-    horizons: dict[str, float] = Field(default_factory=dict)  # granularity -> fraction removable
-
-    def describe(self) -> str:
-        """'layer up to 40% removed, head up to 25% removed'."""
-        return ", ".join(f"{g} up to {100 * h:.0f}% removed" for g, h in self.horizons.items())
-
-    @property
-    def dropped(self) -> list[str]:
-        return [g for g in self.searched if g not in self.granularities]
+from tuner.study_info import SiaSpace
 
 
 @dataclass(frozen=True)

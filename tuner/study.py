@@ -35,6 +35,7 @@ from tuner.objectives import ObjectiveSpec, record_constraints
 from tuner.pipeline import Infeasible, TrialPipeline
 from tuner.results import quality_score
 from tuner.space import SpaceConfig, suggest_schedule
+from tuner.stage_logs import stage_logs_attr
 from tuner.store import resolve_url
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def make_objective(
             if k != "constraints":
                 trial.set_user_attr(k, v)
         record_constraints(trial, outcome.result.constraints)
-        trial.set_user_attr("stage_logs", outcome.stage_logs)
+        trial.set_user_attr("stage_logs", stage_logs_attr(outcome.stage_logs))
         total = time.perf_counter() - t0
         trial.set_user_attr("trial_seconds", total)
         trial.set_user_attr("overhead_s", total - sum(outcome.result.step_seconds.values()))

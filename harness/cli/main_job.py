@@ -226,6 +226,7 @@ def _tune_stage(
     from device_agents.bench import BenchOptions
     from tuner.space import SpaceConfig
     from tuner.study import finished
+    from tuner.study_info import StudyInfo
     from tuner.tune import TuneRequest, tune
 
     t = time.monotonic()
@@ -250,12 +251,12 @@ def _tune_stage(
                 f"{len(watch.done)} of {len(watch.ran)} trials measured, {total} finished in study {study}"
             )
     res.trials[study] = watch.done
-    dense = result.study.user_attrs.get("dense")
-    if dense and board not in res.dense:
-        res.dense[board] = dense
+    dense = StudyInfo.of(result.study).dense
+    if dense is not None and board not in res.dense:
+        res.dense[board] = dense.to_user_attrs()
         stages.headline(
-            f"dense {MODEL} on {board}: latency {dense['latency_ms']:.2f} ms median "
-            f"({dense['latency_p90_ms']:.2f} ms p90), peak memory {dense['peak_rss_mb']:.1f} MB"
+            f"dense {MODEL} on {board}: latency {dense.latency_ms:.2f} ms median "
+            f"({dense.latency_p90_ms:.2f} ms p90), peak memory {dense.peak_rss_mb:.1f} MB"
         )
     res.seconds[f"tune {board}"] = time.monotonic() - t
     _report_step(stages, res, study, storage, out)

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tuner.events import (
-    SiaSpace,
     SiaSpaceChosen,
     Step,
     TrialCompleted,
@@ -21,6 +20,7 @@ from tuner.events import (
     TuneEvent,
 )
 from tuner.results import TrialResult
+from tuner.study_info import SiaSpace
 
 
 def _result(**kw: Any) -> TrialResult:
