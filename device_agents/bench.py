@@ -23,6 +23,7 @@ from device_agents.transports import Transport, open_transport
 from harness.compile.bundle import load_bundle
 from harness.errors import ArtifactError, ConfigError, HiltError
 from harness.runtime import BLAS_FILE, build_runtime
+from hilt_base import hashing
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str
     """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash."""
     if tree in transport.request("has", {"hashes": [tree]}, timeout=10.0)["held"]:
         return tree
-    hashes = {n: wire.sha256_file(str(p)) for n, p in files.items()}
+    hashes = {n: hashing.sha256_file(str(p)) for n, p in files.items()}
     held = set(transport.request("has", {"hashes": sorted(set(hashes.values()))}, timeout=30.0)["held"])
     for name, path in files.items():
         if hashes[name] not in held:
@@ -81,7 +82,7 @@ def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
     files = {name: directory / name for name in sorted(pkg.files)}
     if wire.RUNNER_NAME not in files:
         raise ArtifactError(f"runtime for {arch} in {directory} has no {wire.RUNNER_NAME}")
-    tree = wire.tree_hash(dict(pkg.files))
+    tree = hashing.tree_hash(dict(pkg.files))
     versions = {"arch": arch, **{str(k): str(v) for k, v in dict(pkg.versions).items()}}
     return tree, files, versions
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from device_agents.agent import wire
+from hilt_base import hashing
 
 
 def cache_root() -> Path:
@@ -20,5 +20,6 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes: the agent's own function, so host and board hash alike."""
-    return wire.sha256_file(str(path))
+    """sha256 of a file's bytes: the agent's own function (`hilt_base.hashing`), so host and board
+    hash alike."""
+    return hashing.sha256_file(str(path))

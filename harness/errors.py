@@ -1,17 +1,32 @@
 """One exception hierarchy for hilt; the CLI turns any of these into one red line and exit 2.
 
-Messages say what is wrong and what to do about it.
+Messages say what is wrong and what to do about it. The root (`HiltError`, `ConfigError`) is defined
+in `hilt_base.errors`, below `profiles`, so a bad profile raises the same class without `profiles`
+importing `harness`; import both from here.
 """
 
 from __future__ import annotations
 
+from hilt_base.errors import ConfigError, HiltError
 
-class HiltError(Exception):
-    """Base of every error hilt raises on purpose."""
-
-
-class ConfigError(HiltError):
-    """A profile, farm file, schedule or other user-supplied file is malformed."""
+__all__ = [
+    "AgentError",
+    "AgentTimeoutError",
+    "ArtifactError",
+    "BoardBusyError",
+    "CompileError",
+    "ConfigError",
+    "DataError",
+    "FarmError",
+    "HiltError",
+    "HostKeyError",
+    "ModelLoadError",
+    "ProtocolMismatchError",
+    "RemoteError",
+    "ScheduleError",
+    "TransportError",
+    "UnsupportedFamilyError",
+]
 
 
 class ModelLoadError(HiltError):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import ConfigError
+from hilt_base.errors import ConfigError
 
 PROFILES_DIR = Path(__file__).resolve().parent
 PROFILE_VERSION = 1

@@ -20,11 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from device_agents.records import MeasurementRecord
 from harness.errors import ConfigError
+from harness.sia.empirical import GranularityResult
 from harness.sia.plot import additivity_figure
+from harness.sia.stats import Estimate
 from harness.versions import stack_versions
 from profiles.schema import load_profile
 from tuner.results import DenseResult, TrialResult, quality_score
+from tuner.stage_logs import TrialStageLog, read_stage_logs
 from tuner.store import ResultsStore, resolve_url, stored_record
+from tuner.study_info import SiaSpace, StudyInfo
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -45,25 +49,25 @@ class ReportData:
     dense: DenseResult | None
     record: MeasurementRecord
     dense_record: MeasurementRecord | None
-    stage_logs: list[dict]
-    sia: list[dict]
+    stage_logs: list[TrialStageLog]
+    sia: list[GranularityResult]
     command: str
     versions: dict[str, str]
     deltas: dict[str, float] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)  # causal LMs: greedy text, dense and chosen
-    sia_space: dict = field(default_factory=dict)  # granularities the search pruned, and SIA's horizons
+    sia_space: SiaSpace | None = None  # granularities the search pruned, and SIA's horizons
 
     @property
     def sia_space_line(self) -> str:
         """'The search pruned layer, head (SIA on the dense model: ...); channel not searched: ...'."""
-        if not self.sia_space:
+        if self.sia_space is None:
             return ""
-        allowed, hz = self.sia_space["granularities"], self.sia_space["horizons"]
-        dropped = [g for g in self.sia_space["searched"] if g not in allowed]
-        how = ", ".join(f"{g} up to {100 * h:.0f}% removed" for g, h in hz.items())
-        line = f"The search pruned {', '.join(allowed)} (SIA on the dense model: {how})"
-        if dropped:
-            line += f"; {', '.join(dropped)} not searched: SIA is violated at every tested ratio"
+        space = self.sia_space
+        line = (
+            f"The search pruned {', '.join(space.granularities)} (SIA on the dense model: {space.describe()})"
+        )
+        if space.dropped:
+            line += f"; {', '.join(space.dropped)} not searched: SIA is violated at every tested ratio"
         return line + "."
 
     @property
@@ -190,23 +194,22 @@ def load_report_data(study_name: str, storage: str | None, trial: int | None = N
     store = ResultsStore(url)
     rows = store.measurements(study=study_name)
     record = next(stored_record(r) for r in rows if r["trial_number"] == chosen.number)
-    dense = DenseResult.from_user_attrs(study.user_attrs["dense"]) if "dense" in study.user_attrs else None
+    info = StudyInfo.of(study)
+    dense = info.dense
     dense_record = next((stored_record(r) for r in rows if r["trial_number"] is None), None)
     sia = store.sia_results(study_name)
-    profile = study.user_attrs.get("profile", "?")
     try:
-        emulated = load_profile(profile).emulated
+        emulated = load_profile(info.profile).emulated
     except ConfigError:
         emulated = False
     counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
     data = ReportData(
-        study=study_name, storage=url, model=study.user_attrs.get("model", "?"), profile=profile,
-        emulated=emulated, objectives=study.user_attrs.get("objectives", []), n_trials=counts,
+        study=study_name, storage=url, model=info.model, profile=info.profile,
+        emulated=emulated, objectives=info.objectives, n_trials=counts,
         chosen=chosen, pareto=pareto, feasible=feasible, dense=dense, record=record,
         dense_record=dense_record,
-        stage_logs=chosen.user_attrs.get("stage_logs", []), sia=sia,
-        command=study.user_attrs.get("command", ""), versions=stack_versions(),
-        sia_space=study.user_attrs.get("sia_space", {}),
+        stage_logs=read_stage_logs(chosen.user_attrs.get("stage_logs")), sia=sia,
+        command=info.command, versions=stack_versions(), sia_space=info.sia_space,
     )  # fmt: skip
     a = data.result
     if dense:
@@ -241,6 +244,11 @@ def _samples(model_dir: str, chosen: TrialResult, dense: DenseResult | None) -> 
     return {name: tok.decode(ids) for name, ids in pairs}
 
 
+def _estimate(e: Estimate | None) -> float | None:
+    """An SIA statistic as the report prints it: 4 decimals, None where it is undefined."""
+    return None if e is None else e.to_dict()["value"]
+
+
 def headline(d: ReportData) -> str:
     """The paper-style line: '−67.2% latency, −62.5% memory' computed from this study."""
     if not d.deltas:
@@ -264,6 +272,7 @@ def headline(d: ReportData) -> str:
 def write_report(d: ReportData, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "html.j2"]))
+    env.filters["est"] = _estimate
     schedule = json.dumps(d.chosen.user_attrs.get("schedule", {}), indent=2)
     ctx = {"d": d, "plots": _plots(d), "headline": headline(d), "schedule_json": schedule,
            "a": d.result, "summary": d.record.summary}  # fmt: skip

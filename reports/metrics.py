@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 
+from tuner.events import OnEvent, TrialCompleted, TrialFailed, TrialRejected, TrialStarted, TuneEvent, ignore
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
@@ -74,24 +76,19 @@ class HiltMetrics:
             self.server.shutdown()
             self.server = None
 
-    def tune_event_hook(self, study: str, inner: Callable[[str, dict], None] | None = None) -> Callable:
+    def tune_event_hook(self, study: str, inner: OnEvent = ignore) -> OnEvent:
         """Wrap the tuner's event callback so every trial event also updates the metrics."""
 
-        def hook(kind: str, data: dict) -> None:
-            if kind == "trial_started":
-                self.trials.labels(study, "started").inc()
-            elif kind == "trial_completed":
-                self.trials.labels(study, "completed").inc()
-                board = str(data.get("board", "?"))
-                self.bench_latency.labels(board).observe(float(data["latency_ms"]) / 1000.0)
-                self.lease_wait.labels(board).observe(float(data.get("lease_wait_s", 0.0)))
-                self.board_up.labels(board).set(1)
-            elif kind == "trial_failed":
-                self.trials.labels(study, "failed").inc()
-            elif kind == "trial_rejected":
-                self.trials.labels(study, "rejected").inc()
-            if inner:
-                inner(kind, data)
+        def hook(event: TuneEvent) -> None:
+            match event:
+                case TrialStarted() | TrialFailed() | TrialRejected():
+                    self.trials.labels(study, event.outcome).inc()
+                case TrialCompleted(result=r):
+                    self.trials.labels(study, event.outcome).inc()
+                    self.bench_latency.labels(r.board).observe(r.latency_ms / 1000.0)
+                    self.lease_wait.labels(r.board).observe(r.lease_wait_s)
+                    self.board_up.labels(r.board).set(1)
+            inner(event)
 
         return hook
 

@@ -42,6 +42,7 @@ from harness.sia import check_sia
 from harness.sia.empirical import EmpiricalConfig
 from tuner.constraints import Limits, measured_violations, stage_sia_violation
 from tuner.results import DenseResult, TrialResult
+from tuner.stage_logs import TrialStageLog
 from tuner.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class PipelineConfig:
     max_board_retries: int = 2
     lease_ttl_s: float = 60.0  # renewed while held, so a killed worker frees its board within a minute
     lease_wait_s: float = 600.0
-    bench_options: object | None = None  # device_agents.bench.BenchOptions
-    compile_options: object | None = None  # harness.compile.compiler.CompileOptions
+    bench_options: BenchOptions | None = None  # None: the defaults (plus generation for causal LMs)
+    compile_options: CompileOptions | None = None  # None: sized from the task data
     kernel_tuning: KernelTuning = field(default_factory=KernelTuning)  # applied to every compile
     holder: str = "worker"
     pool: str | None = None  # board pool URL; None: $HILT_POOL, the study's server DB, or the cache's
@@ -101,7 +102,7 @@ class PipelineConfig:
 @dataclass
 class TrialOutcome:
     result: TrialResult
-    stage_logs: list[dict]
+    stage_logs: list[TrialStageLog]
 
 
 class _Data:
@@ -158,7 +159,7 @@ class TrialPipeline:
             config=cfg,
         )
         for r in report.results:  # kept in the study's database for the deployment report
-            self.store.add_sia_result(self.cfg.study, report.model_hash, r.granularity, r.to_dict())
+            self.store.add_sia_result(self.cfg.study, report.model_hash, r)
         return {r.granularity: r.horizon_removed for r in report.results}
 
     def check_stage(self, model: nn.Module, schedule: Schedule, index: int) -> float:
@@ -171,10 +172,10 @@ class TrialPipeline:
             raise Infeasible(f"stage {index + 1}: {why}", violation)
         return violation
 
-    def prune(self, schedule: Schedule, say: Say) -> tuple[Path, list[dict], float]:
+    def prune(self, schedule: Schedule, say: Say) -> tuple[Path, list[TrialStageLog], float]:
         """Run the schedule stage by stage, reusing any cached prefix; returns (dir, logs, SIA slack)."""
         current: Path = self.cfg.model_dir
-        logs: list[dict] = []
+        logs: list[TrialStageLog] = []
         worst = -1.0
         model: nn.Module | None = None
         cal = schedule.calibration.model_dump()
@@ -189,9 +190,9 @@ class TrialPipeline:
             out = self.prune_root / key
             if (out / "stage_log.json").is_file():
                 self.stats["prune_hits"] += 1
-                logs.append(json.loads((out / "stage_log.json").read_text()))
+                logs.append(TrialStageLog.load(out / "stage_log.json"))
                 current, model = out, None
-                worst = max(worst, logs[-1].get("sia_violation", -1.0))
+                worst = max(worst, logs[-1].sia_violation)
                 continue
             self.stats["prune_misses"] += 1
             model = model or self._load(current)
@@ -208,12 +209,11 @@ class TrialPipeline:
                 _Data(self.data.calib_ids, self.data.calib_labels),
                 eval_data=_Data(self.data.val_ids, self.data.val_labels),
             )
-            entry = stage_log.model_dump(mode="json")
-            entry["sia_violation"] = worst
+            entry = TrialStageLog(**dict(stage_log), sia_violation=worst)
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             save_pruned(model, tmp, stage_log.task)
-            (tmp / "stage_log.json").write_text(json.dumps(entry, indent=2))
+            entry.save(tmp / "stage_log.json")
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)  # atomic: a crash leaves no half-written stage
             logs.append(entry)
@@ -323,8 +323,8 @@ class TrialPipeline:
             kernels=kernels_of(bundle_dir),
             lease_wait_s=wait,
             pruned_dir=str(model_dir),
-            params=logs[-1]["final_params"] if logs else None,
-            compression=logs[0]["dense_params"] / logs[-1]["final_params"] if logs else 1.0,
+            params=logs[-1].final_params if logs else None,
+            compression=logs[0].dense_params / logs[-1].final_params if logs else 1.0,
             constraints=[sia_slack, mem_v, lat_v],
             step_seconds=step_seconds,
             cache={k: v - before[k] for k, v in self.stats.items()},  # this trial's hits and misses

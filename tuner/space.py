@@ -25,6 +25,7 @@ from harness.prune.cascade import validate_for_model
 from harness.prune.criteria import SEARCHABLE
 from harness.prune.schedule import Schedule, kept_count
 from harness.prune.targets import MAX_CUTS, CompressionPlan, schedule_for_compression
+from tuner.study_info import StudyInfo
 
 FINENESS = {"layer": 0, "head": 1, "channel": 2}
 
@@ -167,8 +168,9 @@ def suggest_schedule(trial: optuna.Trial, cfg: SpaceConfig, model: nn.Module) ->
 def study_criteria(study: optuna.Study) -> dict[str, tuple[str, ...]]:
     """The criterion choices this study searches: recorded at creation, read back from an older
     study's trials, or (a new study) the criteria installed now."""
-    if "criteria" in study.user_attrs:
-        return {g: tuple(v) for g, v in study.user_attrs["criteria"].items()}
+    recorded = StudyInfo.of(study).criteria
+    if recorded is not None:
+        return {g: tuple(v) for g, v in recorded.items()}
     found: dict[str, tuple[str, ...]] = {}
     for t in study.get_trials(deepcopy=False):
         for name, dist in t.distributions.items():
@@ -180,5 +182,5 @@ def study_criteria(study: optuna.Study) -> dict[str, tuple[str, ...]]:
             ):
                 found[parts[1]] = tuple(str(c) for c in dist.choices)
     criteria = {**dict(SEARCHABLE), **found}
-    study.set_user_attr("criteria", {g: list(v) for g, v in criteria.items()})
+    StudyInfo.put(study, criteria={g: list(v) for g, v in criteria.items()})
     return criteria

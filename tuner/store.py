@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +37,9 @@ from device_agents.leases import LeaseTable
 from device_agents.pool import sql_url
 from device_agents.records import MeasurementRecord
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:  # the SIA package pulls in torch; the nightly and pool paths of this store do not need it
+    from harness.sia.empirical import GranularityResult
 
 log = logging.getLogger(__name__)
 
@@ -172,23 +176,26 @@ class ResultsStore:
             return None if row is None else dict(row._mapping)
 
     # ---- SIA results of a study (one per model state and granularity) --------------------
-    def add_sia_result(self, study: str, model_hash: str, granularity: str, result: dict) -> None:
+    def add_sia_result(self, study: str, model_hash: str, result: GranularityResult) -> None:
+        """Keep one granularity's SIA result on one model state (stored in its JSON form)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(sia_results).values(
-                        study=study, model_hash=model_hash, granularity=granularity, created=time.time(),
-                        result=result,
+                        study=study, model_hash=model_hash, granularity=result.granularity,
+                        created=time.time(), result=result.to_dict(),
                     )
                 )  # fmt: skip
         except IntegrityError:
             pass  # the same model state was checked before: the result is the same
 
-    def sia_results(self, study: str) -> list[dict]:
-        """The study's SIA results, oldest first."""
+    def sia_results(self, study: str) -> list[GranularityResult]:
+        """The study's SIA results, oldest first (rows written by older versions read too)."""
+        from harness.sia.empirical import GranularityResult
+
         q = select(sia_results).where(sia_results.c.study == study).order_by(sia_results.c.created)
         with self.engine.connect() as conn:
-            return [dict(r.result) for r in conn.execute(q)]
+            return [GranularityResult.from_dict(dict(r.result)) for r in conn.execute(q)]
 
     # ---- nightly runs --------------------------------------------------------------------
     def add_run(self, name: str, suite: str, summary: dict) -> None:

@@ -22,15 +22,24 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from harness.errors import ConfigError, HiltError, ScheduleError
+from tuner.events import (
+    OnEvent,
+    Step,
+    TrialCompleted,
+    TrialFailed,
+    TrialRejected,
+    TrialStarted,
+    ignore,
+)
 from tuner.objectives import ObjectiveSpec, record_constraints
 from tuner.pipeline import Infeasible, TrialPipeline
 from tuner.results import quality_score
 from tuner.space import SpaceConfig, suggest_schedule
+from tuner.stage_logs import stage_logs_attr
 from tuner.store import resolve_url
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-Event = Callable[[str, dict], None]
 
 
 def make_sampler(name: str, seed: int | None, n_startup: int = 8) -> optuna.samplers.BaseSampler:
@@ -154,23 +163,23 @@ def make_objective(
     pipeline: TrialPipeline,
     settings: RunSettings,
     dense_model,  # noqa: ANN001
-    event: Event,
+    event: OnEvent,
 ) -> Callable[[optuna.Trial], list[float] | float]:
     """The Optuna objective: schedule → pipeline → objective values; failures keep their reason."""
 
     def objective(trial: optuna.Trial) -> list[float] | float:
         t0 = time.perf_counter()
         claim_slot(trial, pipeline, settings.trials)
-        event("trial_started", {"trial": trial.number})
+        event(TrialStarted(trial.number))
 
         def say(msg: str) -> None:
-            event("step", {"trial": trial.number, "step": msg})
+            event(Step(trial.number, msg))
 
         try:
             schedule = suggest_schedule(trial, settings.space, dense_model)
         except ScheduleError as exc:
             trial.set_user_attr("rejected", f"schedule: {exc}")
-            event("trial_rejected", {"trial": trial.number, "reason": str(exc)})
+            event(TrialRejected(trial.number, str(exc)))
             raise optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("schedule", json.loads(schedule.model_dump_json()))
         try:
@@ -181,20 +190,20 @@ def make_objective(
         except Infeasible as exc:
             trial.set_user_attr("rejected", f"sia: {exc}")
             record_constraints(trial, [exc.violation, 0.0, 0.0])
-            event("trial_rejected", {"trial": trial.number, "reason": str(exc)})
+            event(TrialRejected(trial.number, str(exc)))
             raise optuna.TrialPruned(str(exc)) from None
         except Surplus:
             raise
         except HiltError as exc:
             trial.set_user_attr("failed_step", str(exc))
-            event("trial_failed", {"trial": trial.number, "reason": str(exc)})
+            event(TrialFailed(trial.number, str(exc)))
             raise
         attrs = outcome.result.to_user_attrs()
         for k, v in attrs.items():
             if k != "constraints":
                 trial.set_user_attr(k, v)
         record_constraints(trial, outcome.result.constraints)
-        trial.set_user_attr("stage_logs", outcome.stage_logs)
+        trial.set_user_attr("stage_logs", stage_logs_attr(outcome.stage_logs))
         total = time.perf_counter() - t0
         trial.set_user_attr("trial_seconds", total)
         trial.set_user_attr("overhead_s", total - sum(outcome.result.step_seconds.values()))
@@ -203,7 +212,7 @@ def make_objective(
             if settings.objectives.latency_stat == "p90"
             else attrs
         )
-        event("trial_completed", {"trial": trial.number, "values": values, **attrs})
+        event(TrialCompleted(trial.number, values, outcome.result))
         return values if len(values) > 1 else values[0]
 
     return objective
@@ -214,10 +223,9 @@ def run_study(
     pipeline: TrialPipeline,
     settings: RunSettings,
     dense_model,  # noqa: ANN001
-    event: Event | None = None,
+    event: OnEvent = ignore,
 ) -> optuna.Study:
     """Run trials until the study holds `settings.trials` finished ones (all workers together)."""
-    event = event or (lambda _k, _d: None)
     objective = make_objective(pipeline, settings, dense_model, event)
     stop = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     remaining = settings.trials - finished(study)

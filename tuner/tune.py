@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
 
+from device_agents.bench import BenchOptions
 from device_agents.inventory import find_farm
 from device_agents.leases import worker_id
+from harness.compile.compiler import CompileOptions
 from harness.compile.tune import KernelTuning
 from harness.errors import ConfigError
 from harness.models import load_model
@@ -19,11 +20,13 @@ from harness.prune.criteria import DEFAULT_CRITERION
 from profiles.schema import BoardProfile
 from tuner.constraints import Limits
 from tuner.data import task_data
+from tuner.events import OnEvent, SiaSpaceChosen, Step, ignore
 from tuner.objectives import ObjectiveSpec
 from tuner.pipeline import PipelineConfig, TrialPipeline
 from tuner.space import SpaceConfig, study_criteria
 from tuner.store import ResultsStore
 from tuner.study import RunSettings, make_storage, open_run_study, run_study, write_best
+from tuner.study_info import SiaSpace, StudyInfo
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ class TuneRequest:
     seq_len: int = 64  # causal LMs: text window = prefill bucket
     new_tokens: int = 32  # causal LMs: greedy tokens per bench
     work_dir: Path = Path("hilt-runs")
-    bench_options: object | None = None
-    compile_options: object | None = None
+    bench_options: BenchOptions | None = None
+    compile_options: CompileOptions | None = None
     kernel_tuning: KernelTuning = field(default_factory=KernelTuning)
     command: str = ""
 
@@ -112,7 +115,7 @@ def sia_restricted_space(
     return replace(space, granularities=allowed, ratio_low=round(floor, 6)), horizons
 
 
-def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> TuneResult:
+def tune(req: TuneRequest, event: OnEvent = ignore) -> TuneResult:
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)
     loaded = load_model(model_dir)
@@ -130,18 +133,15 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     storage = make_storage(req.storage)
     store = ResultsStore(req.storage)
     study = open_run_study(req.study, storage, objectives, req.sampler, req.seed)
-    study.set_user_attr("model", str(model_dir))
-    study.set_user_attr("profile", boards[0].profile.name)
-    study.set_user_attr("boards", [b.name for b in boards])
-    study.set_user_attr("objectives", list(objectives.names))
-    study.set_user_attr("task", loaded.task)
     space = replace(req.space, criteria=study_criteria(study))
     if space.round_to is None:  # kept FFN widths a multiple of the board's fp32 vector lanes: the
         # kernels vectorise without a tail, and pruned shapes repeat, so tuning records are reused
         space = replace(space, round_to=fp32_lanes(boards[0].profile))
-    study.set_user_attr("space", space.to_dict())
-    study.set_user_attr("command", req.command)
-    study.set_user_attr("work_dir", str(req.work_dir))
+    StudyInfo.put(
+        study, model=str(model_dir), profile=boards[0].profile.name, boards=[b.name for b in boards],
+        objectives=list(objectives.names), task=loaded.task, space=space.to_dict(), command=req.command,
+        work_dir=str(req.work_dir),
+    )  # fmt: skip
     study_dir = req.work_dir / req.study
     cfg = PipelineConfig(
         model_dir=model_dir,
@@ -164,16 +164,17 @@ def tune(req: TuneRequest, event: Callable[[str, dict], None] | None = None) -> 
     if req.use_sia and req.sia_restrict_space:
         searched = space.granularities
         space, horizons = sia_restricted_space(pipeline, dense, space)
-        study.set_user_attr("space", space.to_dict())
         # which granularities SIA lets the search prune, and how far (the report says why)
         allowed = list(space.granularities)
-        sia_space = {"searched": list(searched), "granularities": allowed, "horizons": horizons}
-        study.set_user_attr("sia_space", sia_space)
-        if event:
-            event("sia_space", sia_space)
-    if "dense" not in study.user_attrs:  # once per study: the baseline every trial is compared with
-        say = (lambda msg: event("step", {"trial": "dense", "step": msg})) if event else (lambda _m: None)
-        study.set_user_attr("dense", pipeline.measure_dense(say).to_user_attrs())
+        sia_space = SiaSpace(searched=list(searched), granularities=allowed, horizons=horizons)
+        StudyInfo.put(study, space=space.to_dict(), sia_space=sia_space)
+        event(SiaSpaceChosen(sia_space))
+    if StudyInfo.of(study).dense is None:  # once per study: the baseline every trial is compared with
+
+        def say(msg: str) -> None:
+            event(Step(None, msg))
+
+        StudyInfo.put(study, dense=pipeline.measure_dense(say))
     settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=objectives)
     run_study(study, pipeline, settings, dense, event)
     best = write_best(study, study_dir)

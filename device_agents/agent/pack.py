@@ -3,6 +3,9 @@
 The bytes are deterministic (sorted entries, fixed timestamps and modes, stored uncompressed so
 no zlib version shows through), so the same sources always give the same hash and a board that
 already has this agent is not sent it again. Standard library only, like the rest of the agent.
+
+Besides the package, the archive carries the stdlib-only leaf modules the agent imports from below
+it (`LEAF_MODULES`: the file and tree hash), so host and board hash with the same code.
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ import zipapp
 import zipfile
 from typing import Dict, Optional
 
+import hilt_base.hashing
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 ARCHIVE_PACKAGE = "device_agents/agent"  # the same import path on the board as on the host
 INTERPRETER = "/usr/bin/env python3"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+# archive name -> source file: the leaf modules outside this package that the agent imports
+LEAF_MODULES = {
+    "hilt_base/__init__.py": os.path.join(os.path.dirname(hilt_base.hashing.__file__), "__init__.py"),
+    "hilt_base/hashing.py": hilt_base.hashing.__file__,
+}
 ROOT_FILES = {
     "__main__.py": b"import sys\n\nfrom device_agents.agent.serve import main\n\nsys.exit(main())\n",
     "device_agents/__init__.py": b'"""Only the hilt agent: this archive is what runs on a board."""\n',
@@ -43,6 +53,9 @@ def _sources(source: str) -> Dict[str, bytes]:
 def archive_bytes(source: str = PACKAGE_DIR) -> bytes:
     """The .pyz bytes for the package at `source` (a copy of it, in tests)."""
     files = dict(ROOT_FILES)
+    for name, path in LEAF_MODULES.items():
+        with open(path, "rb") as f:
+            files[name] = f.read()
     files.update(_sources(source))
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:

@@ -12,8 +12,10 @@ import os
 import shutil
 from typing import Any, Dict, List
 
+from hilt_base.hashing import sha256_file, tree_hash
+
 from .sysfs import listdir
-from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha, sha256_file, tree_hash
+from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha
 
 SUBDIRS = ("objects", "partial", "bundle", "runtime", "tmp")
 HANDLES = 256  # upload handles remembered

@@ -1,4 +1,5 @@
-"""The wire format and hashes shared by the host and the agent (one definition for both sides).
+"""The wire format shared by the host and the agent (one definition for both sides; the file and
+tree hashes are `hilt_base.hashing`, which the agent's zipapp packs).
 
 Wire formats (both carry a JSON header and an optional binary body):
 - lines (local pipes, SSH): one JSON object per line; if it has `body_len`, exactly that many raw
@@ -18,7 +19,6 @@ carries the same `id` and either `ok: true, result` or `ok: false, error: {type,
 from __future__ import annotations
 
 import binascii
-import hashlib
 import json
 import struct
 import time
@@ -236,26 +236,6 @@ class FrameDecoder:
 
 
 # --------------------------------------------------------------------------- hashes
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_hash(files: Dict[str, str]) -> str:
-    """Hash of a set of files (name -> sha256): sha256 over the sorted `name:sha256\\n` lines.
-
-    The one definition of the bundle and runtime hash; hilt-runner computes the same.
-    """
-    text = "".join("%s:%s\n" % (name, files[name]) for name in sorted(files))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def is_sha(value: Any) -> bool:

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_agents.agent import wire
 from harness.errors import FarmError, HiltError
 from harness.runtime import build_runtime
+from hilt_base import hashing
 from profiles.schema import load_profile
 
 from .board import RuntimeFiles, free_port, start_user_board, stop_board
@@ -74,7 +74,7 @@ def _runtime_for(arch: str) -> RuntimeFiles:
     files = dict(package.files)
     # the same tree hash and versions record that device_agents.bench ships, so it finds them installed
     versions = {"arch": arch, **{str(k): str(v) for k, v in dict(package.versions).items()}}
-    return RuntimeFiles(Path(package.directory), files, wire.tree_hash(files), versions)
+    return RuntimeFiles(Path(package.directory), files, hashing.tree_hash(files), versions)
 
 
 def _prepare(

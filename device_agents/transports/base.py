@@ -30,6 +30,7 @@ from harness.errors import (
     RemoteError,
     TransportError,
 )
+from hilt_base import hashing
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ class Transport:
     def upload(self, path: Path | str) -> str:
         """Store a file in the agent's cache (chunked, resumable); returns its sha256."""
         path = Path(path)
-        sha = wire.sha256_file(str(path))
+        sha = hashing.sha256_file(str(path))
         size = path.stat().st_size
         state = self.request("put", {"sha256": sha, "op": "begin"}, timeout=10.0, retries=self.retries + 3)
         offset = int(state["offset"])

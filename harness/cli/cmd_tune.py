@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -16,6 +17,10 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.cli.common import console
+
+if TYPE_CHECKING:
+    from tuner.events import OnEvent, TuneEvent
+    from tuner.tune import TuneRequest, TuneResult
 
 
 def tune(
@@ -102,7 +107,6 @@ def tune(
 
     from harness.compile.tune import KernelTuning
     from tuner.objectives import parse_objectives
-    from tuner.results import quality_score, quality_text
 
     kernels = KernelTuning.parse(kernel_tuning)  # a bad value fails before anything starts
 
@@ -110,7 +114,6 @@ def tune(
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from tuner.space import SpaceConfig
     from tuner.tune import TuneRequest
-    from tuner.tune import tune as run_tune
 
     req = TuneRequest(
         model=model,
@@ -147,47 +150,72 @@ def tune(
         work_dir=out,
         command="hilt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    best: dict = {}
+    _run_with_progress(req, metrics_port)
+
+
+def _run_with_progress(req: TuneRequest, metrics_port: int | None) -> None:
+    """Run the study under the live view (and the metrics endpoint, if asked), then print its front."""
+    from tuner.tune import tune as run_tune
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("starting", total=trials)
-
-        def event(kind: str, data: dict) -> None:
-            n = data.get("trial")
-            if kind == "step":
-                progress.update(task, description=f"trial {n}: {data['step']}")
-            elif kind == "trial_completed":
-                progress.advance(task)
-                if "score" not in best or quality_score(data) > best["score"]:
-                    best.update(score=quality_score(data), text=quality_text(data), trial=n)
-                progress.console.print(
-                    f"trial {n}: {quality_text(data)}, latency {data['latency_ms']:.2f} ms, "
-                    f"peak {data['peak_rss_mb']:.0f} MB on {data['board']} (x{data['compression']:.2f}); "
-                    f"best {best['text']} (#{best['trial']})"
-                )
-            elif kind in ("trial_rejected", "trial_failed"):
-                if kind == "trial_rejected":
-                    progress.advance(task)
-                progress.console.print(f"[yellow]trial {n} {kind.split('_')[1]}:[/yellow] {data['reason']}")
-
+        watch: OnEvent = ProgressWatcher(progress, req.trials)
         metrics = None
         if metrics_port is not None:
             from reports.metrics import HiltMetrics
 
             metrics = HiltMetrics()
             progress.console.print(f"metrics on http://127.0.0.1:{metrics.serve(metrics_port)}/metrics")
-            event = metrics.tune_event_hook(study, event)
+            watch = metrics.tune_event_hook(req.study, watch)
         try:
-            result = run_tune(req, event)
+            result = run_tune(req, watch)
         finally:
             if metrics is not None:
                 metrics.stop()
+    _print_front(result, req.study)
+
+
+class ProgressWatcher:
+    """The live view of `hilt tune`: a progress bar of finished trials and one line per outcome."""
+
+    def __init__(self, progress: Progress, trials: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=trials)
+        self.best: tuple[float, str, int] | None = None  # (score, text, trial)
+
+    def __call__(self, event: TuneEvent) -> None:
+        from tuner.events import Step, TrialCompleted, TrialFailed, TrialRejected
+        from tuner.results import quality_score, quality_text
+
+        say = self.progress.console.print
+        match event:
+            case Step():
+                self.progress.update(self.task, description=f"trial {event.label}: {event.step}")
+            case TrialCompleted(trial=n, result=r):
+                self.progress.advance(self.task)
+                attrs = r.to_user_attrs()
+                if self.best is None or quality_score(attrs) > self.best[0]:
+                    self.best = (quality_score(attrs), quality_text(attrs), n)
+                say(
+                    f"trial {n}: {quality_text(attrs)}, latency {r.latency_ms:.2f} ms, "
+                    f"peak {r.peak_rss_mb:.0f} MB on {r.board} (x{r.compression:.2f}); "
+                    f"best {self.best[1]} (#{self.best[2]})"
+                )
+            case TrialRejected(trial=n, reason=why):
+                self.progress.advance(self.task)
+                say(f"[yellow]trial {n} rejected:[/yellow] {why}")
+            case TrialFailed(trial=n, reason=why):
+                say(f"[yellow]trial {n} failed:[/yellow] {why}")
+
+
+def _print_front(result: TuneResult, study: str) -> None:
+    """The study's Pareto front and this worker's cache hits, after the run."""
+    from tuner.results import TrialResult, quality_text
+    from tuner.study import best_schedules
+
     front = Table(title=f"Pareto front of study '{study}' ({len(result.study.trials)} trials)")
     for col in ("trial", "quality", "latency ms", "peak MB", "compression", "bundle"):
         front.add_column(col)
-    from tuner.results import TrialResult
-    from tuner.study import best_schedules
-
     for t in best_schedules(result.study):
         a = TrialResult.from_user_attrs(t.user_attrs)
         row = (quality_text(t.user_attrs), f"{a.latency_ms:.2f}", f"{a.peak_rss_mb:.0f}")

@@ -19,11 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from harness.demo.stages import StageLog, Step
 from harness.errors import HiltError
+
+if TYPE_CHECKING:
+    from tuner.events import OnEvent, TuneEvent
+    from tuner.results import TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ class MainJobResult:
     skipped: list[str] = field(default_factory=list)
     started_boards: list[str] = field(default_factory=list)
     dense: dict[str, dict] = field(default_factory=dict)  # board -> accuracy/latency/memory
-    trials: dict[str, list[dict]] = field(default_factory=dict)  # study -> completed trials' attrs
+    trials: dict[str, list[TrialResult]] = field(default_factory=dict)  # study -> completed trials
     first_result_s: float | None = None  # seconds from the start to the first measured line
 
 
@@ -168,26 +173,60 @@ def _dense_local_stage(stages: StageLog, res: MainJobResult) -> None:
     res.seconds["dense on local"] = time.monotonic() - t
 
 
-def _trial_line(data: dict) -> str:
-    steps = data.get("step_seconds") or {}
-    cache = data.get("cache") or {}
-    hits = [k.split("_")[0] for k, v in cache.items() if k.endswith("_hits") and v]
-    took = ", ".join(f"{k} {v:.0f} s" for k, v in steps.items())
+def _trial_line(trial: int, r: TrialResult) -> str:
+    hits = [k.split("_")[0] for k, v in r.cache.items() if k.endswith("_hits") and v]
+    took = ", ".join(f"{k} {v:.0f} s" for k, v in r.step_seconds.items())
     cached = f"; cached: {', '.join(hits)}" if hits else ""
     return (
-        f"trial {data['trial']}: {data.get('compression', 1.0):.2f}x fewer parameters, accuracy "
-        f"{100 * data['accuracy']:.1f}%, latency {data['latency_ms']:.2f} ms, "
-        f"memory {data['peak_rss_mb']:.1f} MB ({took}{cached})"
+        f"trial {trial}: {r.compression:.2f}x fewer parameters, accuracy "
+        f"{100 * (r.accuracy or 0.0):.1f}%, latency {r.latency_ms:.2f} ms, "
+        f"memory {r.peak_rss_mb:.1f} MB ({took}{cached})"
     )
+
+
+class _TuneWatcher:
+    """The demo's view of one study: one line per trial outcome, SIA's verdict, the step in progress."""
+
+    def __init__(self, stages: StageLog, st: Step, inner: OnEvent | None) -> None:
+        self.stages, self.st, self.inner = stages, st, inner
+        self.done: list[TrialResult] = []
+        self.ran: list[int] = []  # trials this call ran (completed, rejected or failed)
+
+    def __call__(self, event: TuneEvent) -> None:
+        from tuner.events import SiaSpaceChosen, TrialCompleted, TrialFailed, TrialRejected, TrialStarted
+        from tuner.events import Step as TrialStep
+
+        match event:
+            case TrialStarted(trial=n):
+                self.ran.append(n)
+            case TrialStep():
+                self.st.update(f"trial {event.label}: {event.step}")
+            case TrialCompleted(trial=n, result=r):
+                self.done.append(r)
+                self.st.update(advance=1)
+                self.stages.line(_trial_line(n, r))
+            case TrialRejected(trial=n, reason=why):
+                self.st.update(advance=1)
+                self.stages.line(f"trial {n}: rejected before building ({escape(why)})")
+            case SiaSpaceChosen(space=space):
+                allowed = ", ".join(space.granularities)
+                self.stages.line(
+                    f"SIA (rank rule) on the dense model: {space.describe()}; searching {allowed}"
+                )
+            case TrialFailed(trial=n, reason=why):
+                self.stages.line(f"trial {n}: [yellow]failed[/yellow] ({escape(why)})")
+        if self.inner is not None:
+            self.inner(event)
 
 
 def _tune_stage(
     stages: StageLog, res: MainJobResult, study: str, farm: str | None, board: str, n: int, storage: str,
-    out: Path, event: Callable | None,
+    out: Path, event: OnEvent | None,
 ) -> None:  # fmt: skip
     from device_agents.bench import BenchOptions
     from tuner.space import SpaceConfig
     from tuner.study import finished
+    from tuner.study_info import StudyInfo
     from tuner.tune import TuneRequest, tune
 
     t = time.monotonic()
@@ -201,44 +240,23 @@ def _tune_stage(
         use_sia=True, val_n=VAL_N, work_dir=out, bench_options=BenchOptions(min_iters=20, min_seconds=0.5),
         command=command + (f" --farm {farm}" if farm else ""),
     )  # fmt: skip
-    done: list[dict] = []
-    ran: list[int] = []  # trials this call ran (completed, rejected or failed)
     with stages.step(f"tuning {MODEL} on {board} ({n} trials)", total=n) as st:
-
-        def on_event(kind: str, data: dict) -> None:
-            if kind == "trial_started":
-                ran.append(data["trial"])
-            elif kind == "step":
-                st.update(f"trial {data['trial']}: {data['step']}")
-            elif kind == "trial_completed":
-                done.append(data)
-                st.update(advance=1)
-                stages.line(_trial_line(data))
-            elif kind == "trial_rejected":
-                st.update(advance=1)
-                stages.line(f"trial {data['trial']}: rejected before building ({escape(data['reason'])})")
-            elif kind == "sia_space":
-                hz = ", ".join(f"{g} up to {100 * h:.0f}% removed" for g, h in data["horizons"].items())
-                allowed = ", ".join(data["granularities"])
-                stages.line(f"SIA (rank rule) on the dense model: {hz}; searching {allowed}")
-            elif kind == "trial_failed":
-                stages.line(f"trial {data['trial']}: [yellow]failed[/yellow] ({escape(data['reason'])})")
-            if event is not None:
-                event(kind, data)
-
-        result = tune(req, on_event)
+        watch = _TuneWatcher(stages, st, event)
+        result = tune(req, watch)
         total = finished(result.study)
-        if not ran and total >= n:
+        if not watch.ran and total >= n:
             st.cached(f"study {study} already complete ({total} of {n} trials; delete {out} to start over)")
         else:
-            st.done(f"{len(done)} of {len(ran)} trials measured, {total} finished in study {study}")
-    res.trials[study] = done
-    dense = result.study.user_attrs.get("dense")
-    if dense and board not in res.dense:
-        res.dense[board] = dense
+            st.done(
+                f"{len(watch.done)} of {len(watch.ran)} trials measured, {total} finished in study {study}"
+            )
+    res.trials[study] = watch.done
+    dense = StudyInfo.of(result.study).dense
+    if dense is not None and board not in res.dense:
+        res.dense[board] = dense.to_user_attrs()
         stages.headline(
-            f"dense {MODEL} on {board}: latency {dense['latency_ms']:.2f} ms median "
-            f"({dense['latency_p90_ms']:.2f} ms p90), peak memory {dense['peak_rss_mb']:.1f} MB"
+            f"dense {MODEL} on {board}: latency {dense.latency_ms:.2f} ms median "
+            f"({dense.latency_p90_ms:.2f} ms p90), peak memory {dense.peak_rss_mb:.1f} MB"
         )
     res.seconds[f"tune {board}"] = time.monotonic() - t
     _report_step(stages, res, study, storage, out)
@@ -297,7 +315,7 @@ def run_main_job(
     emulated_trials: int,
     emulated: bool,
     stages: StageLog,
-    event: Callable | None = None,
+    event: OnEvent | None = None,
 ) -> MainJobResult:
     res = MainJobResult()
     out.mkdir(parents=True, exist_ok=True)
@@ -339,7 +357,7 @@ def run_main_job(
 
 def _emulated_stage(
     stages: StageLog, res: MainJobResult, prep: _Background, n: int, storage: str, out: Path,
-    event: Callable | None,
+    event: OnEvent | None,
 ) -> None:  # fmt: skip
     from device_agents.emulated import down, up
     from device_agents.emulated.paths import FarmPaths

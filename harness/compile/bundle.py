@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device_agents.agent.wire import tree_hash
 from harness.cache import sha256_file
 from harness.errors import ArtifactError
+from hilt_base.hashing import tree_hash
 
 log = logging.getLogger(__name__)
 

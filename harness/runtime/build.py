@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from device_agents.agent.wire import tree_hash
 from harness.cache import cache_root, sha256_file
 from harness.errors import CompileError
 from harness.runtime.blas import find_static_blas
 from harness.runtime.toolchains import ARCHES, Toolchain, require_emulator, require_tools, toolchain_for
 from harness.versions import package_version
+from hilt_base.hashing import tree_hash
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from device_agents.inventory import Board, default_farm
 from device_agents.records import load_record
 from device_agents.transports.local import LocalTransport
 from harness.errors import RemoteError
+from hilt_base import hashing
 
 ARCH = os.uname().machine
 
@@ -141,7 +142,7 @@ def test_runner_refusing_a_bundle_is_typed(local: LocalTransport, runtime: tuple
     meta = {"version": 1, "arch": ARCH, "target": "llvm", "files": hashes}
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
     all_files = {**hashes, "metadata.json": local.upload(tmp_path / "metadata.json")}
-    tree = wire.tree_hash(hashes)
+    tree = hashing.tree_hash(hashes)
     local.request("install", {"kind": "bundle", "hash": tree, "files": all_files})
     with pytest.raises(RemoteError) as info:
         local.request("bench", _bench_args(runtime, selftest=False, bundle=tree), timeout=60)

@@ -24,6 +24,7 @@ from device_agents.transports.local import LocalTransport
 from device_agents.transports.serial import SerialTransport
 from device_agents.transports.ssh import SshTransport
 from harness.errors import AgentTimeoutError, HostKeyError, ProtocolMismatchError, TransportError
+from hilt_base import hashing
 from tests.unit.agent_variants import other_protocol, packed_variant
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -243,7 +244,7 @@ def test_serial_flipped_byte_and_dropped_chunk_still_upload_right(tmp_path: Path
             proc.kill()
             proc.wait()
     assert relay.damaged == {"flipped": 1, "dropped": 4096}
-    assert sha == wire.sha256_file(str(blob))
+    assert sha == hashing.sha256_file(str(blob))
     assert (tmp_path / "cache" / "objects" / sha).read_bytes() == data
 
 

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from device_agents import bench, inventory
-from device_agents.agent import wire
 from device_agents.bench import runtime_files, ship_tree
 from device_agents.kernel_timing import BoardKernelTimer, tuning_on
 from device_agents.transports.local import LocalTransport
@@ -27,6 +26,7 @@ from harness.compile import CompileOptions, compile_model
 from harness.compile.kernel_timer import Evaluator, KernelJob
 from harness.compile.tune import TuningDatabase
 from harness.errors import RemoteError
+from hilt_base import hashing
 from tests.integration.test_compile_tuning import _tiny
 
 SEQ = 8
@@ -94,7 +94,7 @@ def test_time_kernels_refuses_bad_requests_and_reports_a_bad_candidate(tmp_path:
         for timing in timings[1:]:
             assert timing.error is None and len(timing.run_secs) == 3 and min(timing.run_secs) > 0
         # timed candidates are consumed: the board's store does not grow with a tuning session
-        sha = wire.sha256_file(str(good))
+        sha = hashing.sha256_file(str(good))
         assert t.request("has", {"hashes": [sha]}, timeout=10.0)["held"] == []
 
 

@@ -35,6 +35,7 @@ from device_agents.inventory import Board, default_farm
 from device_agents.transports.base import agent_pyz
 from device_agents.transports.local import LocalTransport
 from harness.errors import AgentTimeoutError, ArtifactError, RemoteError
+from hilt_base import hashing
 from tests.unit.prune_tiny import tiny_model, write_tiny_task
 from tests.waiting import wait_for
 from tuner.store import ResultsStore, stored_record
@@ -263,7 +264,7 @@ def test_one_byte_changed_bundle_refused_by_agent_and_runner_and_rebuilt_by_host
     damaged = tmp_path / "input.bin"
     shutil.copyfile(files["input.bin"], damaged)
     _xor_byte(damaged)
-    good_sha = wire.sha256_file(str(files["input.bin"]))
+    good_sha = hashing.sha256_file(str(files["input.bin"]))
     with LocalTransport("agent", cache=tmp_path / "store") as t:
         assert t.request("put", {"sha256": good_sha, "op": "begin"})["offset"] == 0
         t.request("put", {"sha256": good_sha, "op": "chunk", "offset": 0}, body=damaged.read_bytes())
@@ -273,10 +274,10 @@ def test_one_byte_changed_bundle_refused_by_agent_and_runner_and_rebuilt_by_host
         assert t.request("has", {"hashes": [good_sha]})["held"] == []
         meta = tmp_path / "metadata.json"
         meta.write_text(files["metadata.json"].read_text().replace(good_sha, "0" * 64))
-        hashes = {n: wire.sha256_file(str(p)) for n, p in files.items()}
+        hashes = {n: hashing.sha256_file(str(p)) for n, p in files.items()}
         for name, path in files.items():
             t.upload(meta if name == "metadata.json" else path)
-        hashes["metadata.json"] = wire.sha256_file(str(meta))
+        hashes["metadata.json"] = hashing.sha256_file(str(meta))
         with pytest.raises(RemoteError) as refused:
             t.request("install", {"kind": "bundle", "hash": sha, "files": hashes})
         assert refused.value.kind == "hash_mismatch"

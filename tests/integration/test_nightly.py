@@ -122,12 +122,17 @@ def _start(cmd: list[str], port: int) -> subprocess.Popen:
 @pytest.mark.skipif(not shutil.which("prometheus"), reason="Debian prometheus not installed")
 def test_prometheus_scrapes_hilt_and_pushgateway_gets_nightly(lab, tmp_path) -> None:
     from reports.metrics import CaseMetrics, HiltMetrics, push_nightly
+    from tuner.events import TrialCompleted, TrialStarted
+    from tuner.results import TrialResult
 
     metrics = HiltMetrics()
     hilt_port = metrics.serve(0)
     hook = metrics.tune_event_hook("s")
-    hook("trial_started", {"trial": 0})
-    hook("trial_completed", {"trial": 0, "board": "a", "latency_ms": 1.5, "lease_wait_s": 0.2})
+    hook(TrialStarted(0))
+    result = TrialResult(
+        board="a", bundle="b" * 64, latency_ms=1.5, latency_p90_ms=2.0, peak_rss_mb=10.0, lease_wait_s=0.2
+    )
+    hook(TrialCompleted(0, [0.9, 1.5], result))
     gw_port, prom_port = _free_port(), _free_port()
     gw = _start(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}"], gw_port)
     cfg = tmp_path / "prometheus.yml"

@@ -21,6 +21,7 @@ from device_agents.linesim import LineNoise, PtyRelay
 from device_agents.transports.base import LineTooNoisyError, agent_pyz
 from device_agents.transports.serial import SerialTransport
 from harness.errors import HiltError
+from hilt_base import hashing
 
 BAUD = 921600
 
@@ -76,7 +77,7 @@ def test_upload_survives_random_noise(name: str, noise: LineNoise, to_board: boo
             assert t.request("has", {"hashes": [sha]})["held"] == [sha]
             relay.set_noise(None, None)
         damage = relay.noise_damage
-    assert sha == wire.sha256_file(str(blob))
+    assert sha == hashing.sha256_file(str(blob))
     assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
     assert sum(damage["to_board" if to_board else "to_host"].values()) > 0
     assert to_board or sum(damage["to_board"].values()) == 0
@@ -97,7 +98,7 @@ def test_bench_over_a_noisy_line_completes_with_the_right_hash(tmp_path: Path) -
             record = run_bench(t, board, None, opts)
     installed = tmp_path / "cache" / "runtime" / rt_tree
     for name, path in rt_files.items():  # the runtime the agent assembled is the one that was sent
-        assert wire.sha256_file(str(installed / name)) == wire.sha256_file(str(path))
+        assert hashing.sha256_file(str(installed / name)) == hashing.sha256_file(str(path))
     assert record.runtime == rt_tree and record.summary.n >= 5 and record.transport == "serial"
     assert record.line is not None and record.line.retries > 0 and record.line.frames_failed > 0
     assert record.line.upload_bytes >= sum(p.stat().st_size for p in rt_files.values())
@@ -189,7 +190,7 @@ def test_a_repeated_bench_id_runs_once(tmp_path: Path) -> None:
 def test_a_line_nothing_crosses_ends_in_one_clear_error_and_the_upload_resumes(tmp_path: Path) -> None:
     blob = _blob(tmp_path, 600_000)
     cache = tmp_path / "cache"
-    sha = wire.sha256_file(str(blob))
+    sha = hashing.sha256_file(str(blob))
     with agent_on_relay(cache, baud=BAUD, seed=5) as relay:
         t = SerialTransport("hopeless", relay.host_path, BAUD)
         t.progress_timeout_s = 30.0

@@ -132,6 +132,7 @@ def test_sampler_searches_only_the_space_sia_left(tmp_path) -> None:
     channels, the study searches heads only, no deeper than the head horizon, and no trial proposes
     anything else."""
     from tuner.space import SpaceConfig
+    from tuner.study_info import StudyInfo
     from tuner.tune import TuneRequest, tune
 
     # the random tiny model: the criterion's lowest-ranked heads cost less than random ones (removing
@@ -145,12 +146,18 @@ def test_sampler_searches_only_the_space_sia_left(tmp_path) -> None:
         work_dir=tmp_path / "runs", seed=3, use_sia=True,
     )  # fmt: skip
     tune(req)
-    dense = {r["granularity"]: r for r in ResultsStore(f"sqlite:///{db}").sia_results("restricted")[:3]}
+    dense = {r.granularity: r for r in ResultsStore(f"sqlite:///{db}").sia_results("restricted")[:3]}
     assert sorted(dense) == ["channel", "head", "layer"]  # the check on the dense model, all granularities
-    held = {g for g, r in dense.items() if r["horizon_removed"] > 0}
-    assert held == {"head"}, {g: (r["horizon_removed"], r["ratios"]) for g, r in dense.items()}
+    held = {g for g, r in dense.items() if r.horizon_removed > 0}
+    assert held == {"head"}, {g: (r.horizon_removed, r.ratios) for g, r in dense.items()}
     study = _study(db, "restricted")
-    floor = 1.0 - dense["head"]["horizon_removed"]
+    floor = 1.0 - dense["head"].horizon_removed
+    space = StudyInfo.of(study).sia_space
+    assert (
+        space is not None
+        and space.granularities == ["head"]
+        and space.horizons["head"] == pytest.approx(dense["head"].horizon_removed)
+    )
     assert study.user_attrs["space"]["granularities"] == ["head"]
     assert study.user_attrs["space"]["ratio_low"] == pytest.approx(floor)
     assert study.user_attrs["space"]["round_to"] == 8  # no --round-to: the local profile's fp32 lanes (AVX2)

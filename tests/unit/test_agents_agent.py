@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from device_agents.agent import serve, wire
+from hilt_base import hashing
 
 
 def _call(
@@ -88,7 +89,7 @@ def test_install_bundle_checks_hash_and_metadata(ag: serve.Agent) -> None:
     files = {"model.so": model, "input.bin": inp}
     meta = json.dumps({"version": 1, "files": files}).encode()
     files_all = {**files, "metadata.json": _put(ag, meta)}
-    tree = wire.tree_hash(files)
+    tree = hashing.tree_hash(files)
     res = _call(ag, "install", {"kind": "bundle", "hash": tree, "files": files_all})
     assert res["ok"], res
     path = Path(res["result"]["path"])
@@ -103,7 +104,7 @@ def test_install_refuses_metadata_that_disagrees(ag: serve.Agent) -> None:
     meta = _put(ag, json.dumps({"files": {"model.so": "1" * 64}}).encode())
     files = {"model.so": model, "metadata.json": meta}
     res = _call(
-        ag, "install", {"kind": "bundle", "hash": wire.tree_hash({"model.so": model}), "files": files}
+        ag, "install", {"kind": "bundle", "hash": hashing.tree_hash({"model.so": model}), "files": files}
     )
     assert res["error"]["type"] == "hash_mismatch" and "metadata.json" in res["error"]["message"]
 
@@ -122,13 +123,13 @@ def test_install_bad_requests(ag: serve.Agent, args: dict, kind: str) -> None:
 
 def test_install_names_files_that_were_never_uploaded(ag: serve.Agent) -> None:
     files = {"hilt-runner": "b" * 64}
-    res = _call(ag, "install", {"kind": "runtime", "hash": wire.tree_hash(files), "files": files})
+    res = _call(ag, "install", {"kind": "runtime", "hash": hashing.tree_hash(files), "files": files})
     assert res["error"]["type"] == "missing_file" and "hilt-runner" in res["error"]["message"]
 
 
 def test_runtime_install_makes_runner_executable_and_is_listed_in_hello(ag: serve.Agent) -> None:
     files = {"hilt-runner": _put(ag, b"#!/bin/sh\n"), "libtvm_runtime.so": _put(ag, b"lib")}
-    tree = wire.tree_hash(files)
+    tree = hashing.tree_hash(files)
     res = _call(
         ag, "install", {"kind": "runtime", "hash": tree, "files": files, "versions": {"arch": "x86_64"}}
     )

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device_agents.agent import wire
+from hilt_base import hashing
 
 
 def test_line_roundtrip_with_body_split_anywhere() -> None:
@@ -100,4 +101,4 @@ def test_tree_hash_matches_the_bundle_contract() -> None:
 
     files = {"b.bin": "2" * 64, "a.json": "1" * 64}
     expect = hashlib.sha256(f"a.json:{'1' * 64}\nb.bin:{'2' * 64}\n".encode()).hexdigest()
-    assert wire.tree_hash(files) == expect
+    assert hashing.tree_hash(files) == expect

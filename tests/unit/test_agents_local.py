@@ -18,6 +18,7 @@ from device_agents.agent import power as agent_power
 from device_agents.transports.base import agent_pyz
 from device_agents.transports.local import LocalTransport
 from harness.errors import AgentTimeoutError, ProtocolMismatchError, RemoteError, TransportError
+from hilt_base import hashing
 from tests.unit.agent_variants import other_protocol
 
 
@@ -59,7 +60,7 @@ def test_upload_resumes_a_partial_file(tmp_path: Path) -> None:
     data = os.urandom(100_000)
     f = tmp_path / "blob"
     f.write_bytes(data)
-    sha = wire.sha256_file(str(f))
+    sha = hashing.sha256_file(str(f))
     with RecordingTransport("loc", cache=tmp_path / "cache") as t:
         partial = tmp_path / "cache" / "partial" / sha
         partial.write_bytes(data[:40_000])  # left by an interrupted upload
@@ -136,9 +137,10 @@ AGENT_SOURCES = Path(__file__).resolve().parents[2] / "device_agents"
 
 
 def _agent_files() -> list[Path]:
-    """The agent's source: one file today; a package device_agents/agent/ once it is split."""
+    """The agent's source: its package plus the leaf modules its zipapp packs (`pack.LEAF_MODULES`)."""
     files = [AGENT_SOURCES / "agent.py"] if (AGENT_SOURCES / "agent.py").is_file() else []
     files += sorted((AGENT_SOURCES / "agent").rglob("*.py"))
+    files += [Path(p) for p in pack.LEAF_MODULES.values()]
     assert files, "no agent source found"
     return files
 
@@ -211,7 +213,9 @@ def test_agent_has_no_runtime_union_types_and_only_stdlib_imports() -> None:
             else:
                 continue
             for name in names:
-                ok = name.split(".")[0] in sys.stdlib_module_names or name.startswith("device_agents.agent")
+                leaf = f"{name.replace('.', '/')}.py" in pack.LEAF_MODULES
+                packed = name.startswith("device_agents.agent") or leaf
+                ok = name.split(".")[0] in sys.stdlib_module_names or packed
                 assert ok, f"{path} imports non-stdlib {name}"
     bad = ast.parse("def f(x: int | None) -> None:\n    isinstance(x, int | str)\n")
     assert _runtime_unions(bad) == [1, 2]  # the check itself can fail
@@ -229,6 +233,35 @@ def test_pyz_is_deterministic_and_named_by_its_hash(tmp_path: Path) -> None:
     assert data == second.read_bytes() and data.startswith(b"#!/usr/bin/env python3\n")
     assert first.name == f"agent-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
     assert agent_pyz().read_bytes() == data  # what the transports ship
+
+
+def test_packed_agent_carries_the_hash_leaf_and_nothing_else_of_hilt(tmp_path: Path) -> None:
+    """The board has only the .pyz: the hash the agent checks installs with is packed, and is the host's."""
+    import zipfile
+
+    pyz = Path(pack.build_pyz(str(tmp_path)))
+    names = zipfile.ZipFile(pyz).namelist()
+    assert {"hilt_base/__init__.py", "hilt_base/hashing.py"} <= set(names)
+    assert {n.split("/")[0] for n in names} == {"__main__.py", "device_agents", "hilt_base"}
+    assert "hilt_base/errors.py" not in names  # only what the agent imports
+    files = {"b.bin": "2" * 64, "a.json": "1" * 64}
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import hilt_base.hashing as h, device_agents.agent.store as s;"
+        "print(h.__file__); print(h.tree_hash({'b.bin': '2' * 64, 'a.json': '1' * 64}));"
+        "print(s.tree_hash is h.tree_hash)"
+    )
+    # -I -S: no PYTHONPATH, no cwd, no site-packages or .pth files: only the archive and the stdlib
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, str(pyz)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    where, digest, same = out.stdout.split()
+    assert where.startswith(str(pyz) + "/") and digest == hashing.tree_hash(files) and same == "True"
 
 
 def test_packed_agent_finds_every_power_reader_module(tmp_path: Path) -> None:

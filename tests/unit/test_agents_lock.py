@@ -19,6 +19,7 @@ import pytest
 from device_agents.agent import lock, serve, wire
 from device_agents.transports.local import LocalTransport
 from harness.errors import BoardBusyError, HiltError, RemoteError
+from hilt_base import hashing
 
 RUNNER = """#!/bin/sh
 sleep "${HILT_TEST_RUNNER_S:-0}"
@@ -38,7 +39,7 @@ def _install_runner(a: serve.Agent) -> str:
     a.store.put({"sha256": sha, "op": "chunk", "offset": 0}, data)
     a.store.put({"sha256": sha, "op": "commit"}, b"")
     files = {wire.RUNNER_NAME: sha}
-    tree = wire.tree_hash(files)
+    tree = hashing.tree_hash(files)
     assert _call(a, "install", {"kind": "runtime", "hash": tree, "files": files})["ok"]
     return tree
 

@@ -69,3 +69,25 @@ def test_bad_profile_field_is_named(tmp_path: Path) -> None:
         ConfigError, match=r"bad.toml: .*cpu.cores: Input should be greater than or equal to 1"
     ):
         load_profile(str(bad))
+
+
+def test_profiles_load_without_harness_and_raise_harness_config_error(tmp_path: Path) -> None:
+    """profiles sit below harness: loading one imports nothing of harness, yet a bad one is the
+    `ConfigError` every `except ConfigError`/`except HiltError` in harness (and the CLI) catches."""
+    import subprocess
+    import sys
+
+    from harness.errors import HiltError
+
+    probe = (
+        "import sys, profiles.schema as s; s.load_profile('local');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'harness'))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("version = 1\n")
+    with pytest.raises(ConfigError, match="arch: Field required") as info:
+        load_profile(str(bad))
+    assert isinstance(info.value, HiltError)
