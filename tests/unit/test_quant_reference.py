@@ -47,10 +47,15 @@ def test_a_model_is_quantized_once_per_tensor_and_says_what_stayed_fp32() -> Non
     assert "model.embed_tokens.weight" in report.quantized and "lm_head.weight" not in report.quantized
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # still tied
     assert all("norm" in n for n in report.kept_fp32)
-    # 4-bit codes + an fp16 scale and minimum per 16 weights: 0.75 bytes per weight
-    assert report.stored_bytes * 16 == report.fp32_bytes * 3
+    # blocks: 4-bit codes + an fp16 scale and minimum per 16 weights (0.75 bytes per weight); the tied
+    # table int8 per row (1 byte per weight + an fp32 scale per row)
+    assert report.table_format == "int8"
+    table = model.model.embed_tokens.weight
+    block_weights = report.fp32_bytes // 4 - table.numel()
+    assert report.stored_bytes == block_weights * 3 // 4 + table.numel() + table.shape[0] * 4
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == set(report.quantized)
+    assert torch.equal(table, FORMATS["int8"].round_trip(before["model.embed_tokens.weight"], 0))
     codes = FORMATS["int4"].quantize(model.model.layers[0].mlp.up_proj.weight, 16).codes
     requant = FORMATS["int4"].round_trip(model.model.layers[0].mlp.up_proj.weight, 16)
     assert int(codes.max()) <= 15 and torch.allclose(requant, model.model.layers[0].mlp.up_proj.weight)
