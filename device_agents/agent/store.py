@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 from hilt_base.hashing import sha256_file, tree_hash
 
 from .sysfs import listdir
-from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha
+from .wire import KINDS, RUNNER_NAME, AgentFailure, decompress_chunk, is_sha
 
 SUBDIRS = ("objects", "partial", "bundle", "runtime", "tmp")
 HANDLES = 256  # upload handles remembered
@@ -60,7 +60,9 @@ class Store:
         """Chunked, resumable, content-addressed upload: op begin / chunk / commit.
 
         `begin` also answers a small `handle` that chunks may name instead of the sha256 (64 bytes
-        less in every chunk header: on a noisy line shorter frames get through more often)."""
+        less in every chunk header: on a noisy line shorter frames get through more often).
+        A chunk may come compressed (`z`, `n`, `crc`: see `wire`); one that does not decode to
+        exactly its bytes is refused as `bad_chunk`, and nothing of it is stored."""
         sha = args.get("sha256")
         if sha is None and "handle" in args:
             sha = self.handles.get(args["handle"]) if isinstance(args["handle"], int) else None
@@ -77,6 +79,8 @@ class Store:
             size = os.path.getsize(partial) if os.path.exists(partial) else 0
             return {"offset": size, "complete": False, "handle": self._handle(sha)}
         if op == "chunk":
+            if "z" in args:  # compressed on the host; offsets count uncompressed bytes
+                body = decompress_chunk(args["z"], body, args.get("n"), args.get("crc"))
             return self._chunk(sha, partial, args.get("offset"), body)
         if op == "commit":
             if not os.path.exists(partial):

@@ -20,7 +20,7 @@ from device_agents.agent import wire
 from device_agents.linesim import LineNoise, PtyRelay
 from device_agents.transports.base import LineTooNoisyError, agent_pyz
 from device_agents.transports.serial import SerialTransport
-from harness.errors import HiltError
+from harness.errors import HiltError, TransportError
 from hilt_base import hashing
 
 BAUD = 921600
@@ -253,3 +253,86 @@ def test_boards_check_shows_the_line_quality(tmp_path: Path, capsys: pytest.Capt
     assert "tty0 line: " in out and "retries" in out and "CRC failures" in out
     sent, failed = (int(x) for x in out.split("tty0 line: ")[1].split(" failed")[0].split(" frames sent, "))
     assert sent > failed > 0
+
+
+# ---------------------------------------------------------------------- compressed uploads
+
+
+def _compressible_blob(tmp_path: Path, size: int, name: str = "lib.so") -> Path:
+    """Bytes that compress about 3x per chunk, like the runtime's shared libraries."""
+    import random
+
+    rng = random.Random(size)
+    words = [os.urandom(rng.randrange(2, 9)) for _ in range(300)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words)
+    path = tmp_path / name
+    path.write_bytes(bytes(out[:size]))
+    return path
+
+
+def test_an_interrupted_compressed_upload_resumes_and_stores_the_right_hash(tmp_path: Path) -> None:
+    blob = _compressible_blob(tmp_path, 1_500_000)
+    sha = hashing.sha256_file(str(blob))
+    cache = tmp_path / "cache"
+    with agent_on_relay(cache) as relay:
+
+        class CablePulled(SerialTransport):
+            chunks = 0
+
+            def _send(self, data: bytes) -> None:
+                if b'"chunk"' in data:
+                    self.chunks += 1
+                    if self.chunks > 12:
+                        raise TransportError("cable pulled")
+                super()._send(data)
+
+        with CablePulled("flaky", relay.host_path, BAUD) as t:
+            with pytest.raises(TransportError, match="cable pulled"):
+                t.upload(blob)
+        time.sleep(0.5)  # what crossed before the cable went lands
+        stored = (cache / "partial" / sha).stat().st_size
+        assert t.line.compressed_chunks >= 12 and 0 < stored < 1_500_000
+        with SerialTransport("again", relay.host_path, BAUD) as again:
+            assert again.upload(blob) == sha
+    line = again.line
+    assert line.upload_bytes == 1_500_000 - stored  # resumed at the stored (uncompressed) prefix
+    assert line.compressed_chunks > 0 and line.upload_wire_bytes < line.upload_bytes / 2
+    assert line.wire_ratio is not None and line.wire_ratio < 0.5
+    assert hashing.sha256_file(str(cache / "objects" / sha)) == sha
+
+
+def test_a_chunk_the_agent_cannot_decompress_is_refused_and_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = _compressible_blob(tmp_path, 300_000)
+    compress = wire.compress_chunk
+    spoiled: list[int] = []
+
+    def spoil_the_third(codec: str, raw: bytes) -> bytes:  # a host-side bug, or a CRC32 collision
+        packed = bytearray(compress(codec, raw))
+        if len(spoiled) < 3:
+            spoiled.append(len(packed))
+            if len(spoiled) == 3:
+                packed[len(packed) // 2] ^= 0x5A
+        return bytes(packed)
+
+    monkeypatch.setattr(wire, "compress_chunk", spoil_the_third)
+    with agent_on_relay(tmp_path / "cache") as relay:
+        with SerialTransport("buggy", relay.host_path, BAUD) as t:
+            sha = t.upload(blob)
+    assert len(spoiled) == 3 and t.line.bad_chunks == 1 and t.line.retries >= 1
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
+
+
+def test_an_agent_without_codecs_gets_plain_chunks(tmp_path: Path) -> None:
+    """An older agent's hello lists no codecs: the host sends what it always sent."""
+    blob = _compressible_blob(tmp_path, 200_000)
+    with agent_on_relay(tmp_path / "cache") as relay:
+        with SerialTransport("old", relay.host_path, BAUD) as t:
+            t.hello.pop("codecs")
+            sha = t.upload(blob)
+    assert t.line.compressed_chunks == 0 and t.line.upload_wire_bytes > 200_000
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
+
