@@ -62,15 +62,22 @@ def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
 
 
 def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str, **extra: Any) -> str:
-    """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash."""
+    """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash.
+
+    Files are content-addressed on the board: a candidate bundle of a study that shares its
+    runtime-independent files (inputs, weights, ...) with one already sent ships only what differs."""
     if tree in transport.request("has", {"hashes": [tree]}, timeout=10.0)["held"]:
         return tree
     hashes = {n: hashing.sha256_file(str(p)) for n, p in files.items()}
     held = set(transport.request("has", {"hashes": sorted(set(hashes.values()))}, timeout=30.0)["held"])
+    known = len(held)
     for name, path in files.items():
         if hashes[name] not in held:
             log.info("board %s: uploading %s (%d bytes)", transport.name, name, path.stat().st_size)
             transport.upload(path)
+            held.add(hashes[name])  # two names with one content: sent once
+    log.info("board %s: %s %s: %d files already there, %d sent", transport.name, kind, tree[:12], known,
+             len(held) - known)  # fmt: skip
     transport.request("install", {"kind": kind, "hash": tree, "files": hashes, **extra}, timeout=120.0)
     return tree
 

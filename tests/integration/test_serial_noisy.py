@@ -336,3 +336,47 @@ def test_an_agent_without_codecs_gets_plain_chunks(tmp_path: Path) -> None:
     assert t.line.compressed_chunks == 0 and t.line.upload_wire_bytes > 200_000
     assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
 
+
+def test_a_second_bundle_of_a_study_sends_only_its_new_files(tmp_path: Path) -> None:
+    """Candidates of one study share inputs and weights; only the files that differ cross the line."""
+    import json
+
+    from device_agents.bench import ship_tree
+
+    shared = {"weights.bin": os.urandom(60_000), "input.bin": os.urandom(3_000), "expected.bin": b"12345678"}
+
+    def bundle(name: str, model: bytes) -> tuple[str, dict[str, Path]]:
+        d = tmp_path / name
+        d.mkdir()
+        contents = {**shared, "model.so": model, "copy-of-input.bin": shared["input.bin"]}
+        for f, data in contents.items():
+            (d / f).write_bytes(data)
+        hashes = {f: hashing.sha256_file(str(d / f)) for f in contents}
+        (d / "metadata.json").write_text(json.dumps({"files": hashes, "candidate": name}))
+        files = {f: d / f for f in contents} | {"metadata.json": d / "metadata.json"}
+        return hashing.tree_hash(hashes), files
+
+    first = bundle("cand-1", os.urandom(40_000))
+    second = bundle("cand-2", os.urandom(41_000))
+    sent: list[str] = []
+    with agent_on_relay(tmp_path / "cache") as relay:
+
+        class Counting(SerialTransport):
+            def upload(self, path: Path | str) -> str:
+                sent.append(Path(path).name)
+                return super().upload(path)
+
+        with Counting("study", relay.host_path, BAUD) as t:
+            ship_tree(t, "bundle", first[1], first[0])
+            first_sent, first_bytes = sorted(sent), t.line.upload_bytes
+            sent.clear()
+            ship_tree(t, "bundle", second[1], second[0])
+            second_bytes = t.line.upload_bytes - first_bytes
+            ship_tree(t, "bundle", second[1], second[0])  # installed already: nothing at all
+    assert first_sent == ["expected.bin", "input.bin", "metadata.json", "model.so", "weights.bin"]
+    assert sorted(sent) == ["metadata.json", "model.so"]  # the rest is on the board by content
+    assert second_bytes == 41_000 + (tmp_path / "cand-2" / "metadata.json").stat().st_size
+    for cand, (tree, _) in (("cand-1", first), ("cand-2", second)):
+        installed = tmp_path / "cache" / "bundle" / tree
+        assert (installed / "model.so").read_bytes() == (tmp_path / cand / "model.so").read_bytes()
+        assert (installed / "copy-of-input.bin").read_bytes() == shared["input.bin"]
