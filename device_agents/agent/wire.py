@@ -50,7 +50,10 @@ READY_MARKER = ("\r\nHILT_AGENT_READY protocol=%d\r\n" % PROTOCOL_VERSION).encod
 KINDS = ("bundle", "runtime")
 # chunk codecs, best ratio first (lzma: raw LZMA2, 1 MiB dictionary, so a small board decodes a
 # chunk in little memory; per chunk, so each one decodes on its own and resuming works as before)
-CODECS = ("lzma", "zlib") if lzma is not None else ("zlib",)
+# zdict: zlib primed with the DICT_SPAN file bytes before the chunk (which the agent has stored by
+# the time it decodes it): small chunks on a noisy line compress about as well as whole files
+CODECS = ("lzma", "zdict", "zlib") if lzma is not None else ("zdict", "zlib")
+DICT_SPAN = 32 << 10  # zlib's window: the most of a preset dictionary it uses
 MAX_CHUNK_RAW = 4 << 20  # cap on one chunk's uncompressed length (a bad `n` cannot make us allocate more)
 _LZMA_DICT = 1 << 20
 SHA_HEX = frozenset("0123456789abcdef")
@@ -262,27 +265,39 @@ def _lzma_filters(preset: Optional[int]) -> List[Dict[str, Any]]:
     return [spec]
 
 
-def compress_chunk(codec: str, raw: bytes) -> bytes:
-    """One chunk, compressed on its own with `codec` (one of CODECS)."""
-    if codec == "zlib":
+def compress_chunk(codec: str, raw: bytes, before: bytes = b"") -> bytes:
+    """One chunk compressed with `codec` (one of CODECS); `before`: for zdict, the file bytes
+    just before the chunk (at most DICT_SPAN of them are used)."""
+    if codec == "zdict" and before:
+        comp = zlib.compressobj(9, zdict=before[-DICT_SPAN:])
+        return comp.compress(raw) + comp.flush()
+    if codec in ("zlib", "zdict"):
         return zlib.compress(raw, 6)
     if codec == "lzma" and lzma is not None:
         return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(6))
     raise ValueError("unknown chunk codec %r" % (codec,))
 
 
-def decompress_chunk(codec: Any, data: bytes, size: Any, crc: Any) -> bytes:
-    """The chunk's uncompressed bytes; AgentFailure `bad_chunk` unless they are exactly `size` bytes
-    with CRC32 `crc` (a decoder never produces more than `size` + 1 bytes)."""
+def check_chunk_args(codec: Any, size: Any, crc: Any) -> None:
+    """Refuse a compressed chunk's header that no decoder could satisfy (`bad_request`)."""
     if codec not in CODECS:
         raise AgentFailure("bad_request", "unknown chunk codec %r; this agent reads %s" % (codec, CODECS))
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_CHUNK_RAW:
         raise AgentFailure("bad_request", "compressed chunk needs 'n', its length, 0..%d" % MAX_CHUNK_RAW)
     if not isinstance(crc, int) or isinstance(crc, bool):
         raise AgentFailure("bad_request", "compressed chunk needs 'crc', CRC32 of its bytes")
+
+
+def decompress_chunk(codec: Any, data: bytes, size: Any, crc: Any, before: bytes = b"") -> bytes:
+    """The chunk's uncompressed bytes; AgentFailure `bad_chunk` unless they are exactly `size` bytes
+    with CRC32 `crc` (a decoder never produces more than `size` + 1 bytes). `before`: as given to
+    compress_chunk (zdict)."""
+    check_chunk_args(codec, size, crc)
     try:
-        if codec == "zlib":
-            dec: Any = zlib.decompressobj()
+        if codec == "zdict" and before:
+            dec: Any = zlib.decompressobj(zdict=before[-DICT_SPAN:])
+        elif codec in ("zlib", "zdict"):
+            dec = zlib.decompressobj()
         else:
             dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(None))
         raw = dec.decompress(data, size + 1)

@@ -134,19 +134,23 @@ class ChunkSizer:
 class ChunkCoder:
     """Compresses one upload's chunks where it pays (a slow line; the agent offers the codec).
 
-    Each chunk is compressed on its own (`wire.compress_chunk`), so the agent decodes it alone and
-    offsets stay in uncompressed bytes. A chunk that does not shrink to `PAYS` of its size goes as
-    it is; after `GIVE_UP` such chunks in a row (already-compressed data) or `BAD_LIMIT` chunks the
-    agent could not decode, the rest of the file goes uncompressed. `ratio` (uncompressed per wire
-    byte, smoothed) turns the sizer's wire-sized chunk into how much of the file to read."""
+    Each chunk is compressed by itself (`wire.compress_chunk`): large ones with `codec` (lzma),
+    small ones (a noisy line's) with `small` (zdict: zlib primed with the file bytes just before
+    the chunk, which the agent has stored by the time it decodes it), and offsets stay in
+    uncompressed bytes. A chunk that does not shrink to `PAYS` of its size goes as it is; after
+    `GIVE_UP` such chunks in a row (already-compressed data) or `BAD_LIMIT` chunks the agent could
+    not decode, the rest of the file goes uncompressed. `ratio` (uncompressed per wire byte,
+    smoothed) turns the sizer's wire-sized chunk into how much of the file to read."""
 
     PAYS = 0.9
     GIVE_UP = 4
     BAD_LIMIT = 3
     MIN = 64  # shorter chunks go as they are
+    SMALL = 16 << 10  # chunks shorter than this use `small`: per-chunk lzma does poorly on them
 
-    def __init__(self, codec: str | None) -> None:
+    def __init__(self, codec: str | None, small: str | None = None) -> None:
         self.codec = codec
+        self.small = small
         self.ratio = 1.0
         self.misses = 0
         self.bad = 0
@@ -155,11 +159,18 @@ class ChunkCoder:
         """How many file bytes to read for a chunk of about `wire_len` bytes on the line."""
         return max(1, min(cap, int(wire_len * self.ratio)))
 
-    def encode(self, raw: bytes) -> tuple[dict[str, Any], bytes]:
-        """The chunk's extra `put` args and the body to send."""
+    @property
+    def wants_before(self) -> bool:
+        """Whether `encode` may use the file bytes before the chunk."""
+        return self.codec is not None and self.small == "zdict"
+
+    def encode(self, raw: bytes, before: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """The chunk's extra `put` args and the body to send (`before`: the file's bytes just
+        before the chunk, up to wire.DICT_SPAN, when `wants_before`)."""
         if self.codec is None or len(raw) < self.MIN:
             return {}, raw
-        packed = wire.compress_chunk(self.codec, raw)
+        codec = self.small if self.small and len(raw) < self.SMALL else self.codec
+        packed = wire.compress_chunk(codec, raw, before)
         if len(packed) > len(raw) * self.PAYS:
             self.misses += 1
             if self.misses >= self.GIVE_UP:
@@ -169,7 +180,7 @@ class ChunkCoder:
             return {}, raw
         self.misses = 0
         self._learn(len(raw) / len(packed))
-        return {"z": self.codec, "n": len(raw), "crc": zlib.crc32(raw) & 0xFFFFFFFF}, packed
+        return {"z": codec, "n": len(raw), "crc": zlib.crc32(raw) & 0xFFFFFFFF}, packed
 
     def refused(self) -> None:
         """The agent could not decode a chunk (`bad_chunk`): after a few, stop compressing."""
@@ -360,7 +371,7 @@ class Transport:
         sent0, failed0 = self.line.frames_sent, self.line.frames_failed
         # offset -> [end, request id (None: held by the agent past a gap), deadline, frame bytes]
         ranges: dict[int, list[Any]] = {}
-        coder = ChunkCoder(self._chunk_codec())
+        coder = ChunkCoder(*self._chunk_codecs())
         in_flight: dict[int, int] = {}  # request id -> offset
         slack = 256 * bt + self.ack_slack_s  # an answer's own line time, and the agent's
 
@@ -386,9 +397,11 @@ class Transport:
                         if gap is None:
                             break
                         off, end = gap
-                        f.seek(off)
+                        start_dict = max(0, off - wire.DICT_SPAN) if coder.wants_before else off
+                        f.seek(start_dict)
+                        before = f.read(off - start_dict)
                         rid = next(self._ids)
-                        extra, body = coder.encode(f.read(end - off))
+                        extra, body = coder.encode(f.read(end - off), before)
                         header = {"v": self.protocol, "id": rid, "type": "put",
                                   "args": {**name, "op": "chunk", "offset": off, **extra}}  # fmt: skip
                         frame = self._encode(header, body)
@@ -454,12 +467,14 @@ class Transport:
             self.line.upload_bytes += acked - start
             self.line.upload_s += time.monotonic() - t0
 
-    def _chunk_codec(self) -> str | None:
-        """The codec for upload chunks: the best one both sides have, if this transport compresses."""
+    def _chunk_codecs(self) -> tuple[str | None, str | None]:
+        """The codecs for upload chunks, large and small: the best both sides have, if this
+        transport compresses (zdict for small chunks where the agent reads it)."""
         offered = self.hello.get("codecs") or ()
         if not self.compress:
-            return None
-        return next((c for c in wire.CODECS if c in offered), None)
+            return None, None
+        large = next((c for c in wire.CODECS if c in offered and c != "zdict"), None)
+        return large, "zdict" if large and "zdict" in offered else None
 
     def close(self) -> None:
         """Ask the agent to stop (best effort), then drop the connection."""

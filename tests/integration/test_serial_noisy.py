@@ -310,8 +310,8 @@ def test_a_chunk_the_agent_cannot_decompress_is_refused_and_sent_again(
     compress = wire.compress_chunk
     spoiled: list[int] = []
 
-    def spoil_the_third(codec: str, raw: bytes) -> bytes:  # a host-side bug, or a CRC32 collision
-        packed = bytearray(compress(codec, raw))
+    def spoil_the_third(codec: str, raw: bytes, before: bytes = b"") -> bytes:  # a host bug, a CRC collision
+        packed = bytearray(compress(codec, raw, before))
         if len(spoiled) < 3:
             spoiled.append(len(packed))
             if len(spoiled) == 3:

@@ -323,3 +323,48 @@ def test_chunk_coder_compresses_what_shrinks_and_gives_up_on_what_does_not() -> 
     for _ in range(ChunkCoder.BAD_LIMIT):
         coder.refused()
     assert coder.codec is None
+
+
+def test_a_zdict_chunk_past_a_gap_is_held_then_decoded_with_the_bytes_before_it(tmp_path: Path) -> None:
+    data = _compressible(60_000, seed=3)
+    sha = hashlib.sha256(data).hexdigest()
+    store = Store(str(tmp_path))
+    handle = store.put({"sha256": sha, "op": "begin"}, b"")["handle"]
+
+    def chunk(off: int, end: int, spoil: bool = False) -> dict:
+        raw = data[off:end]
+        packed = bytearray(wire.compress_chunk("zdict", raw, data[max(0, off - wire.DICT_SPAN) : off]))
+        if spoil:
+            packed[len(packed) // 2] ^= 0x20
+        args = {
+            "handle": handle,
+            "op": "chunk",
+            "offset": off,
+            "z": "zdict",
+            "n": len(raw),
+            "crc": zlib.crc32(raw),
+        }
+        return store.put(args, bytes(packed))
+
+    plain = len(wire.compress_chunk("zlib", data[40_000:41_000]))
+    primed = len(wire.compress_chunk("zdict", data[40_000:41_000], data[40_000 - wire.DICT_SPAN : 40_000]))
+    assert primed < plain * 0.8  # why it exists: a 1 kB chunk alone hardly compresses
+    assert chunk(0, 20_000)["offset"] == 20_000  # offset 0: nothing before it, plain zlib
+    assert chunk(40_000, 50_000)["ahead"]  # its dictionary (20k..40k) is not stored yet: held
+    assert chunk(50_000, 60_000, spoil=True)["ahead"]  # damaged, but only decoding can tell
+    assert chunk(20_000, 40_000)["offset"] == 50_000  # the gap filled: 40k.. decoded; the damaged one dropped
+    assert chunk(50_000, 60_000)["offset"] == 60_000  # sent again
+    assert store.put({"sha256": sha, "op": "commit"}, b"")["complete"]
+    assert (tmp_path / "objects" / sha).read_bytes() == data
+
+
+def test_small_chunks_use_the_primed_codec_and_large_ones_the_best() -> None:
+    from device_agents.transports.base import ChunkCoder
+
+    data = _compressible(200_000, seed=4)
+    coder = ChunkCoder("lzma", "zdict")
+    assert coder.wants_before
+    extra, body = coder.encode(data[100_000:101_000], data[100_000 - wire.DICT_SPAN : 100_000])
+    assert extra["z"] == "zdict" and len(body) < 1_000 * 0.6
+    extra, _ = coder.encode(data[:64_000])
+    assert extra["z"] == "lzma"
