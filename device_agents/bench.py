@@ -22,7 +22,7 @@ from device_agents.records import LineQuality, MeasurementRecord
 from device_agents.transports import Transport, open_transport
 from harness.compile.bundle import load_bundle
 from harness.errors import ArtifactError, ConfigError, HiltError
-from harness.runtime import BLAS_FILE, build_runtime
+from harness.runtime import BLAS_FILE, RuntimePackage, build_runtime
 from hilt_base import hashing
 
 log = logging.getLogger(__name__)
@@ -62,36 +62,73 @@ def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
 
 
 def ship_tree(transport: Transport, kind: str, files: dict[str, Path], tree: str, **extra: Any) -> str:
-    """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash."""
+    """Upload the files the agent lacks, then have it assemble the tree; returns the tree hash.
+
+    Files are content-addressed on the board: a candidate bundle of a study that shares its
+    runtime-independent files (inputs, weights, ...) with one already sent ships only what differs."""
     if tree in transport.request("has", {"hashes": [tree]}, timeout=10.0)["held"]:
         return tree
     hashes = {n: hashing.sha256_file(str(p)) for n, p in files.items()}
     held = set(transport.request("has", {"hashes": sorted(set(hashes.values()))}, timeout=30.0)["held"])
+    known = len(held)
     for name, path in files.items():
         if hashes[name] not in held:
             log.info("board %s: uploading %s (%d bytes)", transport.name, name, path.stat().st_size)
             transport.upload(path)
+            held.add(hashes[name])  # two names with one content: sent once
+    log.info("board %s: %s %s: %d files already there, %d sent", transport.name, kind, tree[:12], known,
+             len(held) - known)  # fmt: skip
     transport.request("install", {"kind": kind, "hash": tree, "files": hashes, **extra}, timeout=120.0)
     return tree
 
 
-def runtime_files(arch: str) -> tuple[str, dict[str, Path], dict[str, Any]]:
-    """The board runtime (hilt-runner + TVM runtime libraries) for an arch, built or cached."""
-    pkg = build_runtime(arch)
+def runtime_files(arch: str, *, blas: bool = True) -> tuple[str, dict[str, Path], dict[str, Any]]:
+    """The board runtime (hilt-runner + TVM runtime libraries) for an arch, built or cached.
+
+    `blas=False` leaves libhilt_blas out: the runner loads it only for a blas-route bundle, and it
+    is most of the runtime's bytes (OpenBLAS with kernels for every core of the arch)."""
+    return _runtime_tree(build_runtime(arch), blas)
+
+
+def _runtime_tree(pkg: RuntimePackage, blas: bool) -> tuple[str, dict[str, Path], dict[str, Any]]:
+    arch = pkg.arch
     directory = Path(pkg.directory)
-    files = {name: directory / name for name in sorted(pkg.files)}
+    names = sorted(n for n in pkg.files if blas or n != BLAS_FILE)
+    files = {name: directory / name for name in names}
     if wire.RUNNER_NAME not in files:
         raise ArtifactError(f"runtime for {arch} in {directory} has no {wire.RUNNER_NAME}")
-    tree = hashing.tree_hash(dict(pkg.files))
+    tree = hashing.tree_hash({n: pkg.files[n] for n in names})
     versions = {"arch": arch, **{str(k): str(v) for k, v in dict(pkg.versions).items()}}
+    if not blas and BLAS_FILE in pkg.files:
+        versions["blas"] = f"not shipped ({BLAS_FILE} goes with the first blas-route bundle)"
     return tree, files, versions
+
+
+def ship_runtime(transport: Transport, arch: str, bundle: Path | None) -> tuple[str, dict[str, Path]]:
+    """Ship the runtime a board needs for `bundle` (None: the self-test): libhilt_blas only with a
+    blas-route bundle, or where the full runtime is installed already; a board that gets its first
+    blas bundle later receives just that file (the others are on the board by content). A blas
+    bundle for a runtime built without the library is refused before anything is sent."""
+    pkg = build_runtime(arch)
+    tree, files, versions = _runtime_tree(pkg, blas=True)
+    if bundle is not None:
+        _check_runtime_serves(bundle, files, arch)
+    if not _uses_blas(bundle) and BLAS_FILE in files:
+        if tree not in transport.request("has", {"hashes": [tree]}, timeout=10.0)["held"]:
+            tree, files, versions = _runtime_tree(pkg, blas=False)
+    ship_tree(transport, "runtime", files, tree, versions=versions)
+    return tree, files
+
+
+def _uses_blas(bundle: Path | None) -> bool:
+    """Whether a bundle was lowered on the blas route (its matmuls call libhilt_blas)."""
+    return bundle is not None and load_bundle(bundle).metadata.tuning.get("matmul") == "blas"
 
 
 def _check_runtime_serves(bundle: Path, runtime: dict[str, Path], arch: str) -> None:
     """A bundle lowered on the blas route calls libhilt_blas: refuse before shipping to a runtime
     built without it (this host had no static OpenBLAS for the arch)."""
-    meta = load_bundle(bundle).metadata
-    if meta.tuning.get("matmul") == "blas" and BLAS_FILE not in runtime:
+    if _uses_blas(bundle) and BLAS_FILE not in runtime:
         raise ArtifactError(
             f"bundle {Path(bundle).name} uses the blas matmul route but the {arch} runtime has no "
             f"{BLAS_FILE}; provide OpenBLAS for {arch} (scripts/system-deps.sh) and rebuild it, or "
@@ -110,8 +147,7 @@ def run_bench(
             f"board {board.name} reports arch {arch} but its profile '{board.profile.name}' says "
             f"{board.profile.arch}; fix the farm file"
         )
-    rt_tree, rt_files, versions = runtime_files(arch)
-    ship_tree(transport, "runtime", rt_files, rt_tree, versions=versions)
+    rt_tree, _ = ship_runtime(transport, arch, bundle)
     args: dict[str, Any] = {
         "runtime": rt_tree,
         "warmup": options.warmup,
@@ -136,7 +172,6 @@ def run_bench(
         args["selftest"] = True
         artifact = "selftest"
     else:
-        _check_runtime_serves(bundle, rt_files, arch)
         artifact, files = bundle_tree(bundle)
         ship_tree(transport, "bundle", files, artifact)
         args["bundle"] = artifact

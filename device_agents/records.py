@@ -147,7 +147,11 @@ class LineQuality(BaseModel):
     bytes_sent: int = 0
     upload_bytes: int = 0
     upload_s: float = 0.0
+    upload_wire_bytes: int = 0  # upload chunk frames on the line (compressed; resends included)
+    compressed_chunks: int = 0
+    bad_chunks: int = 0  # compressed chunks the agent could not decode and the host sent again
     goodput_bps: float | None = None  # acknowledged upload bytes per second
+    wire_ratio: float | None = None  # upload_wire_bytes / upload_bytes: below 1, compression paid
     frame_error_rate: float = 0.0
     agent: dict[str, int] = Field(default_factory=dict)
 

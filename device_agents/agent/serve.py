@@ -20,6 +20,7 @@ from .rawtty import set_raw
 from .store import Store
 from .wire import (
     AGENT_VERSION,
+    CODECS,
     FRAME_KINDS,
     PROTOCOL_VERSION,
     READY_MARKER,
@@ -129,6 +130,7 @@ class Agent:
             "line": dict(self.line.stats(), replays=self.replays) if self.line is not None else None,
             "dedup": sorted(NOT_IDEMPOTENT),  # these are answered from a cache when retried with one id
             "frames": list(FRAME_KINDS),  # frame kinds this agent reads (2: checked, see wire)
+            "codecs": list(CODECS),  # put chunks may come compressed with these (see wire)
         }
 
     def do_has(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:

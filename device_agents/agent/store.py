@@ -10,16 +10,34 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Union
 
 from hilt_base.hashing import sha256_file, tree_hash
 
 from .sysfs import listdir
-from .wire import KINDS, RUNNER_NAME, AgentFailure, is_sha
+from .wire import DICT_SPAN, KINDS, RUNNER_NAME, AgentFailure, check_chunk_args, decompress_chunk, is_sha
 
 SUBDIRS = ("objects", "partial", "bundle", "runtime", "tmp")
 HANDLES = 256  # upload handles remembered
 AHEAD_MAX = 8 << 20  # bytes of out-of-order chunks held in memory per upload (a pipelining host's window)
+
+
+class Packed:
+    """A zdict chunk that arrived past a gap: decoded once the bytes it was primed with are stored."""
+
+    __slots__ = ("codec", "data", "n", "crc")
+
+    def __init__(self, codec: str, data: bytes, n: int, crc: int) -> None:
+        self.codec, self.data, self.n, self.crc = codec, data, n, crc
+
+    def __len__(self) -> int:
+        return self.n
+
+    def decode(self, before: bytes) -> bytes:
+        return decompress_chunk(self.codec, self.data, self.n, self.crc, before)
+
+
+Chunk = Union[bytes, Packed]
 
 
 def safe_name(name: Any) -> bool:
@@ -36,9 +54,9 @@ def safe_name(name: Any) -> bool:
 class Store:
     def __init__(self, root: str) -> None:
         self.root = root
-        # sha -> {offset: body}: chunks that arrived past a gap (an earlier chunk was lost on the line);
+        # sha -> {offset: chunk}: chunks that arrived past a gap (an earlier chunk was lost on the line);
         # appended once the gap is filled, so partial/<sha> is always a contiguous, resumable prefix
-        self.ahead: Dict[str, Dict[int, bytes]] = {}
+        self.ahead: Dict[str, Dict[int, Chunk]] = {}
         self.handles: Dict[int, str] = {}  # upload handle -> sha256 (see `put`)
         self._next_handle = 0
         for sub in SUBDIRS:
@@ -60,7 +78,9 @@ class Store:
         """Chunked, resumable, content-addressed upload: op begin / chunk / commit.
 
         `begin` also answers a small `handle` that chunks may name instead of the sha256 (64 bytes
-        less in every chunk header: on a noisy line shorter frames get through more often)."""
+        less in every chunk header: on a noisy line shorter frames get through more often).
+        A chunk may come compressed (`z`, `n`, `crc`: see `wire`); one that does not decode to
+        exactly its bytes is refused as `bad_chunk`, and nothing of it is stored."""
         sha = args.get("sha256")
         if sha is None and "handle" in args:
             sha = self.handles.get(args["handle"]) if isinstance(args["handle"], int) else None
@@ -77,7 +97,20 @@ class Store:
             size = os.path.getsize(partial) if os.path.exists(partial) else 0
             return {"offset": size, "complete": False, "handle": self._handle(sha)}
         if op == "chunk":
-            return self._chunk(sha, partial, args.get("offset"), body)
+            offset = args.get("offset")
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                raise AgentFailure("bad_request", "put chunk needs an integer 'offset' >= 0")
+            if "z" not in args:
+                return self._chunk(sha, partial, offset, body)
+            # compressed on the host; offsets count uncompressed bytes
+            codec, n, crc = args["z"], args.get("n"), args.get("crc")
+            check_chunk_args(codec, n, crc)
+            before = b""
+            if codec == "zdict" and offset > 0:
+                if offset > self._size(partial):  # primed with bytes not stored yet: decode it later
+                    return self._chunk(sha, partial, offset, Packed(codec, body, n, crc))
+                before = self._read(partial, offset)
+            return self._chunk(sha, partial, offset, decompress_chunk(codec, body, n, crc, before))
         if op == "commit":
             if not os.path.exists(partial):
                 raise AgentFailure("missing_file", "nothing uploaded for %s" % sha)
@@ -102,14 +135,25 @@ class Store:
             del self.handles[min(self.handles)]
         return self._next_handle
 
-    def _chunk(self, sha: str, partial: str, offset: Any, body: bytes) -> Dict[str, Any]:
+    @staticmethod
+    def _size(partial: str) -> int:
+        return os.path.getsize(partial) if os.path.exists(partial) else 0
+
+    @staticmethod
+    def _read(partial: str, offset: int) -> bytes:
+        """The stored bytes just before `offset` that a zdict chunk there was primed with."""
+        start = max(0, offset - DICT_SPAN)
+        with open(partial, "rb") as f:
+            f.seek(start)
+            return f.read(offset - start)
+
+    def _chunk(self, sha: str, partial: str, offset: int, body: Chunk) -> Dict[str, Any]:
         """Append a chunk at the end of the prefix; hold one from past a gap; ignore a duplicate.
 
         The answer's `offset` is always the contiguous prefix stored; `ahead: true` says this chunk
-        is held for later (the host need not resend it)."""
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise AgentFailure("bad_request", "put chunk needs an integer 'offset' >= 0")
-        size = os.path.getsize(partial) if os.path.exists(partial) else 0
+        is held for later (the host need not resend it). A held zdict chunk that does not decode
+        once its gap is filled is dropped; the host sends it again."""
+        size = self._size(partial)
         held = self.ahead.setdefault(sha, {})
         if offset > size:
             if body and (offset in held or sum(len(b) for b in held.values()) + len(body) <= AHEAD_MAX):
@@ -126,6 +170,12 @@ class Store:
                     break
                 for o in starts:
                     chunk = held.pop(o)
+                    if isinstance(chunk, Packed):
+                        f.flush()
+                        try:
+                            chunk = chunk.decode(self._read(partial, o))
+                        except AgentFailure:
+                            continue
                     if o + len(chunk) > size:
                         f.write(chunk[size - o :])
                         size = o + len(chunk)

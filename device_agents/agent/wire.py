@@ -14,6 +14,12 @@ Wire formats (both carry a JSON header and an optional binary body):
 
 Every request carries `v` (protocol version), `id`, `type` and `timeout` (seconds); every answer
 carries the same `id` and either `ok: true, result` or `ok: false, error: {type, message}`.
+
+Compressed chunks: a `put` chunk may carry `z` (a codec from the agent's hello `codecs`), `n` (its
+length uncompressed) and `crc` (CRC32 of the uncompressed bytes); its `offset` still counts
+uncompressed bytes, so resuming works as before. A host sends them only to an agent whose hello
+lists the codec (an older agent never sees one); a chunk that does not decode to `n` bytes with
+that CRC is refused as `bad_chunk` and sent again.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ import binascii
 import json
 import struct
 import time
+import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
+try:  # optional in a Python build; a board without it just does not offer the codec
+    import lzma
+except ImportError:  # pragma: no cover - every interpreter hilt is tested with has it
+    lzma = None  # type: ignore[assignment]
+
 PROTOCOL_VERSION = 1
-AGENT_VERSION = "0.2.0"
+AGENT_VERSION = "0.3.0"
 MAGIC = b"HLT\x01"
 MAGIC2 = b"HLT\x02"  # checked frame: the length has its own CRC
 FRAME_KINDS = (1, 2)
@@ -36,6 +48,14 @@ FRAME_STALE_S = 1.0  # an incomplete frame with no progress for this long is dro
 RUNNER_NAME = "hilt-runner"
 READY_MARKER = ("\r\nHILT_AGENT_READY protocol=%d\r\n" % PROTOCOL_VERSION).encode("ascii")
 KINDS = ("bundle", "runtime")
+# chunk codecs, best ratio first (lzma: raw LZMA2, 1 MiB dictionary, so a small board decodes a
+# chunk in little memory; per chunk, so each one decodes on its own and resuming works as before)
+# zdict: zlib primed with the DICT_SPAN file bytes before the chunk (which the agent has stored by
+# the time it decodes it): small chunks on a noisy line compress about as well as whole files
+CODECS = ("lzma", "zdict", "zlib") if lzma is not None else ("zdict", "zlib")
+DICT_SPAN = 32 << 10  # zlib's window: the most of a preset dictionary it uses
+MAX_CHUNK_RAW = 4 << 20  # cap on one chunk's uncompressed length (a bad `n` cannot make us allocate more)
+_LZMA_DICT = 1 << 20
 SHA_HEX = frozenset("0123456789abcdef")
 
 Header = Dict[str, Any]
@@ -233,6 +253,68 @@ class FrameDecoder:
                 continue
             out.append((header, body))
         return out
+
+
+# --------------------------------------------------------------------------- chunk codecs
+
+
+def _lzma_filters(preset: Optional[int]) -> List[Dict[str, Any]]:
+    spec: Dict[str, Any] = {"id": lzma.FILTER_LZMA2, "dict_size": _LZMA_DICT}
+    if preset is not None:
+        spec["preset"] = preset
+    return [spec]
+
+
+def compress_chunk(codec: str, raw: bytes, before: bytes = b"") -> bytes:
+    """One chunk compressed with `codec` (one of CODECS); `before`: for zdict, the file bytes
+    just before the chunk (at most DICT_SPAN of them are used)."""
+    if codec == "zdict" and before:
+        comp = zlib.compressobj(9, zdict=before[-DICT_SPAN:])
+        return comp.compress(raw) + comp.flush()
+    if codec in ("zlib", "zdict"):
+        return zlib.compress(raw, 6)
+    if codec == "lzma" and lzma is not None:
+        return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(6))
+    raise ValueError("unknown chunk codec %r" % (codec,))
+
+
+def check_chunk_args(codec: Any, size: Any, crc: Any) -> None:
+    """Refuse a compressed chunk's header that no decoder could satisfy (`bad_request`)."""
+    if codec not in CODECS:
+        raise AgentFailure("bad_request", "unknown chunk codec %r; this agent reads %s" % (codec, CODECS))
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_CHUNK_RAW:
+        raise AgentFailure("bad_request", "compressed chunk needs 'n', its length, 0..%d" % MAX_CHUNK_RAW)
+    if not isinstance(crc, int) or isinstance(crc, bool):
+        raise AgentFailure("bad_request", "compressed chunk needs 'crc', CRC32 of its bytes")
+
+
+def decompress_chunk(codec: Any, data: bytes, size: Any, crc: Any, before: bytes = b"") -> bytes:
+    """The chunk's uncompressed bytes; AgentFailure `bad_chunk` unless they are exactly `size` bytes
+    with CRC32 `crc` (a decoder never produces more than `size` + 1 bytes). `before`: as given to
+    compress_chunk (zdict)."""
+    check_chunk_args(codec, size, crc)
+    try:
+        if codec == "zdict" and before:
+            dec: Any = zlib.decompressobj(zdict=before[-DICT_SPAN:])
+        elif codec in ("zlib", "zdict"):
+            dec = zlib.decompressobj()
+        else:
+            dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(None))
+        raw = dec.decompress(data, size + 1)
+        done = dec.eof
+    except Exception as exc:  # noqa: BLE001 - zlib.error, lzma.LZMAError, ...: any decoder failure
+        raise AgentFailure(
+            "bad_chunk", "%s chunk does not decompress (%s); send it again" % (codec, exc)
+        ) from None
+    if len(raw) != size or not done:
+        raise AgentFailure(
+            "bad_chunk",
+            "%s chunk decompressed to %s bytes, not %d; send it again"
+            % (codec, len(raw) if len(raw) <= size else "more than %d" % size, size),
+        )
+    if binascii.crc32(raw) & 0xFFFFFFFF != crc:
+        raise AgentFailure("bad_chunk", "%s chunk's CRC32 does not match; send it again" % codec)
+    return raw
 
 
 # --------------------------------------------------------------------------- hashes

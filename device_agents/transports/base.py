@@ -16,6 +16,7 @@ import queue
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,8 +63,11 @@ class LineStats:
     retries: int = 0  # requests and upload chunks sent again
     replays: int = 0  # answers the agent re-sent from its reply cache (a retried bench ran once)
     bytes_sent: int = 0
-    upload_bytes: int = 0  # upload payload the agent acknowledged
+    upload_bytes: int = 0  # upload payload the agent acknowledged (bytes stored, uncompressed)
     upload_s: float = 0.0  # time those uploads took
+    upload_wire_bytes: int = 0  # upload chunk frames put on the line, compressed, resends included
+    compressed_chunks: int = 0  # upload chunks sent compressed (the rest went as they are)
+    bad_chunks: int = 0  # compressed chunks the agent could not decode (refused, sent again)
     agent: dict[str, int] = field(default_factory=dict)  # the agent's own reader counters (hello, NAKs)
 
     @property
@@ -75,8 +79,14 @@ class LineStats:
     def frame_error_rate(self) -> float:
         return self.frames_failed / self.frames_sent if self.frames_sent else 0.0
 
+    @property
+    def wire_ratio(self) -> float | None:
+        """Bytes on the wire per byte stored (below 1: compression paid more than resends cost)."""
+        return self.upload_wire_bytes / self.upload_bytes if self.upload_bytes else None
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["wire_ratio"] = self.wire_ratio
         out["goodput_bps"] = self.goodput_bps
         out["frame_error_rate"] = self.frame_error_rate
         return out
@@ -121,6 +131,67 @@ class ChunkSizer:
         self.size = max(self.MIN, min(self.size // 2, self._best()))
 
 
+class ChunkCoder:
+    """Compresses one upload's chunks where it pays (a slow line; the agent offers the codec).
+
+    Each chunk is compressed by itself (`wire.compress_chunk`): large ones with `codec` (lzma),
+    small ones (a noisy line's) with `small` (zdict: zlib primed with the file bytes just before
+    the chunk, which the agent has stored by the time it decodes it), and offsets stay in
+    uncompressed bytes. A chunk that does not shrink to `PAYS` of its size goes as it is; after
+    `GIVE_UP` such chunks in a row (already-compressed data) or `BAD_LIMIT` chunks the agent could
+    not decode, the rest of the file goes uncompressed. `ratio` (uncompressed per wire byte,
+    smoothed) turns the sizer's wire-sized chunk into how much of the file to read."""
+
+    PAYS = 0.9
+    GIVE_UP = 4
+    BAD_LIMIT = 3
+    MIN = 64  # shorter chunks go as they are
+    SMALL = 16 << 10  # chunks shorter than this use `small`: per-chunk lzma does poorly on them
+
+    def __init__(self, codec: str | None, small: str | None = None) -> None:
+        self.codec = codec
+        self.small = small
+        self.ratio = 1.0
+        self.misses = 0
+        self.bad = 0
+
+    def raw_len(self, wire_len: int, cap: int) -> int:
+        """How many file bytes to read for a chunk of about `wire_len` bytes on the line."""
+        return max(1, min(cap, int(wire_len * self.ratio)))
+
+    @property
+    def wants_before(self) -> bool:
+        """Whether `encode` may use the file bytes before the chunk."""
+        return self.codec is not None and self.small == "zdict"
+
+    def encode(self, raw: bytes, before: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """The chunk's extra `put` args and the body to send (`before`: the file's bytes just
+        before the chunk, up to wire.DICT_SPAN, when `wants_before`)."""
+        if self.codec is None or len(raw) < self.MIN:
+            return {}, raw
+        codec = self.small if self.small and len(raw) < self.SMALL else self.codec
+        packed = wire.compress_chunk(codec, raw, before)
+        if len(packed) > len(raw) * self.PAYS:
+            self.misses += 1
+            if self.misses >= self.GIVE_UP:
+                log.debug("upload: %d chunks in a row did not shrink; sending the rest as is", self.misses)
+                self.codec = None
+            self._learn(1.0)
+            return {}, raw
+        self.misses = 0
+        self._learn(len(raw) / len(packed))
+        return {"z": codec, "n": len(raw), "crc": zlib.crc32(raw) & 0xFFFFFFFF}, packed
+
+    def refused(self) -> None:
+        """The agent could not decode a chunk (`bad_chunk`): after a few, stop compressing."""
+        self.bad += 1
+        if self.bad >= self.BAD_LIMIT:
+            self.codec = None
+
+    def _learn(self, ratio: float) -> None:
+        self.ratio = 0.7 * self.ratio + 0.3 * ratio
+
+
 @dataclass
 class Stream:
     """A byte stream to the agent: `read` blocks briefly and returns b"" at EOF, None when idle."""
@@ -145,6 +216,7 @@ class Transport:
     window_bytes = 64 << 10  # upload bytes in flight (at least two chunks)
     window_frames = 32
     progress_timeout_s = 60.0  # an upload that stores nothing new for this long ends with an error
+    compress = False  # framed uploads: compress chunks when the agent offers a codec (slow lines)
     max_failed_frames = 64  # ... as does one whose last this many frames failed (after a few seconds)
 
     def __init__(self, name: str, protocol: int = wire.PROTOCOL_VERSION) -> None:
@@ -297,17 +369,18 @@ class Transport:
         streak = 0
         mark = self._noise_mark()  # as it was when the upload last made progress
         sent0, failed0 = self.line.frames_sent, self.line.frames_failed
-        # offset -> [end, request id (None: held by the agent past a gap), deadline]
+        # offset -> [end, request id (None: held by the agent past a gap), deadline, frame bytes]
         ranges: dict[int, list[Any]] = {}
+        coder = ChunkCoder(*self._chunk_codecs())
         in_flight: dict[int, int] = {}  # request id -> offset
         slack = 256 * bt + self.ack_slack_s  # an answer's own line time, and the agent's
 
         def lost(off: int, measure: bool = True) -> None:
             nonlocal streak
-            end, rid, _ = ranges.pop(off)
+            _, rid, _, frame_len = ranges.pop(off)
             in_flight.pop(rid, None)
             if measure:
-                self.sizer.failed(end - off + self.sizer.overhead)
+                self.sizer.failed(frame_len)
             self.line.frames_failed += 1
             self.line.retries += 1
             streak += 1
@@ -317,22 +390,27 @@ class Transport:
                 while acked < size:
                     while len(in_flight) < self.window_frames and (
                         len(in_flight) < 2
-                        or sum(ranges[o][0] - o for o in in_flight.values())
+                        or sum(ranges[o][3] for o in in_flight.values())
                         < max(self.window_bytes, 2 * self.sizer.size)
                     ):
-                        gap = _next_gap(ranges, acked, size, self.sizer.size)
+                        gap = _next_gap(ranges, acked, size, coder.raw_len(self.sizer.size, ChunkSizer.MAX))
                         if gap is None:
                             break
                         off, end = gap
-                        f.seek(off)
+                        start_dict = max(0, off - wire.DICT_SPAN) if coder.wants_before else off
+                        f.seek(start_dict)
+                        before = f.read(off - start_dict)
                         rid = next(self._ids)
+                        extra, body = coder.encode(f.read(end - off), before)
                         header = {"v": self.protocol, "id": rid, "type": "put",
-                                  "args": {**name, "op": "chunk", "offset": off}}  # fmt: skip
-                        frame = self._encode(header, f.read(end - off))
-                        self.sizer.overhead = len(frame) - (end - off)
+                                  "args": {**name, "op": "chunk", "offset": off, **extra}}  # fmt: skip
+                        frame = self._encode(header, body)
+                        self.sizer.overhead = len(frame) - len(body)
                         with self._lock:
                             self._send(frame)
-                        ranges[off] = [end, rid, self._line_free_at + slack]
+                        self.line.upload_wire_bytes += len(frame)
+                        self.line.compressed_chunks += 1 if extra else 0
+                        ranges[off] = [end, rid, self._line_free_at + slack, len(frame)]
                         in_flight[rid] = off
                     if not in_flight:  # all the rest is held, yet no prefix: the agent lost it (restart)
                         ranges.clear()
@@ -346,6 +424,15 @@ class Transport:
                     elif item.get("id") in in_flight or (
                         item.get("ok") and isinstance(item.get("result"), dict) and "offset" in item["result"]
                     ):  # an answer to a chunk in flight, or a late one to a chunk given up on
+                        if not item.get("ok") and (item.get("error") or {}).get("type") == "bad_chunk":
+                            # the agent could not decode it (nothing stored): send it again
+                            why = item["error"].get("message")
+                            log.info("board %s: the agent refused a chunk: %s", self.name, why)
+                            self.line.bad_chunks += 1
+                            coder.refused()
+                            if item["id"] in in_flight:
+                                lost(in_flight[item["id"]])
+                            continue
                         if not item.get("ok"):
                             self._unwrap(item)  # a typed error from the agent: raise it
                         result = item["result"]
@@ -357,9 +444,9 @@ class Transport:
                             acked, last_progress, mark = reported, now, self._noise_mark()
                         off = in_flight.pop(item["id"], None)
                         if off is not None:
-                            end, rid, deadline = ranges[off]
+                            end, rid, deadline, frame_len = ranges[off]
                             self._line_ahead_by(deadline - slack - now, ranges, in_flight)
-                            self.sizer.clean(end - off + self.sizer.overhead)
+                            self.sizer.clean(frame_len)
                             streak = 0
                             if result.get("ahead"):
                                 ranges[off][1] = None
@@ -379,6 +466,15 @@ class Transport:
         finally:
             self.line.upload_bytes += acked - start
             self.line.upload_s += time.monotonic() - t0
+
+    def _chunk_codecs(self) -> tuple[str | None, str | None]:
+        """The codecs for upload chunks, large and small: the best both sides have, if this
+        transport compresses (zdict for small chunks where the agent reads it)."""
+        offered = self.hello.get("codecs") or ()
+        if not self.compress:
+            return None, None
+        large = next((c for c in wire.CODECS if c in offered and c != "zdict"), None)
+        return large, "zdict" if large and "zdict" in offered else None
 
     def close(self) -> None:
         """Ask the agent to stop (best effort), then drop the connection."""

@@ -20,7 +20,7 @@ from device_agents.agent import wire
 from device_agents.linesim import LineNoise, PtyRelay
 from device_agents.transports.base import LineTooNoisyError, agent_pyz
 from device_agents.transports.serial import SerialTransport
-from harness.errors import HiltError
+from harness.errors import HiltError, TransportError
 from hilt_base import hashing
 
 BAUD = 921600
@@ -46,11 +46,11 @@ def _blob(tmp_path: Path, size: int, name: str = "blob") -> Path:
     return path
 
 
-def _runtime_or_skip() -> tuple[str, dict[str, Path], dict[str, Any]]:
+def _runtime_or_skip(blas: bool = True) -> tuple[str, dict[str, Path], dict[str, Any]]:
     from device_agents.bench import runtime_files
 
     try:
-        return runtime_files(os.uname().machine)
+        return runtime_files(os.uname().machine, blas=blas)
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot be built here is a skip, with its reason
         pytest.skip(f"board runtime unavailable: {exc}")
 
@@ -88,7 +88,7 @@ def test_bench_over_a_noisy_line_completes_with_the_right_hash(tmp_path: Path) -
     from device_agents.bench import BenchOptions, run_bench
     from device_agents.inventory import default_farm
 
-    rt_tree, rt_files, _ = _runtime_or_skip()
+    rt_tree, rt_files, _ = _runtime_or_skip(blas=False)  # the self-test needs no libhilt_blas
     board = default_farm().board("local")
     noise = LineNoise(flip=1e-4, drop=5e-5)
     with agent_on_relay(tmp_path / "cache", seed=11) as relay:
@@ -99,6 +99,7 @@ def test_bench_over_a_noisy_line_completes_with_the_right_hash(tmp_path: Path) -
     installed = tmp_path / "cache" / "runtime" / rt_tree
     for name, path in rt_files.items():  # the runtime the agent assembled is the one that was sent
         assert hashing.sha256_file(str(installed / name)) == hashing.sha256_file(str(path))
+    assert not (installed / "libhilt_blas.so").exists()
     assert record.runtime == rt_tree and record.summary.n >= 5 and record.transport == "serial"
     assert record.line is not None and record.line.retries > 0 and record.line.frames_failed > 0
     assert record.line.upload_bytes >= sum(p.stat().st_size for p in rt_files.values())
@@ -253,3 +254,130 @@ def test_boards_check_shows_the_line_quality(tmp_path: Path, capsys: pytest.Capt
     assert "tty0 line: " in out and "retries" in out and "CRC failures" in out
     sent, failed = (int(x) for x in out.split("tty0 line: ")[1].split(" failed")[0].split(" frames sent, "))
     assert sent > failed > 0
+
+
+# ---------------------------------------------------------------------- compressed uploads
+
+
+def _compressible_blob(tmp_path: Path, size: int, name: str = "lib.so") -> Path:
+    """Bytes that compress about 3x per chunk, like the runtime's shared libraries."""
+    import random
+
+    rng = random.Random(size)
+    words = [os.urandom(rng.randrange(2, 9)) for _ in range(300)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words)
+    path = tmp_path / name
+    path.write_bytes(bytes(out[:size]))
+    return path
+
+
+def test_an_interrupted_compressed_upload_resumes_and_stores_the_right_hash(tmp_path: Path) -> None:
+    blob = _compressible_blob(tmp_path, 1_500_000)
+    sha = hashing.sha256_file(str(blob))
+    cache = tmp_path / "cache"
+    with agent_on_relay(cache) as relay:
+
+        class CablePulled(SerialTransport):
+            chunks = 0
+
+            def _send(self, data: bytes) -> None:
+                if b'"chunk"' in data:
+                    self.chunks += 1
+                    if self.chunks > 12:
+                        raise TransportError("cable pulled")
+                super()._send(data)
+
+        with CablePulled("flaky", relay.host_path, BAUD) as t:
+            with pytest.raises(TransportError, match="cable pulled"):
+                t.upload(blob)
+        time.sleep(0.5)  # what crossed before the cable went lands
+        stored = (cache / "partial" / sha).stat().st_size
+        assert t.line.compressed_chunks >= 12 and 0 < stored < 1_500_000
+        with SerialTransport("again", relay.host_path, BAUD) as again:
+            assert again.upload(blob) == sha
+    line = again.line
+    assert line.upload_bytes == 1_500_000 - stored  # resumed at the stored (uncompressed) prefix
+    assert line.compressed_chunks > 0 and line.upload_wire_bytes < line.upload_bytes / 2
+    assert line.wire_ratio is not None and line.wire_ratio < 0.5
+    assert hashing.sha256_file(str(cache / "objects" / sha)) == sha
+
+
+def test_a_chunk_the_agent_cannot_decompress_is_refused_and_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = _compressible_blob(tmp_path, 300_000)
+    compress = wire.compress_chunk
+    spoiled: list[int] = []
+
+    def spoil_the_third(codec: str, raw: bytes, before: bytes = b"") -> bytes:  # a host bug, a CRC collision
+        packed = bytearray(compress(codec, raw, before))
+        if len(spoiled) < 3:
+            spoiled.append(len(packed))
+            if len(spoiled) == 3:
+                packed[len(packed) // 2] ^= 0x5A
+        return bytes(packed)
+
+    monkeypatch.setattr(wire, "compress_chunk", spoil_the_third)
+    with agent_on_relay(tmp_path / "cache") as relay:
+        with SerialTransport("buggy", relay.host_path, BAUD) as t:
+            sha = t.upload(blob)
+    assert len(spoiled) == 3 and t.line.bad_chunks == 1 and t.line.retries >= 1
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
+
+
+def test_an_agent_without_codecs_gets_plain_chunks(tmp_path: Path) -> None:
+    """An older agent's hello lists no codecs: the host sends what it always sent."""
+    blob = _compressible_blob(tmp_path, 200_000)
+    with agent_on_relay(tmp_path / "cache") as relay:
+        with SerialTransport("old", relay.host_path, BAUD) as t:
+            t.hello.pop("codecs")
+            sha = t.upload(blob)
+    assert t.line.compressed_chunks == 0 and t.line.upload_wire_bytes > 200_000
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == blob.read_bytes()
+
+
+def test_a_second_bundle_of_a_study_sends_only_its_new_files(tmp_path: Path) -> None:
+    """Candidates of one study share inputs and weights; only the files that differ cross the line."""
+    import json
+
+    from device_agents.bench import ship_tree
+
+    shared = {"weights.bin": os.urandom(60_000), "input.bin": os.urandom(3_000), "expected.bin": b"12345678"}
+
+    def bundle(name: str, model: bytes) -> tuple[str, dict[str, Path]]:
+        d = tmp_path / name
+        d.mkdir()
+        contents = {**shared, "model.so": model, "copy-of-input.bin": shared["input.bin"]}
+        for f, data in contents.items():
+            (d / f).write_bytes(data)
+        hashes = {f: hashing.sha256_file(str(d / f)) for f in contents}
+        (d / "metadata.json").write_text(json.dumps({"files": hashes, "candidate": name}))
+        files = {f: d / f for f in contents} | {"metadata.json": d / "metadata.json"}
+        return hashing.tree_hash(hashes), files
+
+    first = bundle("cand-1", os.urandom(40_000))
+    second = bundle("cand-2", os.urandom(41_000))
+    sent: list[str] = []
+    with agent_on_relay(tmp_path / "cache") as relay:
+
+        class Counting(SerialTransport):
+            def upload(self, path: Path | str) -> str:
+                sent.append(Path(path).name)
+                return super().upload(path)
+
+        with Counting("study", relay.host_path, BAUD) as t:
+            ship_tree(t, "bundle", first[1], first[0])
+            first_sent, first_bytes = sorted(sent), t.line.upload_bytes
+            sent.clear()
+            ship_tree(t, "bundle", second[1], second[0])
+            second_bytes = t.line.upload_bytes - first_bytes
+            ship_tree(t, "bundle", second[1], second[0])  # installed already: nothing at all
+    assert first_sent == ["expected.bin", "input.bin", "metadata.json", "model.so", "weights.bin"]
+    assert sorted(sent) == ["metadata.json", "model.so"]  # the rest is on the board by content
+    assert second_bytes == 41_000 + (tmp_path / "cand-2" / "metadata.json").stat().st_size
+    for cand, (tree, _) in (("cand-1", first), ("cand-2", second)):
+        installed = tmp_path / "cache" / "bundle" / tree
+        assert (installed / "model.so").read_bytes() == (tmp_path / cand / "model.so").read_bytes()
+        assert (installed / "copy-of-input.bin").read_bytes() == shared["input.bin"]

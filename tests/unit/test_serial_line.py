@@ -9,6 +9,7 @@ import math
 import os
 import random
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,137 @@ def test_serial_chunks_stay_within_about_a_second_of_line_time() -> None:
     for _ in range(300):
         slow.sizer.clean(slow.sizer.size + 100)
     assert slow.sizer.size == 16 << 10
+
+
+# ---------------------------------------------------------------------- compressed chunks
+
+
+def _compressible(n: int, seed: int = 0) -> bytes:
+    """Like a binary with text and tables in it: compresses about 3x, not 1000x."""
+    rng = random.Random(seed)
+    words = [bytes(rng.randrange(256) for _ in range(rng.randrange(2, 9))) for _ in range(300)]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(words)
+    return bytes(out[:n])
+
+
+@pytest.mark.parametrize("codec", wire.CODECS)
+def test_a_compressed_chunk_is_stored_uncompressed_at_uncompressed_offsets(
+    codec: str, tmp_path: Path
+) -> None:
+    data = _compressible(50_000)
+    sha = hashlib.sha256(data).hexdigest()
+    agent = serve.Agent(str(tmp_path / "cache"))
+    hello = agent.handle({"v": 1, "id": 1, "type": "hello"}, b"")["result"]
+    assert codec in hello["codecs"]
+
+    def put(args: dict, body: bytes = b"") -> dict:
+        return agent.handle({"v": 1, "id": 2, "type": "put", "args": {"sha256": sha, **args}}, body)
+
+    put({"op": "begin"})
+    for off in (0, 20_000):
+        raw = data[off : off + 20_000]
+        packed = wire.compress_chunk(codec, raw)
+        assert len(packed) < len(raw) / 2
+        answer = put(
+            {"op": "chunk", "offset": off, "z": codec, "n": len(raw), "crc": zlib.crc32(raw)}, packed
+        )
+        assert answer["result"]["offset"] == off + 20_000  # uncompressed bytes, so resuming works
+    put({"op": "chunk", "offset": 40_000}, data[40_000:])  # and a plain chunk after compressed ones
+    assert put({"op": "commit"})["ok"]
+    assert (tmp_path / "cache" / "objects" / sha).read_bytes() == data
+
+
+@pytest.mark.parametrize("codec", wire.CODECS)
+def test_a_corrupt_compressed_chunk_is_a_typed_error_and_stores_nothing(codec: str, tmp_path: Path) -> None:
+    data = _compressible(8_000, seed=1)
+    sha = hashlib.sha256(data).hexdigest()
+    agent = serve.Agent(str(tmp_path / "cache"))
+    packed = wire.compress_chunk(codec, data)
+    flipped = bytearray(packed)
+    flipped[len(flipped) // 2] ^= 0x10
+    good = {"sha256": sha, "op": "chunk", "offset": 0, "z": codec, "n": len(data), "crc": zlib.crc32(data)}
+    cases = [
+        (good, bytes(flipped)),  # damaged: does not decode, or decodes to other bytes
+        (good, packed[: len(packed) // 2]),  # cut short
+        (dict(good, n=len(data) - 1), packed),  # decodes to more than it says
+        (dict(good, crc=zlib.crc32(data) ^ 1), packed),  # right length, wrong bytes
+    ]
+    for args, body in cases:
+        answer = agent.handle({"v": 1, "id": 3, "type": "put", "args": args}, body)
+        assert not answer["ok"] and answer["error"]["type"] == "bad_chunk", args
+        partial = tmp_path / "cache" / "partial" / sha
+        assert not partial.exists() or partial.stat().st_size == 0
+    answer = agent.handle({"v": 1, "id": 4, "type": "put", "args": dict(good, z="bz2")}, packed)
+    assert answer["error"]["type"] == "bad_request" and "codec" in answer["error"]["message"]
+    answer = agent.handle(
+        {"v": 1, "id": 5, "type": "put", "args": dict(good, n=wire.MAX_CHUNK_RAW + 1)}, packed
+    )
+    assert answer["error"]["type"] == "bad_request"
+    assert agent.handle({"v": 1, "id": 6, "type": "put", "args": good}, packed)["result"]["offset"] == 8_000
+
+
+def test_chunk_coder_compresses_what_shrinks_and_gives_up_on_what_does_not() -> None:
+    from device_agents.transports.base import ChunkCoder
+
+    coder = ChunkCoder(wire.CODECS[0])
+    text = _compressible(16_000, seed=2)
+    extra, body = coder.encode(text)
+    assert extra["z"] == wire.CODECS[0] and extra["n"] == 16_000 and len(body) < 8_000
+    assert wire.decompress_chunk(extra["z"], body, extra["n"], extra["crc"]) == text
+    assert coder.raw_len(4096, 1 << 20) > 4096  # it learnt the data shrinks: reads more per wire byte
+    noise = os.urandom(16_000)
+    for _ in range(ChunkCoder.GIVE_UP):
+        assert coder.encode(noise) == ({}, noise)  # already compressed: sent as it is
+    assert coder.codec is None and coder.encode(text) == ({}, text)  # the rest of the file goes plain
+    assert ChunkCoder(None).encode(text) == ({}, text)  # an agent without codecs gets plain chunks
+    coder = ChunkCoder("zlib")
+    for _ in range(ChunkCoder.BAD_LIMIT):
+        coder.refused()
+    assert coder.codec is None
+
+
+def test_a_zdict_chunk_past_a_gap_is_held_then_decoded_with_the_bytes_before_it(tmp_path: Path) -> None:
+    data = _compressible(60_000, seed=3)
+    sha = hashlib.sha256(data).hexdigest()
+    store = Store(str(tmp_path))
+    handle = store.put({"sha256": sha, "op": "begin"}, b"")["handle"]
+
+    def chunk(off: int, end: int, spoil: bool = False) -> dict:
+        raw = data[off:end]
+        packed = bytearray(wire.compress_chunk("zdict", raw, data[max(0, off - wire.DICT_SPAN) : off]))
+        if spoil:
+            packed[len(packed) // 2] ^= 0x20
+        args = {
+            "handle": handle,
+            "op": "chunk",
+            "offset": off,
+            "z": "zdict",
+            "n": len(raw),
+            "crc": zlib.crc32(raw),
+        }
+        return store.put(args, bytes(packed))
+
+    plain = len(wire.compress_chunk("zlib", data[40_000:41_000]))
+    primed = len(wire.compress_chunk("zdict", data[40_000:41_000], data[40_000 - wire.DICT_SPAN : 40_000]))
+    assert primed < plain * 0.8  # why it exists: a 1 kB chunk alone hardly compresses
+    assert chunk(0, 20_000)["offset"] == 20_000  # offset 0: nothing before it, plain zlib
+    assert chunk(40_000, 50_000)["ahead"]  # its dictionary (20k..40k) is not stored yet: held
+    assert chunk(50_000, 60_000, spoil=True)["ahead"]  # damaged, but only decoding can tell
+    assert chunk(20_000, 40_000)["offset"] == 50_000  # the gap filled: 40k.. decoded; the damaged one dropped
+    assert chunk(50_000, 60_000)["offset"] == 60_000  # sent again
+    assert store.put({"sha256": sha, "op": "commit"}, b"")["complete"]
+    assert (tmp_path / "objects" / sha).read_bytes() == data
+
+
+def test_small_chunks_use_the_primed_codec_and_large_ones_the_best() -> None:
+    from device_agents.transports.base import ChunkCoder
+
+    data = _compressible(200_000, seed=4)
+    coder = ChunkCoder("lzma", "zdict")
+    assert coder.wants_before
+    extra, body = coder.encode(data[100_000:101_000], data[100_000 - wire.DICT_SPAN : 100_000])
+    assert extra["z"] == "zdict" and len(body) < 1_000 * 0.6
+    extra, _ = coder.encode(data[:64_000])
+    assert extra["z"] == "lzma"
