@@ -340,7 +340,7 @@ def run(args: argparse.Namespace) -> dict:
             built = compile_model(model_dir, profile, tuned_opts)
             tuned = built.bundle
             row["tune_seconds"] = round(time.monotonic() - t0, 1)
-            row["tuning"] = built.tuning or tuned.metadata.tuning
+            row["tuning"] = built.tuning.model_dump(mode="json")
 
             def eager(iters: int, m: torch.nn.Module = model, x: torch.Tensor = ids) -> list[float]:
                 with torch.no_grad():
@@ -361,11 +361,12 @@ def run(args: argparse.Namespace) -> dict:
                 row[key] = _stats(samples[key])
             for route, bundle in defaults.items():
                 kflops = _kernel_flops(model, args.seq_len, profile, route)
-                row[f"tvm_{route}"]["kernels"] = bundle.metadata.tuning.get("kernels", {})
+                kernels = bundle.metadata.tuning.kernels
+                row[f"tvm_{route}"]["kernels"] = kernels.as_dict() if kernels is not None else {}
                 row[f"tvm_{route}"]["bundle"] = bundle.sha256
                 row[f"tvm_{route}"]["top_kernels"] = _top_kernels(bundle.directory, kflops, 10, args.threads)
             kflops = _kernel_flops(model, args.seq_len, profile, profile.matmul)
-            row["tvm_tuned"]["kernels"] = row["tuning"].get("kernels", {})
+            row["tvm_tuned"]["kernels"] = row["tuning"]["kernels"] or {}
             row["tvm_tuned"]["bundle"] = tuned.sha256  # == the default's when no record beat hilt's schedule
             row["tvm_tuned"]["top_kernels"] = _top_kernels(tuned.directory, kflops, 10, args.threads)
             for key in ENGINES:

@@ -56,7 +56,8 @@ def main() -> None:
     import tvm
     from tvm import relax
 
-    from harness.compile.causal import build_causal, greedy_reference
+    from harness.compile.causal import greedy_reference
+    from harness.compile.steps import build_causal
     from harness.data.text import model_text_split
     from harness.models import load_model
 

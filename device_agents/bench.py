@@ -20,7 +20,7 @@ from device_agents.inventory import Board, Farm
 from device_agents.pool import BoardPool, Held, busy_message
 from device_agents.records import LineQuality, MeasurementRecord
 from device_agents.transports import Transport, open_transport
-from harness.compile.bundle import load_bundle
+from harness.compile.bundle import Bundle, load_bundle
 from harness.errors import ArtifactError, ConfigError, HiltError
 from harness.runtime import BLAS_FILE, RuntimePackage, build_runtime
 from hilt_base import hashing
@@ -53,9 +53,14 @@ class BenchOptions:
     generate: GenerateOptions | None = None  # causal-LM bundles: greedy generation instead of one pass
 
 
-def bundle_tree(directory: Path) -> tuple[str, dict[str, Path]]:
+def as_bundle(bundle: Path | Bundle) -> Bundle:
+    """A bundle verified once: one the caller already holds (e.g. from its compile) is used as it is."""
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+
+def bundle_tree(bundle: Path | Bundle) -> tuple[str, dict[str, Path]]:
     """A verified bundle's hash and its files (those `metadata.json` lists, plus metadata.json)."""
-    bundle = load_bundle(directory)
+    bundle = as_bundle(bundle)
     files = {name: bundle.directory / name for name in sorted(bundle.metadata.files)}
     files["metadata.json"] = bundle.directory / "metadata.json"
     return bundle.sha256, files
@@ -104,7 +109,9 @@ def _runtime_tree(pkg: RuntimePackage, blas: bool) -> tuple[str, dict[str, Path]
     return tree, files, versions
 
 
-def ship_runtime(transport: Transport, arch: str, bundle: Path | None) -> tuple[str, dict[str, Path]]:
+def ship_runtime(
+    transport: Transport, arch: str, bundle: Path | Bundle | None
+) -> tuple[str, dict[str, Path]]:
     """Ship the runtime a board needs for `bundle` (None: the self-test): libhilt_blas only with a
     blas-route bundle, or where the full runtime is installed already; a board that gets its first
     blas bundle later receives just that file (the others are on the board by content). A blas
@@ -120,24 +127,25 @@ def ship_runtime(transport: Transport, arch: str, bundle: Path | None) -> tuple[
     return tree, files
 
 
-def _uses_blas(bundle: Path | None) -> bool:
+def _uses_blas(bundle: Path | Bundle | None) -> bool:
     """Whether a bundle was lowered on the blas route (its matmuls call libhilt_blas)."""
-    return bundle is not None and load_bundle(bundle).metadata.tuning.get("matmul") == "blas"
+    return bundle is not None and as_bundle(bundle).metadata.tuning.matmul == "blas"
 
 
-def _check_runtime_serves(bundle: Path, runtime: dict[str, Path], arch: str) -> None:
+def _check_runtime_serves(bundle: Path | Bundle, runtime: dict[str, Path], arch: str) -> None:
     """A bundle lowered on the blas route calls libhilt_blas: refuse before shipping to a runtime
     built without it (this host had no static OpenBLAS for the arch)."""
-    if _uses_blas(bundle) and BLAS_FILE not in runtime:
+    bundle = as_bundle(bundle)
+    if bundle.metadata.tuning.matmul == "blas" and BLAS_FILE not in runtime:
         raise ArtifactError(
-            f"bundle {Path(bundle).name} uses the blas matmul route but the {arch} runtime has no "
+            f"bundle {bundle.directory.name} uses the blas matmul route but the {arch} runtime has no "
             f"{BLAS_FILE}; provide OpenBLAS for {arch} (scripts/system-deps.sh) and rebuild it, or "
             "recompile with --matmul tir"
         )
 
 
 def run_bench(
-    transport: Transport, board: Board, bundle: Path | None, options: BenchOptions
+    transport: Transport, board: Board, bundle: Path | Bundle | None, options: BenchOptions
 ) -> MeasurementRecord:
     """On an open transport: ship what is missing, bench a bundle (or the runner's self-test), record."""
     hello = transport.hello
@@ -147,6 +155,8 @@ def run_bench(
             f"board {board.name} reports arch {arch} but its profile '{board.profile.name}' says "
             f"{board.profile.arch}; fix the farm file"
         )
+    if bundle is not None:
+        bundle = as_bundle(bundle)  # verified once, for the runtime check and the upload
     rt_tree, _ = ship_runtime(transport, arch, bundle)
     args: dict[str, Any] = {
         "runtime": rt_tree,
@@ -207,7 +217,9 @@ def bench_any(
         return measure_held(held, bundle, options)
 
 
-def measure_held(held: Held, bundle: Path | None, options: BenchOptions | None = None) -> MeasurementRecord:
+def measure_held(
+    held: Held, bundle: Path | Bundle | None, options: BenchOptions | None = None
+) -> MeasurementRecord:
     """Measure on a board the caller owns through the pool: open, bench, close."""
     with open_transport(held.board) as transport:
         record = run_bench(transport, held.board, bundle, options or BenchOptions())

@@ -28,7 +28,7 @@ from device_agents.kernel_timing import tuning_on
 from device_agents.pool import BoardPool, pool_url
 from device_agents.records import MeasurementRecord
 from harness.cache import sha256_file
-from harness.compile.bundle import load_bundle
+from harness.compile.bundle import Bundle
 from harness.compile.compiler import CompileOptions, compile_model
 from harness.compile.tune import KernelTuning, describe_tuning
 from harness.errors import AgentError, BoardBusyError, HiltError, TransportError
@@ -122,9 +122,9 @@ def model_dir_digest(directory: Path) -> str:
     return _digest({p.name: sha256_file(p) for p in files})
 
 
-def kernels_of(bundle_dir: Path) -> str:
+def kernels_of(bundle: Bundle) -> str:
     """How a bundle's kernels were made, from its metadata (one line for the report)."""
-    return describe_tuning(load_bundle(bundle_dir).metadata.tuning)
+    return describe_tuning(bundle.metadata.tuning)
 
 
 class TrialPipeline:
@@ -235,7 +235,8 @@ class TrialPipeline:
         return {"accuracy": float(result.accuracy)}
 
     # ---- build and measure ---------------------------------------------------------------
-    def compile(self, model_dir: Path, say: Say) -> Path:
+    def compile(self, model_dir: Path, say: Say) -> Bundle:
+        """The trial's bundle, verified once by the compile: bench and report use it as it is."""
         board = self.cfg.boards[0]
         opts = self.cfg.compile_options or CompileOptions(
             seq_len=self.data.seq_len,
@@ -251,10 +252,10 @@ class TrialPipeline:
         self.stats["compile_hits" if result.cached else "compile_misses"] += 1
         bundle = result.bundle
         self.store.add_artifact(bundle.sha256, board.profile.name, {"directory": str(bundle.directory)})
-        return Path(bundle.directory)
+        return bundle
 
     def bench(
-        self, bundle_dir: Path, say: Say, trial_number: int | None
+        self, bundle: Bundle, say: Say, trial_number: int | None
     ) -> tuple[MeasurementRecord, str, float]:
         """Own a board through the pool, bench, record; retry on another board if one is lost.
 
@@ -273,7 +274,7 @@ class TrialPipeline:
                 with self.pool.hold(candidates, self.cfg.lease_wait_s) as held:
                     say(f"benchmarking on {held.board.name}")
                     try:
-                        record = measure_held(held, bundle_dir, options)
+                        record = measure_held(held, bundle, options)
                     except (TransportError, AgentError) as exc:
                         log.warning("board %s lost during bench: %s", held.board.name, exc)
                         lost.append(f"{held.board.name}: {exc}")
@@ -291,11 +292,11 @@ class TrialPipeline:
     def measure_dense(self, say: Say) -> DenseResult:
         """Accuracy and a board measurement of the unpruned model: the report's "dense" column."""
         quality = self.evaluate(self.cfg.model_dir)
-        bundle_dir = self.compile(self.cfg.model_dir, say)
-        record, _, _ = self.bench(bundle_dir, say, None)
+        bundle = self.compile(self.cfg.model_dir, say)
+        record, _, _ = self.bench(bundle, say, None)
         return DenseResult(
             **quality,
-            kernels=kernels_of(bundle_dir),
+            kernels=kernels_of(bundle),
             params=count_parameters(self._load(self.cfg.model_dir)),
             **DenseResult.fields_from(record),
         )
@@ -308,9 +309,9 @@ class TrialPipeline:
         say("evaluating")
         quality = self.evaluate(model_dir)
         t.append(time.perf_counter())
-        bundle_dir = self.compile(model_dir, say)
+        bundle = self.compile(model_dir, say)
         t.append(time.perf_counter())
-        record, _, wait = self.bench(bundle_dir, say, trial_number)
+        record, _, wait = self.bench(bundle, say, trial_number)
         t.append(time.perf_counter())
         step_seconds = {
             k: round(b - a, 4)
@@ -320,7 +321,7 @@ class TrialPipeline:
         mem_v, lat_v = measured_violations(measured["latency_ms"], measured["peak_rss_mb"], self.cfg.limits)
         result = TrialResult(
             **quality,
-            kernels=kernels_of(bundle_dir),
+            kernels=kernels_of(bundle),
             lease_wait_s=wait,
             pruned_dir=str(model_dir),
             params=logs[-1].final_params if logs else None,

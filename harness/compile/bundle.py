@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.cache import sha256_file
+from harness.compile.lowering import LoweringInfo
 from harness.errors import ArtifactError
 from hilt_base.hashing import tree_hash
 
@@ -61,6 +62,48 @@ class CausalSpec(BaseModel):
     expected_ids: list[int] = Field(min_length=1)
 
 
+class PlannedTask(BaseModel):
+    """One tuned task of a trial run: its share of the model's FLOPs and its trial budget."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    flop_share: float
+    trials: int
+
+
+class TuningPlan(BaseModel):
+    """How a trial run split its budget (harness.compile.tune.plan_budget)."""
+
+    model_config = ConfigDict(frozen=True)
+    per_round: int
+    tasks: list[PlannedTask] = Field(default_factory=list)
+
+
+class TuningInfo(BaseModel):
+    """How a bundle's kernels were made, the same fields for every task: what `hilt report`, the
+    tuner and the bench read. Old bundles' dicts (fewer keys; a causal one had no `matmul`, always
+    the tir route then) load with the defaults; keys no longer written are ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: str = "off"  # off | db | trials
+    lowering: str = "stock"  # harness.compile.lowering.LOWERING_NAME; "stock": TVM's own pipeline
+    matmul: str = "tir"  # weight-matmul route: tir | blas
+    database: str | None = None  # the tuning database directory the build read
+    records: int = 0  # tuning records the database held
+    timed_on: list[str] = Field(default_factory=list)  # machines that timed them
+    trials: int = 0  # new MetaSchedule trials this build ran
+    tasks: int = 0  # kernels of the lowered module
+    scheduled_kernels: int = 0  # kernels scheduled by a tuning record
+    kernels: LoweringInfo | None = None  # per-rule kernel counts; None: TVM's stock pipeline
+    plan: TuningPlan | None = None  # set when this build ran trials
+
+    @field_validator("kernels", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == {} else value  # old causal bundles wrote {} for the stock pipeline
+
+
 class BundleMetadata(BaseModel):
     """metadata.json."""
 
@@ -77,7 +120,7 @@ class BundleMetadata(BaseModel):
     build_seconds: float
     cache_key: str
     model_family: str = ""
-    tuning: dict[str, Any] = Field(default_factory=dict)
+    tuning: TuningInfo = Field(default_factory=TuningInfo)
     task: str = "sequence-classification"
     causal: CausalSpec | None = None  # set for task causal-lm
     files: dict[str, str]

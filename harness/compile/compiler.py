@@ -1,10 +1,11 @@
 """Model dir + board profile -> artifact bundle, cached by a key over everything that decides the output.
 
-Stages: load (harness.models) -> example input + PyTorch logits -> torch.export -> Relax ->
-hilt's default lowering (harness.compile.lowering: graph rewrites, fused kernels) -> [MetaSchedule
-trials into the board's database] -> kernels scheduled (database records, hilt's matmul rule,
-DLight) -> tvm.compile for the profile's target -> export_library (cross-compiled for foreign
-arches) -> bundle. The same candidate for the same target is built once.
+One pipeline for every task (harness.compile.tasks: the classifier's forward, the causal LM's prefill +
+decode): load (harness.models) -> the task's export (Relax module, example input, PyTorch's output)
+-> the graph passes (harness.compile.lowering.GRAPH_PASSES: rewrites, BLAS offload, weight layout)
+-> [MetaSchedule trials into the board's database] -> kernels scheduled (database records, hilt's
+rules, DLight) -> build for the profile's target -> export_library (cross-compiled for foreign
+arches) -> bundle and cache index. The same candidate for the same target is built once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ from typing import Any
 import torch
 
 from harness.cache import cache_root, sha256_file
-from harness.compile.bundle import Bundle, load_bundle, write_bundle
-from harness.compile.export import EXAMPLE_SEED, example_input, to_relax
+from harness.compile.bundle import Bundle, TuningInfo, TuningPlan, load_bundle, write_bundle
+from harness.compile.export import EXAMPLE_SEED
 from harness.compile.kernel_timer import KernelTimer
-from harness.compile.lowering import LOWERING_NAME, lanes_of, prepare, schedule
+from harness.compile.lowering import LOWERING_NAME, LoweringInfo, build, lanes_of, prepare, schedule
+from harness.compile.options import CompileOptions
 from harness.compile.target import export_kwargs, tvm_target
+from harness.compile.tasks import CompileTask, Exported, task_class
 from harness.compile.tune import Measure, TuningDatabase, database_dir_for, describe_tuning
 from harness.errors import ArtifactError, CompileError
 from harness.models import LoadedModel, load_model
@@ -39,27 +43,15 @@ from profiles.schema import BoardProfile, load_profile
 log = logging.getLogger(__name__)
 
 # Bump when a change here alters what a bundle contains, so old cache entries are not reused.
-COMPILE_VERSION = 3
+# 4: causal LMs take the matmul route (blas on the local profile), tuning metadata typed (TuningInfo).
+COMPILE_VERSION = 4
 MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
 
 Progress = Callable[[str], None]
 MATMUL_ROUTES = ("tir", "blas")
 _DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64"}
 
-
-@dataclass(frozen=True)
-class CompileOptions:
-    """What, besides the model and the profile, decides the bundle."""
-
-    seq_len: int = 128
-    tune_trials: int = 0
-    database_dir: Path | None = None  # JSON tuning database; default: the board's (tune.database_dir_for)
-    use_database: bool = True  # apply the board's tuning records (False: the default lowering alone)
-    use_cache: bool = True
-    threads: int = 1  # torch threads while exporting
-    kernel_threads: int = 1  # threads the kernels are scheduled for (> 1: parallel outer loops)
-    cache_len: int | None = None  # causal LMs: KV-cache positions (default seq_len + 128, within the model's)
-    matmul: str | None = None  # "tir" | "blas" weight matmuls; None: the profile's default
+__all__ = ["CompileOptions", "CompileResult", "bundles_root", "cache_key", "compile_model", "matmul_route"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +62,7 @@ class CompileResult:
     stages: dict[str, float] = field(default_factory=dict)
     # how this build's kernels were made; equals bundle.metadata.tuning unless the code came out
     # byte-identical to a bundle already built another way (content addressing keeps the first)
-    tuning: dict[str, Any] = field(default_factory=dict)
+    tuning: TuningInfo = field(default_factory=TuningInfo)
 
 
 def bundles_root() -> Path:
@@ -144,7 +136,7 @@ def _index_path(key: str) -> Path:
     return bundles_root() / "index" / f"{key}.json"
 
 
-def _cached_bundle(key: str) -> tuple[Bundle, dict[str, Any]] | None:
+def _cached_bundle(key: str) -> tuple[Bundle, TuningInfo] | None:
     """The bundle an index entry names, and how the build that wrote the entry made its kernels."""
     path = _index_path(key)
     if not path.is_file():
@@ -152,22 +144,19 @@ def _cached_bundle(key: str) -> tuple[Bundle, dict[str, Any]] | None:
     try:
         entry = json.loads(path.read_text())
         bundle = load_bundle(bundles_root() / entry["bundle"])
-        return bundle, entry.get("tuning") or bundle.metadata.tuning
-    except (ArtifactError, KeyError, json.JSONDecodeError, OSError) as exc:
+        tuning = entry.get("tuning")
+        return bundle, TuningInfo.model_validate(tuning) if tuning else bundle.metadata.tuning
+    except (ArtifactError, KeyError, ValueError, OSError) as exc:  # ValueError: bad JSON or fields
         log.warning("cache entry %s unusable (%s); rebuilding", path.name, exc)
         return None
 
 
-def _cache_hit(
-    key: str, prof: BoardProfile, say: Progress, start: float, stages: dict[str, float]
-) -> CompileResult | None:
-    """The cached build for `key` as this compile's result, said as cached; None on a miss."""
-    hit = _cached_bundle(key)
-    if hit is None:
-        return None
-    bundle, tuning = hit
-    say(f"cached bundle {bundle.sha256[:12]} for {prof.name}")
-    return CompileResult(bundle, cached=True, seconds=time.monotonic() - start, stages=stages, tuning=tuning)
+def _write_index(key: str, bundle: Bundle, tuning: TuningInfo) -> None:
+    """The cache index entry: key -> the bundle and how this build made its kernels."""
+    index = _index_path(key)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"bundle": bundle.sha256, "tuning": tuning.model_dump(mode="json")}
+    index.write_text(json.dumps(entry) + "\n")
 
 
 def _resolve_profile(profile: str | BoardProfile) -> BoardProfile:
@@ -193,6 +182,31 @@ def compile_model(
         return _compile_model(model, profile, options, progress, timer)
 
 
+@dataclass
+class _Run:
+    """One compile's state: the resolved profile and options, progress, and the time each stage took."""
+
+    prof: BoardProfile
+    opts: CompileOptions
+    say: Progress
+    start: float = field(default_factory=time.monotonic)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        self.stages[name] = round(time.monotonic() - t0, 3)
+
+    def cached(self, key: str) -> CompileResult | None:
+        """The cached build for `key` as this compile's result, said as cached; None on a miss."""
+        if not self.opts.use_cache or (hit := _cached_bundle(key)) is None:
+            return None
+        bundle, tuning = hit
+        self.say(f"cached bundle {bundle.sha256[:12]} for {self.prof.name}")
+        return CompileResult(bundle, True, time.monotonic() - self.start, self.stages, tuning)
+
+
 def _compile_model(
     model: str | Path,
     profile: str | BoardProfile,
@@ -200,167 +214,125 @@ def _compile_model(
     progress: Progress | None,
     timer: KernelTimer | None,
 ) -> CompileResult:
+    """The one pipeline: task export -> graph passes -> [trials] -> schedule -> build -> bundle."""
     prof = _resolve_profile(profile)
     base = options or CompileOptions()
     opts = replace(base, matmul=matmul_route(prof, base))  # resolved (and any fallback logged) once
-    say = progress or (lambda msg: log.info("%s", msg))
-    start = time.monotonic()
-    stages: dict[str, float] = {}
-
-    def stage(name: str, t0: float) -> None:
-        stages[name] = round(time.monotonic() - t0, 3)
-
+    run = _Run(prof, opts, progress or (lambda msg: log.info("%s", msg)))
     if opts.tune_trials > 0:
         Measure.on(prof, timer)  # a foreign arch with no board to time on fails before any work
-    t0 = time.monotonic()
-    loaded = load_model(model)
-    if loaded.task not in ("sequence-classification", "causal-lm"):
-        raise CompileError(
-            f"{model}: task {loaded.task} is not compiled yet; only sequence-classification and causal-lm"
-        )
-    stage("load", t0)
-    if loaded.task == "causal-lm":
-        if opts.tune_trials > 0:
-            raise CompileError("kernel tuning trials are not wired for causal LMs yet; drop --tune-trials")
-        return _compile_causal(loaded, prof, opts, say, start, stages)
-
+    with run.stage("load"):
+        loaded = load_model(model)
+    kind = task_class(loaded, model)
+    if opts.tune_trials > 0 and kind.not_tunable:
+        raise CompileError(kind.not_tunable)
+    task = kind(loaded, opts)
     tuning = None
     if opts.tune_trials > 0 or opts.use_database:
         tuning = TuningDatabase(opts.database_dir or database_dir_for(prof))
-    key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest() if tuning else "none")
-    if opts.use_cache and opts.tune_trials == 0:
-        hit = _cache_hit(key, prof, say, start, stages)
-        if hit is not None:
-            return hit
-
-    t0 = time.monotonic()
-    caller_threads = torch.get_num_threads()  # the export's thread count must not leak to the caller
-    torch.set_num_threads(max(1, opts.threads))
-    try:
-        example = example_input(loaded.model, opts.seq_len)
-        say(f"exporting {loaded.family} model (seq_len {opts.seq_len}) with torch.export")
-        mod = to_relax(loaded.model, example)
-    finally:
-        torch.set_num_threads(caller_threads)
-    stage("export", t0)
-
+    model_files = _model_digest(loaded.source)
+    key = cache_key(model_files, prof, opts, task.tuning_key(tuning.digest() if tuning else "none"))
+    if opts.tune_trials == 0 and (hit := run.cached(key)) is not None:
+        return hit
+    with run.stage("export"):
+        exported = _export(task, run)
     target = tvm_target(prof)
-    t0 = time.monotonic()
-    mod = prepare(mod, target, matmul=str(opts.matmul))
-    stage("lower", t0)
+    with run.stage("lower"):
+        mod = prepare(exported.mod, target, opts)
     plan = None
     if tuning is not None and opts.tune_trials > 0:
-        t0 = time.monotonic()
-        say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
-        plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=say, timer=timer)
-        stage("tune", t0)
+        with run.stage("tune"):
+            run.say(f"tuning {opts.tune_trials} trials for {prof.name} into {tuning.work_dir}")
+            plan = tuning.tune(mod, target, prof, trials=opts.tune_trials, say=run.say, timer=timer)
         # the database has grown: key the bundle by what it holds now
-        key = cache_key(_model_digest(loaded.source), prof, opts, tuning.digest())
-        if opts.use_cache:
-            hit = _cache_hit(key, prof, say, start, stages)
-            if hit is not None:
-                return hit
+        key = cache_key(model_files, prof, opts, task.tuning_key(tuning.digest()))
+        if (hit := run.cached(key)) is not None:
+            return hit
     database = tuning.open() if tuning is not None and tuning.exists() else None
-    t0 = time.monotonic()
-    mod, lowering = schedule(
-        mod, target, database=database, lanes=lanes_of(prof.cpu.simd_width_bytes), threads=opts.kernel_threads
-    )
-    stage("schedule", t0)
-    tuning_info = _tuning_info(opts, tuning, plan, lowering)
-    say(describe_tuning(tuning_info))
+    with run.stage("schedule"):
+        lanes = lanes_of(prof.cpu.simd_width_bytes)
+        mod, lowering = schedule(mod, target, database=database, lanes=lanes, threads=opts.kernel_threads)
+    info = _tuning_info(opts, tuning, plan, lowering)
+    run.say(describe_tuning(info))
+    with run.stage("build"):
+        run.say(f"building for {prof.name} ({prof.arch}, target {target})")
+        executable = build(mod, target)
+    bundle = _write(run, key, loaded, exported, executable, info)
+    _write_index(key, bundle, info)
+    elapsed = time.monotonic() - run.start
+    run.say(f"{task.name} bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
+    return CompileResult(bundle, cached=False, seconds=elapsed, stages=run.stages, tuning=info)
 
-    t0 = time.monotonic()
-    say(f"building for {prof.name} ({prof.arch}, target {target})")
-    executable = _build(mod, target)
-    stage("build", t0)
 
-    t0 = time.monotonic()
+def _export(task: CompileTask, run: _Run) -> Exported:
+    """The task's export with torch at the options' thread count (not leaked to the caller)."""
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, run.opts.threads))
+    try:
+        return task.export(run.say, run.stages)
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _write(
+    run: _Run, key: str, loaded: LoadedModel, exported: Exported, executable: Any, tuning: TuningInfo
+) -> Bundle:
+    """Link model.so for the profile's arch into a staging dir and finish it as a bundle."""
     root = bundles_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    try:
-        executable.export_library(str(staging / "model.so"), **export_kwargs(prof))
-    except CompileError:
-        raise
-    except Exception as exc:  # the cross toolchain reports through TVM's own errors
-        raise CompileError(f"linking model.so for {prof.arch} failed: {exc}") from exc
-    stage("link", t0)
-    manifest = _manifest_of(loaded.source)
-    meta = {
-        **_build_metadata(prof, key, loaded, start),
-        "tuning": tuning_info,
-    }
-    bundle = write_bundle(
+    with run.stage("link"):
+        try:
+            executable.export_library(str(staging / "model.so"), **export_kwargs(run.prof))
+        except CompileError:
+            raise
+        except Exception as exc:  # the cross toolchain reports through TVM's own errors
+            raise CompileError(f"linking model.so for {run.prof.arch} failed: {exc}") from exc
+    meta = {**_build_metadata(run, key, loaded), **exported.metadata, "tuning": tuning}
+    return write_bundle(
         staging,
         root,
-        input_name=example.name,
-        input_array=example.input_ids,
-        expected=example.expected,
-        manifest=manifest,
+        input_name=exported.input_name,
+        input_array=exported.input_array,
+        expected=exported.expected,
+        manifest=_manifest_of(loaded.source),
         metadata=meta,
     )
-    index = _index_path(key)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"bundle": bundle.sha256, "tuning": tuning_info}) + "\n")
-    elapsed = time.monotonic() - start
-    say(f"bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
-    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=tuning_info)
 
 
 def _tuning_info(
-    opts: CompileOptions, tuning: TuningDatabase | None, plan: Any, lowering: Any
-) -> dict[str, Any]:
+    opts: CompileOptions, tuning: TuningDatabase | None, plan: Any, lowering: LoweringInfo
+) -> TuningInfo:
     """How the bundle's kernels were made: what `hilt report` and the tuner show per bundle."""
-    mode = "trials" if opts.tune_trials > 0 else ("db" if tuning is not None else "off")
-    info: dict[str, Any] = {
-        "mode": mode,
-        "lowering": lowering.lowering,
-        "matmul": "blas" if lowering.blas_matmuls else "tir",
-        "database": str(tuning.work_dir) if tuning is not None else None,
-        "records": tuning.num_records() if tuning is not None else 0,
-        "timed_on": sorted(tuning.sources()) if tuning is not None else [],
-        "trials": opts.tune_trials,
-        "tasks": lowering.kernels,
-        "scheduled_kernels": lowering.from_database,
-        "kernels": lowering.as_dict(),
-    }
-    if plan is not None:
-        info["plan"] = plan.as_dict()
-    return info
+    return TuningInfo(
+        mode="trials" if opts.tune_trials > 0 else ("db" if tuning is not None else "off"),
+        lowering=lowering.lowering,
+        matmul="blas" if lowering.blas_matmuls else "tir",
+        database=str(tuning.work_dir) if tuning is not None else None,
+        records=tuning.num_records() if tuning is not None else 0,
+        timed_on=sorted(tuning.sources()) if tuning is not None else [],
+        trials=opts.tune_trials,
+        tasks=lowering.kernels,
+        scheduled_kernels=lowering.from_database,
+        kernels=lowering,
+        plan=TuningPlan.model_validate(plan.as_dict()) if plan is not None else None,
+    )
 
 
-def _build_metadata(prof: BoardProfile, key: str, loaded: LoadedModel, start: float) -> dict[str, Any]:
+def _build_metadata(run: _Run, key: str, loaded: LoadedModel) -> dict[str, Any]:
     """What every bundle's metadata.json says about its build: versions, target, time, key."""
     return {
         "hilt_version": package_version("hilt"),
         "tvm_version": package_version("apache-tvm"),
         "tvm_ffi_version": package_version("apache-tvm-ffi"),
-        "profile": prof.name,
-        "target": prof.target.as_tvm(),
-        "arch": prof.arch,
+        "profile": run.prof.name,
+        "target": run.prof.target.as_tvm(),
+        "arch": run.prof.arch,
         "build_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - start, 3),
+        "build_seconds": round(time.monotonic() - run.start, 3),
         "cache_key": key,
         "model_family": loaded.family,
     }
-
-
-def _build(mod: Any, target: Any) -> Any:
-    """tvm.compile of a module already legalized, fused and scheduled: only the lowering passes run,
-    so fusion cannot merge scheduled kernels into new, unscheduled ones."""
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    @tvm.transform.module_pass(opt_level=0)
-    def pipeline(m: Any, _ctx: Any) -> Any:
-        with target:
-            passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
-            return tvm.transform.Sequential(passes)(m)
-
-    try:
-        return tvm.compile(mod, target=target, relax_pipeline=pipeline)
-    except Exception as exc:  # TVM raises its own error types
-        raise CompileError(f"TVM build failed for {target}: {type(exc).__name__}: {exc}") from exc
 
 
 def _manifest_of(source: Path) -> dict[str, Any]:
@@ -371,113 +343,3 @@ def _manifest_of(source: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CompileError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def _causal_lengths(model: torch.nn.Module, opts: CompileOptions) -> tuple[int, int]:
-    """(prefill bucket, cache length): the bucket is --seq-len; the cache defaults to 128 more
-    positions, within what the model was trained for."""
-    cfg = model.config
-    max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-    bucket = opts.seq_len
-    max_len = opts.cache_len if opts.cache_len is not None else bucket + 128
-    if opts.cache_len is None and max_pos is not None:
-        max_len = min(max_len, int(max_pos))
-    if bucket >= max_len:
-        raise CompileError(
-            f"--seq-len {bucket} leaves no room to decode in a KV cache of {max_len} positions; "
-            "pass a smaller --seq-len or a larger --cache-len"
-        )
-    return bucket, max_len
-
-
-def _compile_causal(
-    loaded: LoadedModel,
-    prof: BoardProfile,
-    opts: CompileOptions,
-    say: Progress,
-    start: float,
-    stages: dict[str, float],
-) -> CompileResult:
-    """A causal LM: one executable with `prefill` and `decode` (KV caches in and out), an example
-    prompt, and PyTorch's greedy continuation of it with the logits each token came from."""
-    import numpy as np
-
-    from harness.compile.bundle import CausalSpec
-    from harness.compile.causal import build_causal, greedy_reference
-
-    bucket, max_len = _causal_lengths(loaded.model, opts)
-    tuning = TuningDatabase(opts.database_dir or database_dir_for(prof)) if opts.use_database else None
-    digest = tuning.digest() if tuning is not None else "none"
-    key = cache_key(_model_digest(loaded.source), prof, opts, f"causal:{bucket}:{max_len}:{digest}")
-    if opts.use_cache:
-        hit = _cache_hit(key, prof, say, start, stages)
-        if hit is not None:
-            return hit
-    caller_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, opts.threads))
-    try:
-        t0 = time.monotonic()
-        prompt_len = min(bucket, 16)
-        prompt = example_input(loaded.model, prompt_len).input_ids
-        new_tokens = min(16, max_len - prompt_len)
-        ids, logits = greedy_reference(loaded.model, prompt, new_tokens)
-        stages["reference"] = round(time.monotonic() - t0, 3)
-        target = tvm_target(prof)
-        say(f"exporting and building {loaded.family} prefill ({bucket} tokens) + decode for {prof.name}")
-        t0 = time.monotonic()
-        database = tuning.open() if tuning is not None and tuning.exists() else None
-        build = build_causal(
-            loaded.model,
-            target,
-            bucket=bucket,
-            max_len=max_len,
-            lanes=lanes_of(prof.cpu.simd_width_bytes),
-            threads=opts.kernel_threads,
-            database=database,
-        )
-        stages["build"] = round(time.monotonic() - t0, 3)
-    finally:
-        torch.set_num_threads(caller_threads)
-    t0 = time.monotonic()
-    root = bundles_root()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    try:
-        build.executable.export_library(str(staging / "model.so"), **export_kwargs(prof))
-    except Exception as exc:  # the cross toolchain reports through TVM's own errors
-        raise CompileError(f"linking model.so for {prof.arch} failed: {exc}") from exc
-    stages["link"] = round(time.monotonic() - t0, 3)
-    causal = CausalSpec(
-        bucket=bucket,
-        max_len=max_len,
-        cache=[(kv, hd) for kv, hd in build.layout.layers],
-        vocab=int(loaded.model.config.vocab_size),
-        expected_ids=ids,
-    )
-    meta = {
-        **_build_metadata(prof, key, loaded, start),
-        "task": "causal-lm",
-        "causal": causal.model_dump(),
-        "tuning": {
-            "mode": "db" if database is not None else "off",
-            "database": str(tuning.work_dir) if tuning is not None else None,
-            "trials": 0,
-            "lowering": build.lowering.lowering if build.lowering else "stock",
-            "kernels": build.lowering.as_dict() if build.lowering else {},
-        },
-    }
-    bundle = write_bundle(
-        staging,
-        root,
-        input_name="input_ids",
-        input_array=prompt,
-        expected=np.stack(logits),
-        manifest=_manifest_of(loaded.source),
-        metadata=meta,
-    )
-    index = _index_path(key)
-    index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps({"bundle": bundle.sha256, "tuning": meta["tuning"]}) + "\n")
-    elapsed = time.monotonic() - start
-    say(f"causal-LM bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
-    return CompileResult(bundle, cached=False, seconds=elapsed, stages=stages, tuning=meta["tuning"])

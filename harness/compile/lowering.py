@@ -18,15 +18,21 @@ Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run 
 4. weight prepacking: the layout rewrites the records ask for are split out and folded into the
    constant weights at build time.
 
-`prepare` is also what tuning extracts its tasks from, so records are keyed by the same workloads
-the build looks up.
+Steps 0-2 are GRAPH_PASSES, the one ordered list of Relax passes every compile task runs (`prepare`);
+a new weight transform (weight quantization next) is one entry there. Steps 3-4 are `schedule`, then
+`build` lowers and links without fusing again. `prepare` is also what tuning extracts its tasks from,
+so records are keyed by the same workloads the build looks up.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from harness.compile.options import CompileOptions
+from harness.errors import CompileError
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +43,16 @@ BLAS_ATTR = "hilt.blas_matmuls"  # module attribute: how many matmuls `prepare` 
 
 @dataclass(frozen=True)
 class LoweringInfo:
-    """How the kernels of one build were scheduled (goes into the bundle metadata)."""
+    """How the kernels of one build were scheduled (goes into the bundle metadata; counts an older
+    lowering did not have read as 0)."""
 
     lowering: str
-    kernels: int  # PrimFuncs in the lowered module
-    from_database: int  # scheduled by a tuning record
-    tiled_matmul: int  # scheduled by hilt's matmul rule
-    dlight: int  # scheduled by a DLight CPU rule
-    elementwise: int  # vectorised by hilt's elementwise rule
-    unscheduled: int  # left as TVM's default loop nests (injective ops, mostly)
+    kernels: int = 0  # PrimFuncs in the lowered module
+    from_database: int = 0  # scheduled by a tuning record
+    tiled_matmul: int = 0  # scheduled by hilt's matmul rule
+    dlight: int = 0  # scheduled by a DLight CPU rule
+    elementwise: int = 0  # vectorised by hilt's elementwise rule
+    unscheduled: int = 0  # left as TVM's default loop nests (injective ops, mostly)
     blas_matmuls: int = 0  # weight matmuls on the runtime's OpenBLAS (the blas route): no kernels
     row_reduction: int = 0  # norms and softmaxes scheduled by hilt's row-reduction rule
 
@@ -84,33 +91,97 @@ def _fast_sigmoid(bb: Any, call: Any) -> Any:
     return bb.call_te(compute, call.args[0], primfunc_name_hint="fast_sigmoid")
 
 
-def prepare(mod: Any, target: Any, *, matmul: str = "tir") -> Any:
-    """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see).
+@dataclass(frozen=True)
+class PassContext:
+    """What a graph pass may depend on besides the module: the target and the build's options, whole."""
 
-    `matmul="blas"` first moves the weight matmuls onto the runtime's OpenBLAS (harness.compile.
-    blas_offload); they are then no kernels at all, so tuning has fewer tasks.
-    """
+    target: Any
+    options: CompileOptions = CompileOptions()
+
+
+@dataclass(frozen=True)
+class GraphPass:
+    """One step of the Relax pipeline every compile task runs between export and scheduling."""
+
+    name: str
+    run: Callable[[Any, PassContext], Any]  # (IRModule, context) -> IRModule
+
+
+def _blas_offload(mod: Any, ctx: PassContext) -> Any:
+    """The blas route: weight matmuls become hilt.blas calls (no kernels, so fewer tuning tasks)."""
+    from tvm import relax
+
+    if ctx.options.matmul_route != "blas":
+        return mod
+    from harness.compile.blas_offload import offload_matmuls
+
+    mod, count = offload_matmuls(relax.transform.CanonicalizeBindings()(mod))
+    return mod.with_attr(BLAS_ATTR, count)
+
+
+def _rewrites(mod: Any, ctx: PassContext) -> Any:
+    """Graph rewrites before legalization: inference-only ops decomposed, softmax/exp/tanh as their
+    vectorisable fast forms."""
     import tvm
     from tvm import relax
 
-    if matmul == "blas":
-        from harness.compile.blas_offload import offload_matmuls
-
-        mod, count = offload_matmuls(relax.transform.CanonicalizeBindings()(mod))
-        mod = mod.with_attr(BLAS_ATTR, count)
-    with target:
+    with ctx.target:
         return tvm.transform.Sequential(
             [
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.FastMathTransform(),
+            ]
+        )(mod)
+
+
+def _legalize_and_fuse(mod: Any, ctx: PassContext) -> Any:
+    """Relax ops -> fused TIR kernels (pow 2|3 as products, sigmoid via fast_exp)."""
+    import tvm
+    from tvm import relax
+
+    with ctx.target:
+        return tvm.transform.Sequential(
+            [
                 relax.transform.LegalizeOps(
                     customize_legalize_map={"relax.power": _power_as_products, "relax.sigmoid": _fast_sigmoid}
                 ),
                 relax.get_pipeline("zero"),
-                relax.transform.AttachAttrLayoutFreeBuffers(),
             ]
         )(mod)
+
+
+def _layout_free_weights(mod: Any, ctx: PassContext) -> Any:
+    """Mark the constant weights layout-free, so tuning records may prepack them (`schedule` folds it)."""
+    from tvm import relax
+
+    with ctx.target:
+        return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
+# The Relax pipeline of every task (classifier forward, causal prefill + decode), in order. A new weight
+# transform is one entry here: weight quantization goes right before "blas-offload", on the imported
+# graph where the weights are still constants of `matmul(x, W)` (the blas route then sees what is left
+# in fp32). Appending an entry changes the kernels: bump LOWERING_NAME with it.
+GRAPH_PASSES: tuple[GraphPass, ...] = (
+    GraphPass("blas-offload", _blas_offload),
+    GraphPass("rewrites", _rewrites),
+    GraphPass("legalize-fuse", _legalize_and_fuse),
+    GraphPass("layout-free-weights", _layout_free_weights),
+)
+
+
+def prepare(
+    mod: Any, target: Any, options: CompileOptions | None = None, *, matmul: str | None = None
+) -> Any:
+    """Relax import -> fused TIR kernels with layout-free weights (what tuning and the build see):
+    GRAPH_PASSES in order. `matmul` overrides the options' route (tests, tuning experiments)."""
+    opts = options or CompileOptions()
+    ctx = PassContext(target=target, options=opts if matmul is None else replace(opts, matmul=matmul))
+    for graph_pass in GRAPH_PASSES:
+        mod = graph_pass.run(mod, ctx)
+        log.debug("graph pass %s done", graph_pass.name)
+    return mod
 
 
 def _scheduled(mod: Any) -> set[str]:
@@ -188,3 +259,21 @@ def schedule(
 def lanes_of(simd_width_bytes: int) -> int:
     """fp32 elements per vector register (at least 4: the narrowest SIMD hilt targets is 128-bit)."""
     return max(4, int(simd_width_bytes) // 4)
+
+
+def build(mod: Any, target: Any) -> Any:
+    """tvm.compile of a module already legalized, fused and scheduled: only the lowering passes run,
+    so fusion cannot merge scheduled kernels into new, unscheduled ones."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    @tvm.transform.module_pass(opt_level=0)
+    def lower_only(m: Any, _ctx: Any) -> Any:
+        with target:
+            passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+            return tvm.transform.Sequential(passes)(m)
+
+    try:
+        return tvm.compile(mod, target=target, relax_pipeline=lower_only)
+    except Exception as exc:  # TVM raises its own error types
+        raise CompileError(f"TVM build failed for {target}: {type(exc).__name__}: {exc}") from exc

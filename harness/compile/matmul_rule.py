@@ -68,18 +68,119 @@ def _vectorize_init_and_writeback(sch: Any, init: Any, acc: Any, tile_j: int) ->
             sch.vectorize(inner)
 
 
+def _vars_in(region: Any) -> set[str]:
+    """Names of the variables a buffer region's index expressions use."""
+    from tvm.tirx.analysis import undefined_vars
+
+    names: set[str] = set()
+    for rng in region:
+        names |= {v.name for v in undefined_vars(rng.min)}
+    return names
+
+
+def _matmul_shape(main: Any, kinds: str) -> tuple[int, int, int] | None:
+    """(m, n, k) of a static matmul block (spatial..., i, j, then one reduction k), else None."""
+    if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3 or "O" in kinds:
+        return None
+    extents = [_as_int(d) for d in main.dom()]
+    if any(e is None for e in extents):
+        return None
+    m, n, k = extents[-3], extents[-2], extents[-1]
+    assert m is not None and n is not None and k is not None
+    if m < 2 or n < 2 or k < 2:  # GEMV and friends belong to the GEMV/Reduction rules
+        return None
+    return m, n, k
+
+
+def _b_operand(block: Any) -> tuple[int, list[int]] | None:
+    """Which read is B (indexed by j and k, not i), and B's dimensions rearranged so that k, then j,
+    come last (the packed layout); None when the block does not read an A[i, k] and a B[j, k]."""
+    iv = [i.var.name for i in block.iter_vars]
+    vi, vj, vk = iv[-3], iv[-2], iv[-1]
+    reads = list(block.reads)
+    if len(reads) != 2 or len(block.writes) != 1:
+        return None
+    a_idx = b_idx = None
+    for idx, buf in enumerate(reads):
+        names = _vars_in(buf.region)
+        if vk in names and vi in names and vj not in names:
+            a_idx = idx
+        elif vk in names and vj in names and vi not in names:
+            b_idx = idx
+    if a_idx is None or b_idx is None:
+        return None
+    b_dims = [_vars_in([rng]) for rng in reads[b_idx].region]
+    k_dims = [d for d, names in enumerate(b_dims) if vk in names]
+    j_dims = [d for d, names in enumerate(b_dims) if vj in names]
+    if len(k_dims) != 1 or len(j_dims) != 1 or k_dims == j_dims:
+        return None
+    order = [d for d in range(len(b_dims)) if d not in (k_dims[0], j_dims[0])] + k_dims + j_dims
+    return b_idx, order
+
+
+def _schedule_gemv(sch: Any, main: Any, epilogues: list[Any], lanes: int, threads: int) -> Any:
+    """out[j] = sum_k a[k] * B[k, j] with B's j contiguous (weights stored [k, j]): j in blocks of
+    several vector accumulators, k streamed, nothing packed (packing would read and write every
+    weight once more per call). Other layouts are left to DLight's GEMV rule."""
+    n, k = (_as_int(d) for d in main.dom())
+    if n is None or k is None or n < 4:
+        return None
+    block = sch.get(main.block_rv)
+    vj, vk = (i.var.name for i in block.iter_vars[-2:])
+    reads = list(block.reads)
+    if len(reads) != 2 or len(block.writes) != 1:
+        return None
+    regions = [[_vars_in([rng]) for rng in buf.region] for buf in reads]
+    b_reads = [r for r in regions if any(vj in d for d in r) and any(vk in d for d in r)]
+    a_reads = [r for r in regions if not any(vj in d for d in r) and any(vk in d for d in r)]
+    if len(b_reads) != 1 or len(a_reads) != 1 or vj not in b_reads[0][-1]:
+        return None  # B's j is not its innermost dimension
+    tile_j = _largest_divisor(n, (4 * lanes, 2 * lanes, lanes, 4))
+    blk = main.block_rv
+    *outer, j, kk = sch.get_loops(blk)
+    jo, ji = sch.split(j, [None, tile_j])
+    sch.reorder(*outer, jo, kk, ji)
+    acc = sch.cache_write(blk, 0, "global")
+    sch.reverse_compute_at(acc, jo)
+    _inline_epilogues(sch, epilogues)
+    sch.vectorize(ji)
+    if threads > 1:
+        sch.parallel(sch.fuse(*outer, jo) if outer else jo)
+    _vectorize_init_and_writeback(sch, sch.decompose_reduction(blk, kk), acc, tile_j)
+    return sch
+
+
+def _schedule_tiled(
+    sch: Any, main: Any, epilogues: list[Any], b_idx: int, order: list[int], tiles: MatmulTiles, threads: int
+) -> Any:
+    """The register-blocked micro-kernel; `order`: B's dimensions with k, then j, last (packed)."""
+    blk = main.block_rv
+    *outer, i, j, k = sch.get_loops(blk)
+    jo, ji = sch.split(j, [None, tiles.tile_j])
+    io, ii = sch.split(i, [None, tiles.tile_i])
+    sch.reorder(*outer, jo, io, k, ii, ji)
+    packed = sch.cache_read(blk, b_idx, "global")
+    if order != list(range(len(order))):
+        sch.transform_layout(packed, ("write", 0), lambda *idx: [idx[d] for d in order])
+    sch.compute_at(packed, jo)
+    acc = sch.cache_write(blk, 0, "global")
+    sch.reverse_compute_at(acc, io)
+    _inline_epilogues(sch, epilogues)
+    sch.unroll(ii)
+    sch.vectorize(ji)
+    if threads > 1:
+        sch.parallel(sch.fuse(*outer, jo) if outer else jo)
+    init = sch.decompose_reduction(blk, k)  # after vectorize/parallel: they check a reduction block
+    _vectorize_init_and_writeback(sch, init, acc, tiles.tile_j)
+    return sch
+
+
 def _make_rule(lanes: int, threads: int) -> Any:
+    """The DLight rule class is built here: its base class lives in TVM, imported only when needed."""
     from tvm import s_tir, tirx
     from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.base.common_schedules import try_inline_contiguous_spatial
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
-    from tvm.tirx.analysis import undefined_vars
-
-    def uses(region: Any) -> set[str]:
-        names: set[str] = set()
-        for rng in region:
-            names |= {v.name for v in undefined_vars(rng.min)}
-        return names
 
     class TiledMatmul(CPUScheduleRule):
         """A DLight-style rule: returns None for anything that is not a static matmul."""
@@ -99,100 +200,14 @@ def _make_rule(lanes: int, threads: int) -> Any:
                 return None
             kinds = main.dom_kind()
             if kinds == "SR":  # one row of A (normalisation drops the unit axis): a decode step's GEMV
-                return self._gemv(sch, main, epilogues)
-            if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3 or "O" in kinds:
+                return _schedule_gemv(sch, main, epilogues, lanes, threads)
+            shape = _matmul_shape(main, kinds)
+            operand = _b_operand(sch.get(main.block_rv)) if shape is not None else None
+            if shape is None or operand is None:
                 return None
-            extents = [_as_int(d) for d in main.dom()]
-            if any(e is None for e in extents):
-                return None
-            m, n, k = extents[-3], extents[-2], extents[-1]
-            if m < 2 or n < 2 or k < 2:  # GEMV and friends belong to the GEMV/Reduction rules
-                return None
-            block = sch.get(main.block_rv)
-            iv = [i.var.name for i in block.iter_vars]
-            vi, vj, vk = iv[-3], iv[-2], iv[-1]
-            reads = list(block.reads)
-            if len(reads) != 2 or len(block.writes) != 1:
-                return None
-            a_idx = b_idx = None
-            for idx, buf in enumerate(reads):
-                names = uses(buf.region)
-                if vk in names and vi in names and vj not in names:
-                    a_idx = idx
-                elif vk in names and vj in names and vi not in names:
-                    b_idx = idx
-            if a_idx is None or b_idx is None:
-                return None
-            b_dims = [uses([rng]) for rng in reads[b_idx].region]
-            k_dims = [d for d, names in enumerate(b_dims) if vk in names]
-            j_dims = [d for d, names in enumerate(b_dims) if vj in names]
-            if len(k_dims) != 1 or len(j_dims) != 1 or k_dims == j_dims:
-                return None
-            order = [d for d in range(len(b_dims)) if d not in (k_dims[0], j_dims[0])] + k_dims + j_dims
-            return self._schedule(sch, main, epilogues, b_idx, order, choose_tiles(m, n, lanes))
-
-        def _gemv(self, sch: Any, main: Any, epilogues: list[Any]) -> Any:
-            """out[j] = sum_k a[k] * B[k, j] with B's j contiguous (weights stored [k, j]): j in
-            blocks of several vector accumulators, k streamed, nothing packed (packing would read and
-            write every weight once more per call). Other layouts are left to DLight's GEMV rule."""
-            if any(not e.is_injective() for e in epilogues):
-                return None
-            n, k = (_as_int(d) for d in main.dom())
-            if n is None or k is None or n < 4:
-                return None
-            block = sch.get(main.block_rv)
-            vj, vk = (i.var.name for i in block.iter_vars[-2:])
-            reads = list(block.reads)
-            if len(reads) != 2 or len(block.writes) != 1:
-                return None
-            regions = [[uses([rng]) for rng in buf.region] for buf in reads]
-            b_reads = [r for r in regions if any(vj in d for d in r) and any(vk in d for d in r)]
-            a_reads = [r for r in regions if not any(vj in d for d in r) and any(vk in d for d in r)]
-            if len(b_reads) != 1 or len(a_reads) != 1 or vj not in b_reads[0][-1]:
-                return None  # B's j is not its innermost dimension
-            tile_j = _largest_divisor(n, (4 * lanes, 2 * lanes, lanes, 4))
-            blk = main.block_rv
-            *outer, j, kk = sch.get_loops(blk)
-            jo, ji = sch.split(j, [None, tile_j])
-            sch.reorder(*outer, jo, kk, ji)
-            acc = sch.cache_write(blk, 0, "global")
-            sch.reverse_compute_at(acc, jo)
-            _inline_epilogues(sch, epilogues)
-            sch.vectorize(ji)
-            if threads > 1:
-                sch.parallel(sch.fuse(*outer, jo) if outer else jo)
-            _vectorize_init_and_writeback(sch, sch.decompose_reduction(blk, kk), acc, tile_j)
-            return sch
-
-        def _schedule(
-            self,
-            sch: Any,
-            main: Any,
-            epilogues: list[Any],
-            b_idx: int,
-            order: list[int],
-            tiles: MatmulTiles,
-        ) -> Any:
-            """`order`: B's dimensions rearranged so that k, then j, come last (the packed layout)."""
-            blk = main.block_rv
-            *outer, i, j, k = sch.get_loops(blk)
-            jo, ji = sch.split(j, [None, tiles.tile_j])
-            io, ii = sch.split(i, [None, tiles.tile_i])
-            sch.reorder(*outer, jo, io, k, ii, ji)
-            packed = sch.cache_read(blk, b_idx, "global")
-            if order != list(range(len(order))):
-                sch.transform_layout(packed, ("write", 0), lambda *idx: [idx[d] for d in order])
-            sch.compute_at(packed, jo)
-            acc = sch.cache_write(blk, 0, "global")
-            sch.reverse_compute_at(acc, io)
-            _inline_epilogues(sch, epilogues)
-            sch.unroll(ii)
-            sch.vectorize(ji)
-            if threads > 1:
-                sch.parallel(sch.fuse(*outer, jo) if outer else jo)
-            init = sch.decompose_reduction(blk, k)  # after vectorize/parallel: they check a reduction block
-            _vectorize_init_and_writeback(sch, init, acc, tiles.tile_j)
-            return sch
+            b_idx, order = operand
+            tiles = choose_tiles(shape[0], shape[1], lanes)
+            return _schedule_tiled(sch, main, epilogues, b_idx, order, tiles, threads)
 
     return TiledMatmul()
 

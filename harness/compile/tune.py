@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import cache_root
+from harness.compile.bundle import TuningInfo
 from harness.compile.kernel_timer import Evaluator, KernelTimer, shared_library_builder, timer_runner
 from harness.errors import CompileError, ConfigError
 from harness.runtime.toolchains import host_arch
@@ -87,20 +88,16 @@ class KernelTuning:
         return f"trials:{self.trials}" if self.mode == "trials" else self.mode
 
 
-def describe_tuning(info: dict[str, Any]) -> str:
+def describe_tuning(info: TuningInfo) -> str:
     """One line for reports: how a bundle's kernels were made (from its metadata's `tuning`)."""
-    kernels = info.get("kernels") or {}
-    if not kernels:
-        return "untuned (stock TVM pipeline)" if not info else f"tuned: {info.get('trials', 0)} trials"
-    mode = str(info.get("mode", "?"))
-    if mode == "trials":
-        mode = f"trials:{info.get('trials', 0)}"
+    kernels = info.kernels
+    if kernels is None:
+        return "untuned (stock TVM pipeline)" if info == TuningInfo() else f"tuned: {info.trials} trials"
+    mode = f"trials:{info.trials}" if info.mode == "trials" else info.mode
     return (
-        f"{mode}, {kernels.get('lowering', '?')}: {kernels.get('from_database', 0)} of "
-        f"{kernels.get('kernels', 0)} kernels from tuning records, {kernels.get('tiled_matmul', 0)} by "
-        f"hilt's matmul schedule, {kernels.get('row_reduction', 0)} by hilt's row-reduction schedule, "
-        f"{kernels.get('dlight', 0)} by DLight, {kernels.get('elementwise', 0)} "
-        "vectorised elementwise"
+        f"{mode}, {kernels.lowering}: {kernels.from_database} of {kernels.kernels} kernels from tuning "
+        f"records, {kernels.tiled_matmul} by hilt's matmul schedule, {kernels.row_reduction} by hilt's "
+        f"row-reduction schedule, {kernels.dlight} by DLight, {kernels.elementwise} vectorised elementwise"
     )
 
 

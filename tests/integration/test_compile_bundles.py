@@ -120,13 +120,13 @@ def test_blas_route_matches_pytorch(models: dict[str, Path], name: str, profile:
     """Weight matmuls on the runtime's OpenBLAS (uneven pruned widths included), on the host and
     under qemu-user: the same logits as PyTorch, and the metadata says which route was taken."""
     bundle = _check_on(load_profile(profile).arch, profile, models[name], tmp_path, matmul="blas")
-    assert bundle.metadata.tuning["matmul"] == "blas"
+    assert bundle.metadata.tuning.matmul == "blas"
     from transformers.pytorch_utils import Conv1D
 
     from harness.models import load_model
 
     weights = [m for m in load_model(models[name]).model.modules() if isinstance(m, torch.nn.Linear | Conv1D)]
-    assert bundle.metadata.tuning["kernels"]["blas_matmuls"] == len(weights)  # every weight matmul
+    assert bundle.metadata.tuning.kernels.blas_matmuls == len(weights)  # every weight matmul
 
 
 def test_runner_refuses_blas_bundle_without_blas(models: dict[str, Path], tmp_path: Path) -> None:

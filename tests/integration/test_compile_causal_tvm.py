@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.compile.causal import build_causal, greedy_reference, tvm_greedy
+from harness.compile.causal import greedy_reference
+from harness.compile.steps import build_causal, tvm_greedy
 from harness.errors import CompileError
 from tests.unit.llm_tiny import pruned_uneven
 

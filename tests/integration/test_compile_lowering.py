@@ -69,9 +69,10 @@ def test_default_lowering_matches_pytorch(name: str, route: str, tmp_path: Path)
     opts = CompileOptions(seq_len=SEQ, use_cache=False, matmul=route)
     result = compile_model(tmp_path / name, "local", opts)
     info = result.tuning  # how this build was made (a byte-identical bundle keeps its first metadata)
-    assert info["mode"] == "db" and info["lowering"] == LOWERING_NAME and info["trials"] == 0
-    assert info["matmul"] == route
-    kernels = info["kernels"]
+    assert info.mode == "db" and info.lowering == LOWERING_NAME and info.trials == 0
+    assert info.matmul == route
+    assert info.kernels is not None
+    kernels = info.kernels.as_dict()
     if route == "tir":  # q/k/v (or c_attn), QK^T, PV, out-proj, two or three FFN matmuls, the head
         assert kernels["tiled_matmul"] >= 5 and kernels["from_database"] == 0
         assert kernels["blas_matmuls"] == 0

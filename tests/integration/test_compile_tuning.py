@@ -57,9 +57,9 @@ def test_tuning_writes_records_and_applies_them(tuned: tuple[Path, Bundle], tmp_
     db, bundle = tuned
     assert (db / "database_tuning_record.json").is_file() and (db / "database_workload.json").is_file()
     info = bundle.metadata.tuning
-    assert info["trials"] == TRIALS and info["tasks"] > 0
-    assert info["records"] > 0 and info["scheduled_kernels"] > 0
-    assert info["records"] == TuningDatabase(db).num_records()
+    assert info.trials == TRIALS and info.tasks > 0
+    assert info.records > 0 and info.scheduled_kernels > 0
+    assert info.records == TuningDatabase(db).num_records()
     _run_matches(bundle, tmp_path)
 
 
@@ -71,10 +71,10 @@ def test_database_is_reused_by_another_candidate(tuned: tuple[Path, Bundle], tmp
     result = compile_model(other, "local", CompileOptions(seq_len=SEQ, tune_trials=0, database_dir=db))
     assert TuningDatabase(db).digest() == before  # nothing was tuned
     assert result.bundle.sha256 != first.sha256
-    assert result.bundle.metadata.tuning["scheduled_kernels"] == first.metadata.tuning["scheduled_kernels"]
+    assert result.bundle.metadata.tuning.scheduled_kernels == first.metadata.tuning.scheduled_kernels
     info = result.bundle.metadata.tuning
-    assert info["mode"] == "db" and info["trials"] == 0 and info["kernels"]["from_database"] > 0
-    assert info["kernels"]["lowering"] == first.metadata.tuning["kernels"]["lowering"]
+    assert info.mode == "db" and info.trials == 0 and info.kernels.from_database > 0
+    assert info.kernels.lowering == first.metadata.tuning.kernels.lowering
     _run_matches(result.bundle, tmp_path)
     again = compile_model(other, "local", CompileOptions(seq_len=SEQ, tune_trials=0, database_dir=db))
     assert again.cached and again.bundle.sha256 == result.bundle.sha256
@@ -88,14 +88,14 @@ def test_default_database_is_the_boards_and_off_ignores_it(tmp_path: Path) -> No
 
     model = _tiny(tmp_path / "m", seed=3)
     tuned = compile_model(model, "local", CompileOptions(seq_len=SEQ, tune_trials=TRIALS)).bundle
-    assert tuned.metadata.tuning["database"] == str(database_dir_for(load_profile("local")))
-    assert tuned.metadata.tuning["kernels"]["from_database"] > 0
+    assert tuned.metadata.tuning.database == str(database_dir_for(load_profile("local")))
+    assert tuned.metadata.tuning.kernels.from_database > 0
     off = CompileOptions(seq_len=SEQ, **KernelTuning.parse("off").compile_fields())
     plain = compile_model(model, "local", off)
     # how this build was made; the bundle itself may be the tuned one when no trial beat hilt's own
     # schedule (the same code, content-addressed to the same bundle)
-    assert plain.tuning["mode"] == "off" and plain.tuning["kernels"]["from_database"] == 0
-    assert plain.tuning["database"] is None
+    assert plain.tuning.mode == "off" and plain.tuning.kernels.from_database == 0
+    assert plain.tuning.database is None
     _run_matches(plain.bundle, tmp_path)
 
 
@@ -127,7 +127,7 @@ def test_interrupted_tuning_keeps_finished_tasks(tmp_path: Path) -> None:
     # the tasks came from the tir route's graph (weight matmuls are kernels there): build that route
     opts = CompileOptions(seq_len=SEQ, database_dir=db.work_dir, matmul="tir")
     result = compile_model(loaded.source, "local", opts)
-    assert result.bundle.metadata.tuning["kernels"]["from_database"] >= 1
+    assert result.bundle.metadata.tuning.kernels.from_database >= 1
 
 
 @pytest.mark.parametrize("kernel", ["matmul", "layer_norm"])
@@ -159,7 +159,7 @@ def test_hilts_schedule_is_recorded_and_replayed(tmp_path: Path, kernel: str) ->
     assert micros is not None and micros > 0 and db.num_records() == 1
     opts = CompileOptions(seq_len=SEQ, database_dir=db.work_dir, matmul="tir")  # the route tasks came from
     result = compile_model(loaded.source, "local", opts)
-    assert result.bundle.metadata.tuning["kernels"]["from_database"] == 1
+    assert result.bundle.metadata.tuning.kernels.from_database == 1
     _run_matches(result.bundle, tmp_path)
 
 

@@ -37,9 +37,9 @@ def _applies(model: Path, profile: str, db: Path, where: str) -> Path:
     """The next compile (no trials) takes kernels from the board-timed records and says who timed them."""
     result = compile_model(model, profile, CompileOptions(seq_len=SEQ, database_dir=db, use_cache=False))
     info = result.tuning
-    assert info["mode"] == "db" and info["trials"] == 0, info
-    assert info["kernels"]["from_database"] >= 1, info
-    assert where in info["timed_on"], info
+    assert info.mode == "db" and info.trials == 0, info
+    assert info.kernels is not None and info.kernels.from_database >= 1, info
+    assert where in info.timed_on, info
     return result.bundle.directory
 
 
@@ -59,7 +59,7 @@ def test_the_local_boards_agent_times_trials_and_the_next_compile_applies_them(t
         opts = CompileOptions(seq_len=SEQ, tune_trials=TRIALS, database_dir=db)
         tuned = compile_model(model, "local", opts, timer=timer)
         assert timer.timed >= TRIALS  # every trial (and hilt's seed schedule) went through the agent
-    assert tuned.tuning["mode"] == "trials" and TuningDatabase(db).num_records() >= 1
+    assert tuned.tuning.mode == "trials" and TuningDatabase(db).num_records() >= 1
     sources = TuningDatabase(db).sources()
     assert list(sources) == ["board local over local"]
     assert sources["board local over local"]["emulated"] is False

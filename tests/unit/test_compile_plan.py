@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.compile.bundle import TuningInfo
 from harness.compile.matmul_rule import choose_tiles
 from harness.compile.tune import (
     MIN_ROUND,
@@ -83,8 +84,20 @@ def test_kernel_tuning_modes(text: str, mode: str, trials: int, fields: dict) ->
 
 
 def test_describe_tuning_names_the_lowering_and_the_records() -> None:
-    info = {"mode": "db", "trials": 0, "kernels": {"lowering": "hilt-cpu-v1", "kernels": 31,
-            "from_database": 12, "tiled_matmul": 3, "dlight": 4, "unscheduled": 12}}  # fmt: skip
+    kernels = {"lowering": "hilt-cpu-v1", "kernels": 31, "from_database": 12, "tiled_matmul": 3, "dlight": 4}
+    info = TuningInfo.model_validate({"mode": "db", "trials": 0, "kernels": kernels})  # an old bundle's dict
     line = describe_tuning(info)
     assert line.startswith("db, hilt-cpu-v1: 12 of 31 kernels from tuning records, 3 by hilt's matmul")
-    assert describe_tuning({}) == "untuned (stock TVM pipeline)"
+    assert describe_tuning(TuningInfo()) == "untuned (stock TVM pipeline)"
+    assert describe_tuning(TuningInfo.model_validate({"trials": 8})) == "tuned: 8 trials"
+
+
+def test_tuning_info_reads_old_bundle_dicts() -> None:
+    old_causal = {"mode": "off", "database": None, "trials": 0, "lowering": "stock", "kernels": {}}
+    info = TuningInfo.model_validate(old_causal)
+    assert info.kernels is None and info.matmul == "tir" and info.records == 0 and info.plan is None
+    plan = {"per_round": 64, "tasks": [{"name": "matmul", "flop_share": 0.9, "trials": 64}]}
+    old = {"mode": "trials", "matmul": "blas", "trials": 64, "retired_key": 1, "plan": plan}
+    info = TuningInfo.model_validate(old)
+    assert info.matmul == "blas" and info.plan is not None and info.plan.tasks[0].trials == 64
+    assert TuningInfo.model_validate(info.model_dump(mode="json")) == info
