@@ -43,10 +43,17 @@ def _compile(
         help="Weight matmuls: 'tir' (hilt's TensorIR schedule) or 'blas' (OpenBLAS in the board runtime); "
         "default: the profile's.",
     ),
+    weights: str = typer.Option(
+        "fp32", "--weights", help="Weight format: fp32, int8 (per channel) or int4 (groups; tables int8)."
+    ),
+    group_size: int = typer.Option(32, "--group-size", help="int4: weights per scale/minimum group."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even if an identical bundle exists."),
 ) -> None:
     """Compile a model for a board profile with TVM and print the bundle directory."""
     from harness.compile import CompileOptions, compile_model
+    from harness.quant import weight_format
+
+    weight_format(weights).check(group_size)  # a bad format or group size: one line, before any work
 
     opts = CompileOptions(
         seq_len=seq_len,
@@ -55,6 +62,8 @@ def _compile(
         use_cache=not no_cache,
         cache_len=cache_len,
         matmul=matmul,
+        weights=weights,
+        group_size=group_size,
     )
     profile, tuning_board = _resolve_boards(board, tune_on if tune_trials > 0 else None, tune_trials, farm)
     timing = _timer_on(tuning_board, pool, wait) if tuning_board is not None else nullcontext(None)
@@ -68,6 +77,14 @@ def _compile(
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stages.items())
     how = "from cache" if result.cached else f"built in {result.seconds:.1f} s ({stages})"
     console.print(f"[bold]bundle[/bold] {result.bundle.sha256} {how}")
+    w = result.bundle.metadata.weights
+    if w.format != "fp32":
+        tables = f", tables {w.table_format}" if w.table_format else ""
+        console.print(
+            f"weights {w.format}{f' (groups of {w.group_size})' if w.group_size else ''}{tables}: "
+            f"{w.weights} tensors, {w.fp32_mb:.1f} MB fp32 -> {w.stored_mb:.1f} MB stored; "
+            f"fp32: norms and biases{'; ' + '; '.join(w.kept_fp32) if w.kept_fp32 else ''}"
+        )
     console.print(str(result.bundle.directory))
 
 

@@ -104,6 +104,21 @@ class TuningInfo(BaseModel):
         return None if value == {} else value  # old causal bundles wrote {} for the stock pipeline
 
 
+class WeightsInfo(BaseModel):
+    """How the bundle stores its weights (harness.quant): the format, what the weight-quant pass
+    quantized and what stayed fp32 (norms and biases always; a matrix a group does not divide)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: str = "fp32"
+    group_size: int = 0
+    table_format: str = ""  # lookup tables (and a tied output projection), where it differs
+    weights: int = 0  # weight tensors quantized
+    fp32_mb: float = 0.0  # those weights in fp32
+    stored_mb: float = 0.0  # their codes and scales in the bundle
+    kept_fp32: list[str] = Field(default_factory=list)
+
+
 class BundleMetadata(BaseModel):
     """metadata.json."""
 
@@ -121,6 +136,7 @@ class BundleMetadata(BaseModel):
     cache_key: str
     model_family: str = ""
     tuning: TuningInfo = Field(default_factory=TuningInfo)
+    weights: WeightsInfo = Field(default_factory=WeightsInfo)
     task: str = "sequence-classification"
     causal: CausalSpec | None = None  # set for task causal-lm
     files: dict[str, str]

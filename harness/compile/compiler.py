@@ -26,10 +26,18 @@ from typing import Any
 import torch
 
 from harness.cache import cache_root, sha256_file
-from harness.compile.bundle import Bundle, TuningInfo, TuningPlan, load_bundle, write_bundle
+from harness.compile.bundle import Bundle, TuningInfo, TuningPlan, WeightsInfo, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED
 from harness.compile.kernel_timer import KernelTimer
-from harness.compile.lowering import LOWERING_NAME, LoweringInfo, build, lanes_of, prepare, schedule
+from harness.compile.lowering import (
+    LOWERING_NAME,
+    WEIGHTS_ATTR,
+    LoweringInfo,
+    build,
+    lanes_of,
+    prepare,
+    schedule,
+)
 from harness.compile.options import CompileOptions
 from harness.compile.target import export_kwargs, tvm_target
 from harness.compile.tasks import CompileTask, Exported, task_class
@@ -95,6 +103,7 @@ def cache_key(
         "lowering": LOWERING_NAME,
         "kernel_threads": opts.kernel_threads,
         "matmul": matmul_route(profile, opts),
+        "weights": [opts.weights, opts.group_size if opts.weights == "int4" else 0],
         "tuning": tuning_digest,
         **({"cache_len": opts.cache_len} if opts.cache_len is not None else {}),
         "versions": {
@@ -239,6 +248,7 @@ def _compile_model(
     target = tvm_target(prof)
     with run.stage("lower"):
         mod = prepare(exported.mod, target, opts)
+    weights = _weights_info(mod)
     plan = None
     if tuning is not None and opts.tune_trials > 0:
         with run.stage("tune"):
@@ -257,7 +267,7 @@ def _compile_model(
     with run.stage("build"):
         run.say(f"building for {prof.name} ({prof.arch}, target {target})")
         executable = build(mod, target)
-    bundle = _write(run, key, loaded, exported, executable, info)
+    bundle = _write(run, key, loaded, exported, executable, info, weights)
     _write_index(key, bundle, info)
     elapsed = time.monotonic() - run.start
     run.say(f"{task.name} bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
@@ -274,8 +284,31 @@ def _export(task: CompileTask, run: _Run) -> Exported:
         torch.set_num_threads(caller_threads)
 
 
+def _weights_info(mod: Any) -> WeightsInfo:
+    """What the weight-quant graph pass recorded on the module (fp32: nothing)."""
+    raw = mod.attrs.get(WEIGHTS_ATTR) if mod.attrs is not None else None
+    if raw is None:
+        return WeightsInfo()
+    info = json.loads(str(raw))
+    return WeightsInfo(
+        format=info["format"],
+        group_size=info["group_size"],
+        table_format=info["table_format"],
+        weights=info["weights"],
+        fp32_mb=round(info["fp32_bytes"] / 1e6, 3),
+        stored_mb=round(info["stored_bytes"] / 1e6, 3),
+        kept_fp32=info["kept_fp32"],
+    )
+
+
 def _write(
-    run: _Run, key: str, loaded: LoadedModel, exported: Exported, executable: Any, tuning: TuningInfo
+    run: _Run,
+    key: str,
+    loaded: LoadedModel,
+    exported: Exported,
+    executable: Any,
+    tuning: TuningInfo,
+    weights: WeightsInfo,
 ) -> Bundle:
     """Link model.so for the profile's arch into a staging dir and finish it as a bundle."""
     root = bundles_root()
@@ -288,7 +321,7 @@ def _write(
             raise
         except Exception as exc:  # the cross toolchain reports through TVM's own errors
             raise CompileError(f"linking model.so for {run.prof.arch} failed: {exc}") from exc
-    meta = {**_build_metadata(run, key, loaded), **exported.metadata, "tuning": tuning}
+    meta = {**_build_metadata(run, key, loaded), **exported.metadata, "tuning": tuning, "weights": weights}
     return write_bundle(
         staging,
         root,

@@ -107,6 +107,24 @@ class GraphPass:
     run: Callable[[Any, PassContext], Any]  # (IRModule, context) -> IRModule
 
 
+WEIGHTS_ATTR = "hilt.weights"  # module attribute: JSON of the weight-quant pass's WeightQuantInfo
+
+
+def _weight_quant(mod: Any, ctx: PassContext) -> Any:
+    """fp32 weight constants -> the options' weight format, dequantized inside the kernels that read
+    them (harness.compile.weight_quant); the blas route then sees only what stayed fp32."""
+    if ctx.options.weights == "fp32":
+        return mod
+    import json
+    from dataclasses import asdict
+
+    from harness.compile.weight_quant import quantize_weights
+    from harness.quant import weight_format
+
+    mod, info = quantize_weights(mod, weight_format(ctx.options.weights), ctx.options.group_size)
+    return mod.with_attr(WEIGHTS_ATTR, json.dumps(asdict(info)))
+
+
 def _blas_offload(mod: Any, ctx: PassContext) -> Any:
     """The blas route: weight matmuls become hilt.blas calls (no kernels, so fewer tuning tasks)."""
     from tvm import relax
@@ -160,10 +178,11 @@ def _layout_free_weights(mod: Any, ctx: PassContext) -> Any:
 
 
 # The Relax pipeline of every task (classifier forward, causal prefill + decode), in order. A new weight
-# transform is one entry here: weight quantization goes right before "blas-offload", on the imported
-# graph where the weights are still constants of `matmul(x, W)` (the blas route then sees what is left
-# in fp32). Appending an entry changes the kernels: bump LOWERING_NAME with it.
+# transform is one entry here, on the imported graph where the weights are still constants of
+# `matmul(x, W)`: weight quantization is the first (the blas route then sees what is left in fp32).
+# An entry that changes the kernels of every build bumps LOWERING_NAME.
 GRAPH_PASSES: tuple[GraphPass, ...] = (
+    GraphPass("weight-quant", _weight_quant),
     GraphPass("blas-offload", _blas_offload),
     GraphPass("rewrites", _rewrites),
     GraphPass("legalize-fuse", _legalize_and_fuse),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,21 @@ class CompileOptions:
     kernel_threads: int = 1  # threads the kernels are scheduled for (> 1: parallel outer loops)
     cache_len: int | None = None  # causal LMs: KV-cache positions (default seq_len + 128, within the model's)
     matmul: str | None = None  # "tir" | "blas" weight matmuls; None: the profile's default
+    weights: str = "fp32"  # weight format (harness.quant): fp32 | int8 | int4
+    group_size: int = 32  # grouped formats (int4): weights per scale/minimum along the reduction axis
+
+    def reference_model(self, model: Any) -> Any:
+        """The PyTorch model with this build's weight rounding (a copy; the model itself when fp32):
+        what the bundle's expected outputs are computed from, so they are the quantized model's own."""
+        if self.weights == "fp32":
+            return model
+        import copy
+
+        from harness.quant import quantize_model, weight_format
+
+        reference = copy.deepcopy(model)
+        quantize_model(reference, weight_format(self.weights), self.group_size)
+        return reference
 
     @property
     def matmul_route(self) -> str:

@@ -61,7 +61,8 @@ class ClassifierTask(CompileTask):
     name = "sequence-classification"
 
     def export(self, say: Say, stages: dict[str, float]) -> Exported:
-        example = example_input(self.loaded.model, self.opts.seq_len)
+        # the expected logits are the quantized model's own where the build quantizes its weights
+        example = example_input(self.opts.reference_model(self.loaded.model), self.opts.seq_len)
         say(f"exporting {self.loaded.family} model (seq_len {self.opts.seq_len}) with torch.export")
         mod = to_relax(self.loaded.model, example)
         return Exported(mod, example.name, example.input_ids, example.expected)
@@ -90,7 +91,8 @@ class CausalTask(CompileTask):
         t0 = time.monotonic()
         prompt_len = min(self.bucket, 16)
         prompt = example_input(model, prompt_len).input_ids
-        ids, logits = greedy_reference(model, prompt, min(16, self.max_len - prompt_len))
+        reference = self.opts.reference_model(model)  # the weights as the bundle stores them
+        ids, logits = greedy_reference(reference, prompt, min(16, self.max_len - prompt_len))
         stages["reference"] = round(time.monotonic() - t0, 3)
         say(f"exporting {self.loaded.family} prefill ({self.bucket} tokens) + decode with torch.export")
         step = CachedStep(model, self.max_len)
