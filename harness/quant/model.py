@@ -21,7 +21,7 @@ class QuantReport:
 
     format: str
     group_size: int
-    table_format: str = ""  # the format lookup tables (and a tied output projection) are stored in
+    table_format: str = ""  # lookup tables (and a tied output projection), where the format has its own
     quantized: list[str] = field(default_factory=list)
     kept_fp32: list[str] = field(default_factory=list)
     fp32_bytes: int = 0  # the quantized weights in fp32
@@ -74,7 +74,7 @@ def quantize_model(model: nn.Module, fmt: WeightFormat, group_size: int = 0) -> 
             continue
         rows = (w.t() if by_input else w).float()
         own = format_for(fmt, table)
-        if table:
+        if table and own is not fmt:
             report.table_format = own.name
         q = own.quantize(rows, group if own.grouped else rows.shape[1])
         deq = own.dequantize(q)
