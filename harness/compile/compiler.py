@@ -294,7 +294,7 @@ def _weights_info(mod: Any) -> WeightsInfo:
         format=info["format"],
         group_size=info["group_size"],
         table_format=info["table_format"],
-        weights=info["weights"],
+        weights=len(info["quantized"]),
         fp32_mb=round(info["fp32_bytes"] / 1e6, 3),
         stored_mb=round(info["stored_bytes"] / 1e6, 3),
         kept_fp32=info["kept_fp32"],

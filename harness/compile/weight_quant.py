@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,23 +27,21 @@ from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from harness.quant import WeightFormat
-from harness.quant.model import format_for
+from harness.quant.model import QuantReport, format_for
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class WeightQuantInfo:
-    """What the pass did (goes into the bundle metadata)."""
+class WeightQuantInfo(QuantReport):
+    """What the pass did (goes into the bundle metadata): the reference's report, with each quantized
+    weight named by its shape and format, and how many ops were rewritten to read them."""
 
-    format: str
-    group_size: int
-    table_format: str = ""  # lookup tables (and a tied output projection), where the format has its own
-    weights: int = 0  # distinct weight tensors quantized
-    uses: int = 0  # ops rewritten to read them
-    fp32_bytes: int = 0  # those weights in fp32
-    stored_bytes: int = 0  # their codes + scales as the bundle stores them
-    kept_fp32: list[str] = field(default_factory=list)  # why a 2-D weight stayed fp32, one line each
+    uses: int = 0
+
+    @property
+    def weights(self) -> int:
+        return len(self.quantized)
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ class _Rewriter:
                 self.info.table_format = own.name
             arrays, nbytes = _tensors(own, rows, group)
             tensors = [tvm.runtime.tensor(a) for a in arrays]
-            self.info.weights += 1
+            self.info.quantized.append(f"{list(arr.shape)} {own.name}")
             self.info.fp32_bytes += arr.nbytes
             self.info.stored_bytes += nbytes
             self._stored[key] = (tensors, _Stored(None, None, None, group, n, k, own.bits, own.name))

@@ -206,14 +206,11 @@ class TextWindows:
 
 
 def split_windows(
-    corpus: TextCorpus,
-    which: TextSplit,
-    tokenizer: Tokenizer,
-    seq_len: int,
-    max_windows: int | None = None,
-    eos_id: int | None = None,
-    bos_id: int | None = None,
+    corpus: TextCorpus, which: TextSplit, tokenizer: Tokenizer, seq_len: int, max_windows: int | None = None
 ) -> TextWindows:
+    """Windows of one split, documents joined by the tokenizer's EOS, each opening with its BOS where
+    the tokenizer puts one before every text (`leading_bos`)."""
+    eos_id, bos_id = tokenizer.eos_token_id, leading_bos(tokenizer)
     docs = corpus.split(which)
     if not docs:
         raise DataError(
@@ -269,5 +266,4 @@ def model_text_split(
 ) -> TextWindows:
     """Windows of one split of `--text FILE` (or the built-in corpus), in the model's own tokens."""
     tok = load_tokenizer(model_dir)
-    corpus = load_corpus(text_path)
-    return split_windows(corpus, which, tok, seq_len, max_windows, tok.eos_token_id, leading_bos(tok))
+    return split_windows(load_corpus(text_path), which, tok, seq_len, max_windows)

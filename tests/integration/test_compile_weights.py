@@ -16,7 +16,7 @@ from harness.compile import CompileOptions, compile_model
 from harness.compile.causal import greedy_reference
 from harness.models import load_model
 from harness.quant import quantize_model, weight_format
-from tests.cli_errors import one_error_line
+from tests.cli_errors import assert_bad_weights_refused
 from tests.integration.test_compile_bundles import _run
 from tests.integration.test_compile_causal_bundle import _runner
 from tests.unit.llm_tiny import save_tiny_lm
@@ -75,12 +75,7 @@ def test_int8_classifier_bundle_matches_the_reference(tmp_path: Path) -> None:
 
 def test_bad_weight_formats_are_one_line(tiny_lm: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["compile", "--model", str(tiny_lm), "--board", "local", "--seq-len", "8"]
-    assert main([*args, "--weights", "int3"]) == 2
-    assert "unknown weight format 'int3'; choose one of fp32, int8, int4" in one_error_line(capsys)
-    assert main([*args, "--weights", "int4", "--group-size", "0"]) == 2
-    assert "--group-size must be a positive integer, not 0" in one_error_line(capsys)
-    assert main([*args, "--weights", "int4", "--group-size", "20"]) == 2
-    assert "--group-size 20 does not divide a reduction width of 32" in one_error_line(capsys)
+    assert_bad_weights_refused(main, args, capsys)
 
 
 @pytest.mark.parametrize(("family", "fmt"), [("gpt2", "int4"), ("gemma3", "int4"), ("qwen2", "int8")])

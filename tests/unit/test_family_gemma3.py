@@ -16,11 +16,11 @@ from harness.models import get_adapter, load_model
 from harness.models.families import GGUF_ARCHITECTURES, SUPPORTED_FAMILIES
 from harness.models.manifest import count_parameters, export_hf, load_pruned, save_pruned
 from harness.prune.cascade import validate_for_model
-from harness.prune.job import prune_to_dir
 from harness.prune.schedule import parse_schedule
 from harness.sia.structural import structural_verdict
 from tests.unit.llm_tiny import byte_tokenizer, tiny_causal
 from tests.unit.test_compile_causal import torch_greedy
+from tests.unit.test_prune_causal import prune_on_a_log_text
 
 VOCAB = 64
 
@@ -133,29 +133,12 @@ def test_cascade_on_gemma3_prunes_layers_query_heads_and_channels(tmp_path: Path
     tiny_causal("gemma3", len(tok), layers=4).save_pretrained(src)
     tok.save_pretrained(src)
     rec = {"steps": 2, "batch_size": 4, "lr": 0.01}
-    schedule = {
-        "version": 1,
-        "stages": [
-            {"granularity": "layer", "ratio": 0.75, "recovery": rec},
-            {"granularity": "head", "ratio": 0.5, "attention_unit": "query_head", "recovery": rec},
-            {"granularity": "channel", "ratio": 0.5, "criterion": "wanda", "recovery": rec},
-        ],
-        "calibration": {"batches": 2, "batch_size": 4},
-    }
-    (tmp_path / "s.json").write_text(json.dumps(schedule))
-    text = tmp_path / "text.txt"
-    text.write_text(
-        "\n\n".join(f"Pump {i} was inspected; the seal leaked and it ran hot. " * 6 for i in range(60))
-    )
-    log = prune_to_dir(
+    log = prune_on_a_log_text(
         src,
-        tmp_path / "s.json",
-        tmp_path / "out",
-        text_path=text,
-        seq_len=32,
-        calib_n=8,
-        eval_n=4,
-        recovery_n=8,
+        tmp_path,
+        {"granularity": "layer", "ratio": 0.75, "recovery": rec},
+        {"granularity": "head", "ratio": 0.5, "attention_unit": "query_head", "recovery": rec},
+        {"granularity": "channel", "ratio": 0.5, "criterion": "wanda", "recovery": rec},
     )
     assert log.warnings == [] and log.final_perplexity is not None
     ad = get_adapter(load_model(tmp_path / "out").model)

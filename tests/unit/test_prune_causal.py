@@ -15,7 +15,7 @@ from harness.data.text import model_text_split
 from harness.errors import ScheduleError
 from harness.evaluate import evaluate_perplexity
 from harness.models import get_adapter, load_model
-from harness.prune.cascade import run_cascade, validate_for_model
+from harness.prune.cascade import StageLog, run_cascade, validate_for_model
 from harness.prune.job import STAGE_LOG_FILE, TokenData, prune_to_dir
 from harness.prune.schedule import parse_schedule
 from tests.unit.llm_tiny import save_tiny_lm, tiny_causal
@@ -78,29 +78,24 @@ def test_cascade_on_a_causal_lm_reports_perplexity_and_keeps_embeddings_tied(
     assert math.isclose(again, log["final_perplexity"], rel_tol=1e-4)
 
 
-def test_query_heads_inside_kv_groups_and_text_file(tmp_path: Path) -> None:
-    src = save_tiny_lm(tmp_path / "lm", "llama")
+def prune_on_a_log_text(src: Path, tmp_path: Path, *stages: dict) -> StageLog:
+    """`prune_to_dir` of a tiny LM with `stages` on a maintenance-log text file (tiny windows)."""
     text = tmp_path / "log.txt"
     text.write_text(
         "\n\n".join(
             f"Pump {i} was inspected; the seal leaked and the bearing ran hot. " * 6 for i in range(60)
         )
     )
-    sched = {
-        "version": 1,
-        "stages": [{"granularity": "head", "ratio": 0.5, "attention_unit": "query_head", "recovery": REC}],
-        "calibration": {"batches": 2, "batch_size": 4},
-    }
+    sched = {"version": 1, "stages": list(stages), "calibration": {"batches": 2, "batch_size": 4}}
     (tmp_path / "s.json").write_text(json.dumps(sched))
-    log = prune_to_dir(
-        src,
-        tmp_path / "s.json",
-        tmp_path / "out",
-        text_path=text,
-        seq_len=32,
-        calib_n=8,
-        eval_n=4,
-        recovery_n=8,
+    sizes = {"seq_len": 32, "calib_n": 8, "eval_n": 4, "recovery_n": 8}
+    return prune_to_dir(src, tmp_path / "s.json", tmp_path / "out", text_path=text, **sizes)
+
+
+def test_query_heads_inside_kv_groups_and_text_file(tmp_path: Path) -> None:
+    src = save_tiny_lm(tmp_path / "lm", "llama")
+    log = prune_on_a_log_text(
+        src, tmp_path, {"granularity": "head", "ratio": 0.5, "attention_unit": "query_head", "recovery": REC}
     )
     ad = get_adapter(load_model(tmp_path / "out").model)
     assert [ad.attention_shape(i).num_kv_groups for i in range(3)] == [2, 2, 2]

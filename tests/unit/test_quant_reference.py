@@ -10,7 +10,7 @@ import torch
 
 from harness.cli.main import main
 from harness.quant import FORMATS, WeightFormatError, quantize_model, weight_format
-from tests.cli_errors import one_error_line
+from tests.cli_errors import assert_bad_weights_refused
 from tests.unit.llm_tiny import save_tiny_lm, tiny_causal
 
 
@@ -98,9 +98,4 @@ def test_perplexity_in_a_weight_format_and_bad_input_one_line(
     assert results["int8"]["perplexity"] != results["fp32"]["perplexity"]  # measured, not assumed
     assert abs(results["int8"]["perplexity"] / results["fp32"]["perplexity"] - 1) < 0.05
     capsys.readouterr()
-    assert main([*args, "--weights", "int3"]) == 2
-    assert "unknown weight format 'int3'" in one_error_line(capsys)
-    assert main([*args, "--weights", "int4", "--group-size", "0"]) == 2
-    assert "--group-size must be a positive integer, not 0" in one_error_line(capsys)
-    assert main([*args, "--weights", "int4", "--group-size", "24"]) == 2
-    assert "--group-size 24 does not divide a reduction width of 32" in one_error_line(capsys)
+    assert_bad_weights_refused(main, args, capsys)

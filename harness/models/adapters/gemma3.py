@@ -43,15 +43,10 @@ class Gemma3Adapter(LlamaAdapter):
     def step_layer(self, layer: int, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         block = self.layers()[layer]
         attn = block.self_attn
-        shape = self.attention_shape(layer)
-        t, hd = h.shape[1], shape.head_dim
         cos, sin = ctx.once(f"rope:{attn.layer_type}", lambda: self._rotary_of(h, ctx, attn.layer_type))
-        x = block.input_layernorm(h)
-        q = attn.q_norm(attn.q_proj(x).view(1, t, shape.num_heads, hd).transpose(1, 2))
-        k = attn.k_norm(attn.k_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2))
-        v = attn.v_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k, v = self.project_qkv(layer, block.input_layernorm(h))
+        q, k = attn.q_norm(q), attn.k_norm(k)  # RMSNorm per head, before the rotation
+        q, k = (x * cos + rotate_half(x) * sin for x in (q, k))
         a = attn.o_proj(ctx.attend(q, k, v, attn.scaling, self.layer_window(layer)))
         h = h + block.post_attention_layernorm(a)
         return h + block.post_feedforward_layernorm(block.mlp(block.pre_feedforward_layernorm(h)))

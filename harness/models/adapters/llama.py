@@ -104,16 +104,19 @@ class LlamaAdapter(ArchitectureAdapter):
         cos, sin = self._body().rotary_emb(h, ctx.positions.unsqueeze(0))  # [1, T, head_dim]
         return cos.unsqueeze(1), sin.unsqueeze(1)
 
+    def project_qkv(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [1, nq, T, hd], k and v [1, kv, T, hd] of a layer's normed input (before positions)."""
+        attn, shape, t = self.layers()[layer].self_attn, self.attention_shape(layer), x.shape[1]
+        heads = (shape.num_heads, shape.num_kv_groups, shape.num_kv_groups)
+        projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+        q, k, v = (p(x).view(1, t, n, shape.head_dim) for p, n in zip(projs, heads, strict=True))
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
     def step_layer(self, layer: int, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         block = self.layers()[layer]
         attn = block.self_attn
-        shape = self.attention_shape(layer)
-        t, hd = h.shape[1], shape.head_dim
         cos, sin = ctx.once("rope", lambda: self._rotary(h, ctx))
-        x = block.input_layernorm(h)
-        q = attn.q_proj(x).view(1, t, shape.num_heads, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(1, t, shape.num_kv_groups, hd).transpose(1, 2)
+        q, k, v = self.project_qkv(layer, block.input_layernorm(h))
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         h = h + attn.o_proj(ctx.attend(q, k, v, attn.scaling, self.layer_window(layer)))
