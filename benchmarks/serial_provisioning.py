@@ -6,8 +6,12 @@ line's goodput.
 
 Usage: .venv/bin/python benchmarks/serial_provisioning.py --runtime-dir DIR [--no-blas]
          --bundle DIR --bundle2 DIR [--rows 921600:0,921600:1e-4,115200:0] [--plain-rows 921600:0]
-(prints a table, writes benchmarks/serial_provisioning.json; without --runtime-dir the cached
-aarch64 runtime of `harness.runtime.build_runtime` is used if it was built, else it says so)
+         [--out JSON] [--label TEXT]
+       .venv/bin/python benchmarks/serial_provisioning.py --combine A.json B.json ... --out JSON
+(prints a table, writes benchmarks/serial_provisioning.json or --out; without --runtime-dir the cached
+aarch64 runtime of `harness.runtime.build_runtime` is used if it was built, else it says so. A 115200
+baud row with demo-sized bundles takes tens of minutes of line time and little CPU: rows can run as
+separate processes side by side, each with its own --out, and --combine merges them.)
 
 Method
 - One pty relay (`device_agents.linesim.PtyRelay`) throttled to the row's baud at 8N1 (ten bit times
@@ -162,43 +166,8 @@ def _parse_rows(text: str) -> list[tuple[int, float]]:
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-dir", type=Path, help="a built runtime (default: the cached aarch64 one)")
-    parser.add_argument("--no-blas", action="store_true", help=f"leave {BLAS_FILE} out (tir-route boards)")
-    parser.add_argument("--bundle", type=Path, required=True, help="the first candidate's bundle directory")
-    parser.add_argument("--bundle2", type=Path, required=True, help="a second candidate of the same study")
-    parser.add_argument("--rows", default=DEFAULT_ROWS, help="baud:flips_per_byte,... (compressed)")
-    parser.add_argument("--plain-rows", default="", help="baud:flips,... sent without compression")
-    parser.add_argument("--seed", type=int, default=1)
-    opts = parser.parse_args()
-    console = Console(width=170)
-    rt_tree, rt_files, versions, rt_source = _runtime(opts.runtime_dir, not opts.no_blas)
-    agent_size, agent_line = _agent_copy_bytes()
-    sizes = {
-        "runtime": {n: p.stat().st_size for n, p in rt_files.items()},
-        "bundle": sum(p.stat().st_size for p in bundle_tree(opts.bundle)[1].values()),
-        "bundle2": sum(p.stat().st_size for p in bundle_tree(opts.bundle2)[1].values()),
-        "agent_pyz": agent_size,
-        "agent_console_copy": agent_line,
-    }
-    console.print(f"runtime: {rt_source}: {sizes['runtime']}", highlight=False)
-    plan = [(b, f, True) for b, f in _parse_rows(opts.rows)] + [
-        (b, f, False) for b, f in _parse_rows(opts.plain_rows)
-    ]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="hilt-provision-") as tmp:
-        for baud, flips, compress in plan:
-            row = measure(baud, flips, compress, (rt_tree, rt_files, versions), [opts.bundle, opts.bundle2],
-                          opts.seed, Path(tmp))  # fmt: skip
-            row["agent_copy_s"] = round(agent_line * 10 / baud, 1)  # computed: 8N1, 10 bit times per byte
-            rows.append(row)
-            ready, second = row["phases"]
-            console.print(
-                f"{baud} baud, flips {flips:g}, {'compressed' if compress else 'plain'}: ready in "
-                f"{ready['seconds']} s, second bundle in {second['seconds']} s",
-                highlight=False,
-            )
+def _report(console: Console, rows: list[dict[str, Any]]) -> dict[str, bool | None]:
+    """Print the table and the issue's goals for these rows; the goals, met (True), missed or not run."""
     table = Table(title="provisioning over a serial line (pty relay, 8N1)")
     for col in ("baud", "flips/byte", "chunks", "phase", "seconds", "+agent copy s", "stored kB", "sent kB",
                 "sent/stored", "goodput kB/s", "% of line", "frames failed"):  # fmt: skip
@@ -231,16 +200,86 @@ def main() -> int:
         None if second is None else second["phases"][1]["seconds"] <= 120
     )
     goals["921600: ready <= 45 s"] = None if s921 is None else s921 <= 45
-    clean, noisy = by.get((921600, 0.0, True)), by.get((921600, 1e-4, True))
-    if clean and noisy:
-        goals["921600 at 1e-4 flips: goodput >= 70 % of clean"] = (
-            noisy["phases"][0]["goodput_bps"] or 0
-        ) >= 0.7 * (clean["phases"][0]["goodput_bps"] or 1)
+    for baud in (921600, 115200):
+        clean, noisy = by.get((baud, 0.0, True)), by.get((baud, 1e-4, True))
+        if clean and noisy:
+            goals[f"{baud} at 1e-4 flips: goodput >= 70 % of clean"] = (
+                noisy["phases"][0]["goodput_bps"] or 0
+            ) >= 0.7 * (clean["phases"][0]["goodput_bps"] or 1)
     for goal, ok in goals.items():
         mark = (
             "[yellow]not run[/yellow]" if ok is None else "[green]met[/green]" if ok else "[red]missed[/red]"
         )
         console.print(f"{mark}: {goal}")
+    return goals
+
+
+def _combine(console: Console, paths: list[Path], label: str | None, out: Path) -> int:
+    """One result from several runs of this script (rows measured by separate processes, side by side)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    first = parts[0]
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        for key in ("runtime", "bundles", "sizes", "agent_protocol", "codecs", "seed"):
+            if part[key] != first[key]:
+                raise SystemExit(f"{path}: its {key} differs from {paths[0]}'s; these runs do not combine")
+    rows = [row for part in parts for row in part["rows"]]
+    result = {k: v for k, v in first.items() if k not in ("rows", "goals", "command")}
+    result["label"] = label or first.get("label")
+    result["rows"] = rows
+    result["goals"] = _report(console, rows)
+    result["command"] = [part["command"] for part in parts]
+    result["combined_from"] = [str(p) for p in paths]
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"written to {out}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-dir", type=Path, help="a built runtime (default: the cached aarch64 one)")
+    parser.add_argument("--no-blas", action="store_true", help=f"leave {BLAS_FILE} out (tir-route boards)")
+    parser.add_argument("--bundle", type=Path, help="the first candidate's bundle directory")
+    parser.add_argument("--bundle2", type=Path, help="a second candidate of the same study")
+    parser.add_argument("--rows", default=DEFAULT_ROWS, help="baud:flips_per_byte,... (compressed)")
+    parser.add_argument("--plain-rows", default="", help="baud:flips,... sent without compression")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"JSON to write (default {OUT.name})")
+    parser.add_argument("--label", help="what this run measured (machine, inputs), kept in the JSON")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: merge the rows of earlier runs' JSON into --out")  # fmt: skip
+    opts = parser.parse_args()
+    console = Console(width=170)
+    if opts.combine:
+        return _combine(console, opts.combine, opts.label, opts.out)
+    if opts.bundle is None or opts.bundle2 is None:
+        parser.error("--bundle and --bundle2 are required (unless --combine)")
+    rt_tree, rt_files, versions, rt_source = _runtime(opts.runtime_dir, not opts.no_blas)
+    agent_size, agent_line = _agent_copy_bytes()
+    sizes = {
+        "runtime": {n: p.stat().st_size for n, p in rt_files.items()},
+        "bundle": sum(p.stat().st_size for p in bundle_tree(opts.bundle)[1].values()),
+        "bundle2": sum(p.stat().st_size for p in bundle_tree(opts.bundle2)[1].values()),
+        "agent_pyz": agent_size,
+        "agent_console_copy": agent_line,
+    }
+    console.print(f"runtime: {rt_source}: {sizes['runtime']}", highlight=False)
+    plan = [(b, f, True) for b, f in _parse_rows(opts.rows)] + [
+        (b, f, False) for b, f in _parse_rows(opts.plain_rows)
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hilt-provision-") as tmp:
+        for baud, flips, compress in plan:
+            row = measure(baud, flips, compress, (rt_tree, rt_files, versions), [opts.bundle, opts.bundle2],
+                          opts.seed, Path(tmp))  # fmt: skip
+            row["agent_copy_s"] = round(agent_line * 10 / baud, 1)  # computed: 8N1, 10 bit times per byte
+            rows.append(row)
+            ready, second = row["phases"]
+            console.print(
+                f"{baud} baud, flips {flips:g}, {'compressed' if compress else 'plain'}: ready in "
+                f"{ready['seconds']} s, second bundle in {second['seconds']} s",
+                highlight=False,
+            )
+    goals = _report(console, rows)
     result = {
         "machine": {
             "host": platform.node(),
@@ -248,6 +287,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },  # fmt: skip
+        "label": opts.label,
         "line": "pty relay throttled to the row's baud at 8N1 (10 bit times per byte) each way; noise: one "
         "random bit flipped per byte with the row's probability, both directions, seeded, on after hello",
         "runtime": rt_source,
@@ -260,8 +300,8 @@ def main() -> int:
         "goals": goals,
         "command": " ".join(["python", "benchmarks/serial_provisioning.py", *sys.argv[1:]]),
     }
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"written to {OUT}")
+    opts.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"written to {opts.out}")
     return 0
 
 

@@ -30,6 +30,11 @@ class Toolchain:
         return f"{self.prefix}g++"
 
     @property
+    def strip(self) -> str:
+        """binutils' strip for the arch (symbol tables are not loaded on the board: dropped)."""
+        return f"{self.prefix}strip"
+
+    @property
     def native(self) -> bool:
         return not self.prefix
 
@@ -58,9 +63,13 @@ def toolchain_for(arch: str) -> Toolchain:
 
 def require_tools(tc: Toolchain) -> None:
     """Fail early, naming the Debian package, when a compiler is missing."""
-    for tool in (tc.cc, tc.cxx):
+    for tool in (tc.cc, tc.cxx, tc.strip):
         if shutil.which(tool) is None:
-            pkg = f"g++-{tc.arch.replace('_', '-')}-linux-gnu" if tc.prefix else "g++"
+            cross = tc.arch.replace("_", "-")
+            if tool == tc.strip:
+                pkg = f"binutils-{cross}-linux-gnu" if tc.prefix else "binutils"
+            else:
+                pkg = f"g++-{cross}-linux-gnu" if tc.prefix else "g++"
             raise CompileError(f"compiler {tool} not found; install it (apt-get install {pkg})")
 
 

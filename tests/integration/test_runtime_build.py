@@ -66,6 +66,11 @@ def test_runtime_contents(runtime: RuntimePackage) -> None:
             ["readelf", "-h", str(runtime.directory / name)], capture_output=True, text=True, check=True
         )
         assert machine in out.stdout, name
+        sections = subprocess.run(
+            ["readelf", "-S", "-W", str(runtime.directory / name)], capture_output=True, text=True, check=True
+        ).stdout
+        assert ".dynsym" in sections and ".symtab" not in sections, f"{name} is not stripped"
+    assert runtime.versions["strip"] == "--strip-unneeded"
 
 
 def test_selftest_prints_one_json_line(runtime: RuntimePackage) -> None:
