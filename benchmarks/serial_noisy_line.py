@@ -56,6 +56,16 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_facts() -> dict[str, Any]:
+    """Host, CPU model, CPU count and Python: what a serial benchmark's JSON says it ran on."""
+    return {
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
 def measure(rate: float, blob: Path, baud: int, seed: int, work: Path) -> dict[str, Any]:
     cache = work / f"cache-{rate:g}"
     size = blob.stat().st_size
@@ -145,12 +155,7 @@ def main() -> int:
     if by_rate[NO_FRAME_RATE].get("error"):
         console.print(f"error at {NO_FRAME_RATE:g}: {by_rate[NO_FRAME_RATE]['error']}", highlight=False)
     result = {
-        "machine": {
-            "host": platform.node(),
-            "cpu": _cpu_model(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },  # fmt: skip
+        "machine": machine_facts(),
         "line": (
             f"pty relay throttled to {opts.baud} baud 8N1 (10 bit times per byte, {line_rate:,.0f} bytes/s) "
             "in each direction; a pty itself ignores the baud rate. Noise: one random bit flipped per byte "

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -59,18 +57,11 @@ from harness.runtime import BLAS_FILE  # noqa: E402
 from harness.runtime.build import RECORD_NAME, RuntimePackage, runtime_dir  # noqa: E402
 from hilt_base import hashing  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serial_noisy_line import machine_facts  # noqa: E402
+
 OUT = Path(__file__).with_suffix(".json")
 DEFAULT_ROWS = "921600:0,921600:1e-4,115200:0"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _runtime(directory: Path | None, blas: bool) -> tuple[str, dict[str, Path], dict[str, Any], str]:
@@ -281,12 +272,7 @@ def main() -> int:
             )
     goals = _report(console, rows)
     result = {
-        "machine": {
-            "host": platform.node(),
-            "cpu": _cpu_model(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },  # fmt: skip
+        "machine": machine_facts(),
         "label": opts.label,
         "line": "pty relay throttled to the row's baud at 8N1 (10 bit times per byte) each way; noise: one "
         "random bit flipped per byte with the row's probability, both directions, seeded, on after hello",

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from harness.compile.causal import CachedStep, CacheLayout, check_prompt
-from harness.compile.options import CompileOptions
 from harness.errors import CompileError
 
 log = logging.getLogger(__name__)
@@ -70,45 +69,23 @@ class CausalBuild:
     lowering: object | None = None  # harness.compile.lowering.LoweringInfo; None: TVM's stock pipeline
 
 
-def build_causal(
-    model: nn.Module,
-    target: Any,
-    bucket: int,
-    max_len: int,
-    *,
-    lanes: int | None = None,
-    options: CompileOptions | None = None,
-    database: object | None = None,
-) -> CausalBuild:
-    """Export and build the prefill and decode steps of a causal LM for a TVM target, on this host.
-
-    With `lanes` (fp32 elements per vector register) the kernels go through hilt's pipeline
-    (harness.compile.lowering: the graph passes with `options` whole, tuning records where `database`
-    has them, hilt's rules, DLight); without, TVM's stock pipeline (every matmul a naive loop)."""
+def build_causal(model: nn.Module, target: Any, bucket: int, max_len: int) -> CausalBuild:
+    """Export and build the prefill and decode steps of a causal LM for a TVM target with TVM's stock
+    pipeline, on this host: the step function alone, for tests and step benchmarks (bundles go through
+    the one pipeline of harness.compile.compiler)."""
     import tvm
     from tvm import relax
 
-    from harness.compile.lowering import build, prepare, schedule
-
     if not 1 <= bucket <= max_len:
         raise CompileError(f"prefill bucket {bucket} must be in 1..{max_len} (the cache length)")
-    opts = options or CompileOptions()
     step = CachedStep(model, max_len)
     mod = step_module(step, bucket)
-    info = None
-    if lanes is None:
-        try:
-            executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
-        except Exception as exc:  # TVM raises its own error types
-            raise CompileError(f"TVM build of the prefill/decode steps failed for {target}: {exc}") from exc
-    else:
-        prepared = prepare(mod, target, opts)
-        mod, info = schedule(prepared, target, database=database, lanes=lanes, threads=opts.kernel_threads)
-        executable = build(mod, target)
-    log.info(
-        "built prefill (%d tokens) and decode steps for %s (%s)", bucket, target, info or "stock pipeline"
-    )
-    return CausalBuild(executable, step.layout, bucket, info)
+    try:
+        executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+    except Exception as exc:  # TVM raises its own error types
+        raise CompileError(f"TVM build of the prefill/decode steps failed for {target}: {exc}") from exc
+    log.info("built prefill (%d tokens) and decode steps for %s (stock pipeline)", bucket, target)
+    return CausalBuild(executable, step.layout, bucket, None)
 
 
 def tvm_greedy(build: CausalBuild, prompt: np.ndarray, new_tokens: int) -> tuple[list[int], list[np.ndarray]]:
