@@ -300,6 +300,37 @@ def _rank_stability(
     return stability, stability_rec
 
 
+def _single_removals(
+    probe: Probe,
+    config: EmpiricalConfig,
+    rng: np.random.Generator,
+    say: Callable[[str], None],
+    granularity: str,
+) -> tuple[int, np.ndarray, float, np.ndarray, np.ndarray]:
+    """(units, sampled pool, base loss, scores, loss increase of removing each pooled unit alone)."""
+    units = probe.units()
+    n = len(units)
+    pool = np.arange(n) if n <= config.max_units else np.sort(rng.choice(n, config.max_units, replace=False))
+    base = probe.loss()
+    scores = probe.scores()
+    say(f"{granularity}: {len(pool)} single removals")
+    single = np.array([probe.loss([int(i)]) - base for i in pool])
+    return n, pool, base, scores, single
+
+
+def _judge_ratio(
+    thresholds: Thresholds,
+    fidelity: Estimate,
+    add: _Additivity,
+    beats: Estimate,
+    judged: Estimate,
+    harmless: bool,
+) -> tuple[str, list[str]]:
+    if thresholds.rule == "rank":
+        return judge_rank(add.spearman, beats, judged, harmless, thresholds)
+    return judge(fidelity, add.spearman, add.error, judged, thresholds)
+
+
 def run_empirical(
     probe: Probe,
     config: EmpiricalConfig,
@@ -312,13 +343,7 @@ def run_empirical(
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
     rng = np.random.default_rng(config.seed)
-    units = probe.units()
-    n = len(units)
-    pool = np.arange(n) if n <= config.max_units else np.sort(rng.choice(n, config.max_units, replace=False))
-    base = probe.loss()
-    scores = probe.scores()
-    say(f"{granularity}: {len(pool)} single removals")
-    single = np.array([probe.loss([int(i)]) - base for i in pool])
+    n, pool, base, scores, single = _single_removals(probe, config, rng, say, granularity)
     fidelity = spearman_ci(scores[pool], single, config.bootstrap, config.seed)
 
     results: list[RatioResult] = []
@@ -343,10 +368,7 @@ def run_empirical(
         say(f"{granularity}: rank stability at {ratio:.0%} removed")
         stability, stability_rec = _rank_stability(probe, config, scores, removed)
         judged = stability_rec if stability_rec is not None else stability
-        if thresholds.rule == "rank":
-            verdict, reasons = judge_rank(add.spearman, beats, judged, harmless, thresholds)
-        else:
-            verdict, reasons = judge(fidelity, add.spearman, add.error, judged, thresholds)
+        verdict, reasons = _judge_ratio(thresholds, fidelity, add, beats, judged, harmless)
         results.append(
             RatioResult(
                 removed_fraction=float(ratio),
