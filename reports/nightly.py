@@ -104,6 +104,44 @@ def _energy(record: MeasurementRecord) -> float | None:
     return record.energy.per_inference_j if record.energy.measured else None
 
 
+def _cases_per_board(suite: Suite, farm: Farm) -> dict[str, list[Case]]:
+    """Board name -> the suite's cases for that board's profile, in suite order."""
+    per_board: dict[str, list[Case]] = {}
+    for case in suite.case:
+        for b in farm.boards:
+            if b.profile.name in case.profiles:
+                per_board.setdefault(b.name, []).append(case)
+    return per_board
+
+
+def _against_baseline(
+    suite: Suite,
+    case: Case,
+    name: str,
+    seconds: float,
+    record: MeasurementRecord,
+    base: MeasurementRecord | None,
+    base_run: str | None,
+) -> CaseResult:
+    """One case's result on one board: new (no baseline record), or pass/regression against the baseline."""
+    med = record.summary.median_ns / 1e6
+    if base is None:
+        note = f"median {med:.3f} ms; no baseline record for this case and board"
+        return CaseResult(case.name, name, seconds, "new", "no baseline", note)
+    cmp = compare(
+        record.samples_ns, base.samples_ns, suite.thresholds,
+        memory=(record.peak_rss_kb, base.peak_rss_kb),
+        energy=(_energy(record), _energy(base)) if _energy(record) and _energy(base) else None,
+    )  # fmt: skip
+    details = (
+        f"median {med:.3f} ms vs {base.summary.median_ns / 1e6:.3f} ms "
+        f"({cmp.latency_change_pct:+.1f}%, Mann-Whitney p={cmp.latency_p:.2g}); peak memory "
+        f"{cmp.memory_change_pct:+.1f}%; baseline run {base_run}"
+    )
+    status = "regression" if cmp.regressed else "pass"
+    return CaseResult(case.name, name, seconds, status, "; ".join(cmp.regressions) or "ok", details)
+
+
 def run_nightly(
     suite: Suite,
     farm: Farm,
@@ -125,11 +163,7 @@ def run_nightly(
     run = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     study = f"nightly:{suite.name}"
     base_run = store.baseline_run(study, baseline, exclude=run)
-    per_board: dict[str, list[Case]] = {}
-    for case in suite.case:
-        for b in farm.boards:
-            if b.profile.name in case.profiles:
-                per_board.setdefault(b.name, []).append(case)
+    per_board = _cases_per_board(suite, farm)
     boards = {b.name: b for b in farm.boards}
     results: list[CaseResult] = []
     records: dict[tuple[str, str], MeasurementRecord] = {}
@@ -154,25 +188,7 @@ def run_nightly(
                 waited[name] = waited.get(name, 0.0) + record.pool_wait_s
                 store.add_measurement(record, study=study, run=run, case=case.name)
                 base = base_records.get((case.name, name))
-                med = record.summary.median_ns / 1e6
-                if base is None:
-                    note = f"median {med:.3f} ms; no baseline record for this case and board"
-                    results.append(CaseResult(case.name, name, seconds, "new", "no baseline", note))
-                    continue
-                cmp = compare(
-                    record.samples_ns, base.samples_ns, suite.thresholds,
-                    memory=(record.peak_rss_kb, base.peak_rss_kb),
-                    energy=(_energy(record), _energy(base)) if _energy(record) and _energy(base) else None,
-                )  # fmt: skip
-                details = (
-                    f"median {med:.3f} ms vs {base.summary.median_ns / 1e6:.3f} ms "
-                    f"({cmp.latency_change_pct:+.1f}%, Mann-Whitney p={cmp.latency_p:.2g}); peak memory "
-                    f"{cmp.memory_change_pct:+.1f}%; baseline run {base_run}"
-                )
-                status = "regression" if cmp.regressed else "pass"
-                results.append(
-                    CaseResult(case.name, name, seconds, status, "; ".join(cmp.regressions) or "ok", details)
-                )
+                results.append(_against_baseline(suite, case, name, seconds, record, base, base_run))
     results.sort(key=lambda r: (r.case, r.board))
     summary = {"baseline": base_run, "exit": None, "results": [vars(r) for r in results], "waited_s": waited}
     res = NightlyResult(run=run, baseline=base_run, results=results, records=records, waited_s=waited)

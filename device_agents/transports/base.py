@@ -200,6 +200,21 @@ class Stream:
     write: Callable[[bytes], None]
 
 
+@dataclass
+class _FrameUpload:
+    """One lossy-line upload's state (`Transport._upload_frames`)."""
+
+    acked: int
+    last_progress: float
+    mark: tuple[int, ...]  # the line's noise counters when the upload last made progress
+    coder: ChunkCoder
+    slack: float  # an answer's own line time, and the agent's
+    streak: int = 0  # frames failed in a row
+    # offset -> [end, request id (None: held by the agent past a gap), deadline, frame bytes]
+    ranges: dict[int, list[Any]] = field(default_factory=dict)
+    in_flight: dict[int, int] = field(default_factory=dict)  # request id -> offset
+
+
 class Transport:
     """Request/response with the agent over a Stream; subclasses provide `_connect` and `_disconnect`."""
 
@@ -365,107 +380,116 @@ class Transport:
         `max_failed_frames` frames all failed; what the agent stored stays for a later resume."""
         bt = self._byte_time()
         start, t0 = acked, time.monotonic()
-        last_progress = t0
-        streak = 0
         mark = self._noise_mark()  # as it was when the upload last made progress
         sent0, failed0 = self.line.frames_sent, self.line.frames_failed
-        # offset -> [end, request id (None: held by the agent past a gap), deadline, frame bytes]
-        ranges: dict[int, list[Any]] = {}
         coder = ChunkCoder(*self._chunk_codecs())
-        in_flight: dict[int, int] = {}  # request id -> offset
         slack = 256 * bt + self.ack_slack_s  # an answer's own line time, and the agent's
-
-        def lost(off: int, measure: bool = True) -> None:
-            nonlocal streak
-            _, rid, _, frame_len = ranges.pop(off)
-            in_flight.pop(rid, None)
-            if measure:
-                self.sizer.failed(frame_len)
-            self.line.frames_failed += 1
-            self.line.retries += 1
-            streak += 1
-
+        st = _FrameUpload(acked=acked, last_progress=t0, mark=mark, coder=coder, slack=slack)
         try:
             with path.open("rb") as f:
-                while acked < size:
-                    while len(in_flight) < self.window_frames and (
-                        len(in_flight) < 2
-                        or sum(ranges[o][3] for o in in_flight.values())
-                        < max(self.window_bytes, 2 * self.sizer.size)
-                    ):
-                        gap = _next_gap(ranges, acked, size, coder.raw_len(self.sizer.size, ChunkSizer.MAX))
-                        if gap is None:
-                            break
-                        off, end = gap
-                        start_dict = max(0, off - wire.DICT_SPAN) if coder.wants_before else off
-                        f.seek(start_dict)
-                        before = f.read(off - start_dict)
-                        rid = next(self._ids)
-                        extra, body = coder.encode(f.read(end - off), before)
-                        header = {"v": self.protocol, "id": rid, "type": "put",
-                                  "args": {**name, "op": "chunk", "offset": off, **extra}}  # fmt: skip
-                        frame = self._encode(header, body)
-                        self.sizer.overhead = len(frame) - len(body)
-                        with self._lock:
-                            self._send(frame)
-                        self.line.upload_wire_bytes += len(frame)
-                        self.line.compressed_chunks += 1 if extra else 0
-                        ranges[off] = [end, rid, self._line_free_at + slack, len(frame)]
-                        in_flight[rid] = off
-                    if not in_flight:  # all the rest is held, yet no prefix: the agent lost it (restart)
-                        ranges.clear()
+                while st.acked < size:
+                    self._send_window(st, f, name, size)
+                    if not st.in_flight:  # all the rest is held, yet no prefix: the agent lost it (restart)
+                        st.ranges.clear()
                         continue
-                    wait = min(ranges[o][2] for o in in_flight.values()) - time.monotonic()
+                    wait = min(st.ranges[o][2] for o in st.in_flight.values()) - time.monotonic()
                     item = self._next_item(max(0.0, wait))
                     now = time.monotonic()
                     if item is None:  # expired: one measurement, however many were in flight
-                        for i, off in enumerate([o for o in in_flight.values() if ranges[o][2] <= now]):
-                            lost(off, measure=i == 0)
-                    elif item.get("id") in in_flight or (
+                        for i, off in enumerate([o for o in st.in_flight.values() if st.ranges[o][2] <= now]):
+                            self._frame_lost(st, off, measure=i == 0)
+                    elif item.get("id") in st.in_flight or (
                         item.get("ok") and isinstance(item.get("result"), dict) and "offset" in item["result"]
                     ):  # an answer to a chunk in flight, or a late one to a chunk given up on
-                        if not item.get("ok") and (item.get("error") or {}).get("type") == "bad_chunk":
-                            # the agent could not decode it (nothing stored): send it again
-                            why = item["error"].get("message")
-                            log.info("board %s: the agent refused a chunk: %s", self.name, why)
-                            self.line.bad_chunks += 1
-                            coder.refused()
-                            if item["id"] in in_flight:
-                                lost(in_flight[item["id"]])
+                        outcome = self._on_chunk_answer(st, item, size, now)
+                        if outcome == "refused":
                             continue
-                        if not item.get("ok"):
-                            self._unwrap(item)  # a typed error from the agent: raise it
-                        result = item["result"]
-                        if result.get("complete"):
-                            acked = size
+                        if outcome == "complete":
                             break
-                        reported = int(result.get("offset", 0))
-                        if reported > acked:
-                            acked, last_progress, mark = reported, now, self._noise_mark()
-                        off = in_flight.pop(item["id"], None)
-                        if off is not None:
-                            end, rid, deadline, frame_len = ranges[off]
-                            self._line_ahead_by(deadline - slack - now, ranges, in_flight)
-                            self.sizer.clean(frame_len)
-                            streak = 0
-                            if result.get("ahead"):
-                                ranges[off][1] = None
-                                last_progress, mark = now, self._noise_mark()
-                            elif reported < end:  # neither stored nor held: send it again later
-                                del ranges[off]
-                            for o in [o for r, o in in_flight.items() if r < rid]:
-                                lost(o)  # sent before the one just answered, so lost on the way
-                        for o in [o for o, r in ranges.items() if r[0] <= acked]:
-                            in_flight.pop(ranges.pop(o)[1], None)
-                    stalled = now - last_progress
-                    hopeless = streak >= self.max_failed_frames and stalled > 5
+                    stalled = now - st.last_progress
+                    hopeless = st.streak >= self.max_failed_frames and stalled > 5
                     if stalled > self.progress_timeout_s or hopeless:
                         sent = self.line.frames_sent - sent0
                         failed = self.line.frames_failed - failed0
-                        raise self._stalled(path.name, acked, size, stalled, sent, failed, mark)
+                        raise self._stalled(path.name, st.acked, size, stalled, sent, failed, st.mark)
         finally:
-            self.line.upload_bytes += acked - start
+            self.line.upload_bytes += st.acked - start
             self.line.upload_s += time.monotonic() - t0
+
+    def _send_window(self, st: _FrameUpload, f: Any, name: dict[str, Any], size: int) -> None:
+        """Send the next missing chunks until the window (frames, and bytes) is full."""
+        ranges, in_flight, coder = st.ranges, st.in_flight, st.coder
+        while len(in_flight) < self.window_frames and (
+            len(in_flight) < 2
+            or sum(ranges[o][3] for o in in_flight.values()) < max(self.window_bytes, 2 * self.sizer.size)
+        ):
+            gap = _next_gap(ranges, st.acked, size, coder.raw_len(self.sizer.size, ChunkSizer.MAX))
+            if gap is None:
+                break
+            off, end = gap
+            start_dict = max(0, off - wire.DICT_SPAN) if coder.wants_before else off
+            f.seek(start_dict)
+            before = f.read(off - start_dict)
+            rid = next(self._ids)
+            extra, body = coder.encode(f.read(end - off), before)
+            header = {"v": self.protocol, "id": rid, "type": "put",
+                      "args": {**name, "op": "chunk", "offset": off, **extra}}  # fmt: skip
+            frame = self._encode(header, body)
+            self.sizer.overhead = len(frame) - len(body)
+            with self._lock:
+                self._send(frame)
+            self.line.upload_wire_bytes += len(frame)
+            self.line.compressed_chunks += 1 if extra else 0
+            ranges[off] = [end, rid, self._line_free_at + st.slack, len(frame)]
+            in_flight[rid] = off
+
+    def _frame_lost(self, st: _FrameUpload, off: int, measure: bool = True) -> None:
+        _, rid, _, frame_len = st.ranges.pop(off)
+        st.in_flight.pop(rid, None)
+        if measure:
+            self.sizer.failed(frame_len)
+        self.line.frames_failed += 1
+        self.line.retries += 1
+        st.streak += 1
+
+    def _on_chunk_answer(self, st: _FrameUpload, item: dict[str, Any], size: int, now: float) -> str | None:
+        """Account for the agent's answer to a chunk: "refused" (could not decode it: send it again),
+        "complete" (the file is whole), else None once the ranges are updated."""
+        ranges, in_flight = st.ranges, st.in_flight
+        if not item.get("ok") and (item.get("error") or {}).get("type") == "bad_chunk":
+            # the agent could not decode it (nothing stored): send it again
+            why = item["error"].get("message")
+            log.info("board %s: the agent refused a chunk: %s", self.name, why)
+            self.line.bad_chunks += 1
+            st.coder.refused()
+            if item["id"] in in_flight:
+                self._frame_lost(st, in_flight[item["id"]])
+            return "refused"
+        if not item.get("ok"):
+            self._unwrap(item)  # a typed error from the agent: raise it
+        result = item["result"]
+        if result.get("complete"):
+            st.acked = size
+            return "complete"
+        reported = int(result.get("offset", 0))
+        if reported > st.acked:
+            st.acked, st.last_progress, st.mark = reported, now, self._noise_mark()
+        off = in_flight.pop(item["id"], None)
+        if off is not None:
+            end, rid, deadline, frame_len = ranges[off]
+            self._line_ahead_by(deadline - st.slack - now, ranges, in_flight)
+            self.sizer.clean(frame_len)
+            st.streak = 0
+            if result.get("ahead"):
+                ranges[off][1] = None
+                st.last_progress, st.mark = now, self._noise_mark()
+            elif reported < end:  # neither stored nor held: send it again later
+                del ranges[off]
+            for o in [o for r, o in in_flight.items() if r < rid]:
+                self._frame_lost(st, o)  # sent before the one just answered, so lost on the way
+        for o in [o for o, r in ranges.items() if r[0] <= st.acked]:
+            in_flight.pop(ranges.pop(o)[1], None)
+        return None
 
     def _chunk_codecs(self) -> tuple[str | None, str | None]:
         """The codecs for upload chunks, large and small: the best both sides have, if this

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,33 +11,12 @@ from rich.table import Table
 
 from harness.cli.common import console
 
+if TYPE_CHECKING:
+    from harness.prune.cascade import StageLog
 
-def prune(
-    model: str = typer.Option(
-        ..., "--model", help="HF checkpoint dir, pruned dir, demo-gpt2 / demo-llama, or smollm2-135m."
-    ),
-    schedule: Path = typer.Option(..., "--schedule", help="Schedule JSON (version 1)."),
-    out: Path = typer.Option(..., "--out", help="Output directory (must not exist; written atomically)."),
-    data: Path | None = typer.Option(
-        None,
-        "--data",
-        help="Calibration token file (.npz or .safetensors: input_ids, labels); default: demo calib.",
-    ),
-    eval_data: Path | None = typer.Option(
-        None, "--eval-data", help="Evaluation token file (.npz or .safetensors); default: demo val."
-    ),
-    text: Path | None = typer.Option(
-        None,
-        "--text",
-        help="Causal LMs: UTF-8 text split into calibration/recovery/evaluation (default: built-in corpus).",
-    ),
-    seq_len: int = typer.Option(128, "--seq-len", help="Causal LMs: tokens per text window."),
-    calib_n: int = typer.Option(512, help="Calibration examples (demo windows, or text windows)."),
-    eval_n: int = typer.Option(1000, help="Evaluation examples (demo windows, or text windows)."),
-    recovery_n: int = typer.Option(4096, help="Causal LMs: most text windows LoRA recovery trains on."),
-    threads: int | None = typer.Option(None, help="torch threads."),
-) -> None:
-    """Run a cascade pruning schedule on a model."""
+
+def _prune_with_progress_bar(model: str, schedule: Path, out: Path, **kwargs: Any) -> StageLog:
+    """`prune_to_dir` with a transient progress bar of its stages."""
     from harness.prune.job import prune_to_dir
 
     with Progress(
@@ -52,20 +32,11 @@ def prune(
         def on_progress(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        log = prune_to_dir(
-            model,
-            schedule,
-            out,
-            data_path=data,
-            eval_path=eval_data,
-            calib_n=calib_n,
-            eval_n=eval_n,
-            threads=threads,
-            progress=on_progress,
-            text_path=text,
-            seq_len=seq_len,
-            recovery_n=recovery_n,
-        )
+        return prune_to_dir(model, schedule, out, progress=on_progress, **kwargs)
+
+
+def _stage_table(log: StageLog) -> Table:
+    """The stage log as a table: the dense model, then params, losses, accuracy (or perplexity) per stage."""
     causal = log.task == "causal-lm"
     table = Table(title=f"{log.schedule}: {log.family}, {log.compression:.2f}x fewer parameters")
     metric = "ppl" if causal else "acc"
@@ -109,7 +80,49 @@ def prune(
             show(s.perplexity_after_recovery if causal else s.accuracy_after_recovery),
             f"{s.seconds_total:.1f}",
         )
-    console.print(table)
+    return table
+
+
+def prune(
+    model: str = typer.Option(
+        ..., "--model", help="HF checkpoint dir, pruned dir, demo-gpt2 / demo-llama, or smollm2-135m."
+    ),
+    schedule: Path = typer.Option(..., "--schedule", help="Schedule JSON (version 1)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (must not exist; written atomically)."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Calibration token file (.npz or .safetensors: input_ids, labels); default: demo calib.",
+    ),
+    eval_data: Path | None = typer.Option(
+        None, "--eval-data", help="Evaluation token file (.npz or .safetensors); default: demo val."
+    ),
+    text: Path | None = typer.Option(
+        None,
+        "--text",
+        help="Causal LMs: UTF-8 text split into calibration/recovery/evaluation (default: built-in corpus).",
+    ),
+    seq_len: int = typer.Option(128, "--seq-len", help="Causal LMs: tokens per text window."),
+    calib_n: int = typer.Option(512, help="Calibration examples (demo windows, or text windows)."),
+    eval_n: int = typer.Option(1000, help="Evaluation examples (demo windows, or text windows)."),
+    recovery_n: int = typer.Option(4096, help="Causal LMs: most text windows LoRA recovery trains on."),
+    threads: int | None = typer.Option(None, help="torch threads."),
+) -> None:
+    """Run a cascade pruning schedule on a model."""
+    log = _prune_with_progress_bar(
+        model,
+        schedule,
+        out,
+        data_path=data,
+        eval_path=eval_data,
+        calib_n=calib_n,
+        eval_n=eval_n,
+        threads=threads,
+        text_path=text,
+        seq_len=seq_len,
+        recovery_n=recovery_n,
+    )
+    console.print(_stage_table(log))
     for w in log.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     console.print(f"wrote {out}")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from harness.cli.common import console
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.sia.empirical import GranularityResult
+    from harness.sia.run import SIAReport
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -19,6 +24,52 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     if not values or any(not 0 < v < 1 for v in values):
         raise ConfigError(f"{what} must be fractions in (0, 1), got {text!r}")
     return values
+
+
+def _ratio_table(res: GranularityResult) -> Table:
+    """One granularity's result: additivity, choice vs random, stability and verdict per ratio."""
+    table = Table(
+        title=f"{res.granularity} ({res.criterion}): {res.n_units} units, "
+        f"{res.n_sampled} measured alone, fidelity ρ {res.fidelity}, "
+        f"{res.forward_passes} batch forwards, {res.seconds:.1f} s"
+    )
+    for col in (
+        "removed",
+        "additivity ρ",
+        "beats random",
+        "super-additivity",
+        "median rel. error",
+        "rank stability τ",
+        "τ after recovery",
+        "verdict",
+    ):
+        table.add_column(col)
+    for r in res.ratios:
+        table.add_row(
+            f"{r.removed_fraction:.0%}",
+            str(r.additivity_spearman),
+            "-" if r.beats_random is None else str(r.beats_random),
+            "-" if r.super_additivity is None else f"{r.super_additivity.value:.2f}x",
+            str(r.additivity_error),
+            str(r.stability),
+            "-" if r.stability_recovered is None else str(r.stability_recovered),
+            r.verdict + (" (harmless)" if r.harmless else ""),
+        )
+    return table
+
+
+def _print_report(report: SIAReport, family: str) -> None:
+    """The structural verdict with its reasons, then each granularity's table and predictable horizon."""
+    sv = report.structural
+    console.print(f"[bold]{family}[/bold] attention: {sv.attention}, FFN: {sv.ffn}")
+    for reason in sv.reasons + sv.notes:
+        console.print(f"  • {reason}")
+    for res in report.results:
+        console.print(_ratio_table(res))
+        console.print(
+            f"predictable horizon: remove at most {res.horizon_removed:.0%} "
+            f"(schedule ratio ≥ {res.min_keep_ratio:.2f})"
+        )
 
 
 def sia(
@@ -70,43 +121,7 @@ def sia(
             cache=not no_cache,
             progress=lambda msg: status.update(msg),
         )
-    sv = report.structural
-    console.print(f"[bold]{loaded.family}[/bold] attention: {sv.attention}, FFN: {sv.ffn}")
-    for reason in sv.reasons + sv.notes:
-        console.print(f"  • {reason}")
-    for res in report.results:
-        table = Table(
-            title=f"{res.granularity} ({res.criterion}): {res.n_units} units, "
-            f"{res.n_sampled} measured alone, fidelity ρ {res.fidelity}, "
-            f"{res.forward_passes} batch forwards, {res.seconds:.1f} s"
-        )
-        for col in (
-            "removed",
-            "additivity ρ",
-            "beats random",
-            "super-additivity",
-            "median rel. error",
-            "rank stability τ",
-            "τ after recovery",
-            "verdict",
-        ):
-            table.add_column(col)
-        for r in res.ratios:
-            table.add_row(
-                f"{r.removed_fraction:.0%}",
-                str(r.additivity_spearman),
-                "-" if r.beats_random is None else str(r.beats_random),
-                "-" if r.super_additivity is None else f"{r.super_additivity.value:.2f}x",
-                str(r.additivity_error),
-                str(r.stability),
-                "-" if r.stability_recovered is None else str(r.stability_recovered),
-                r.verdict + (" (harmless)" if r.harmless else ""),
-            )
-        console.print(table)
-        console.print(
-            f"predictable horizon: remove at most {res.horizon_removed:.0%} "
-            f"(schedule ratio ≥ {res.min_keep_ratio:.2f})"
-        )
+    _print_report(report, loaded.family)
     report.write_json(out)
     console.print(f"wrote {out}")
     if plot is not None:

@@ -54,9 +54,109 @@ def _reduces_rows(sch: Any, block: Any) -> bool:
     return True
 
 
-def _make_rule(lanes: int, threads: int) -> Any:
-    from tvm import s_tir, tirx
+def _fits(infos: Any) -> bool:
+    """Whether the blocks share leading spatial axes, reduce only over the innermost one (once),
+    and end in an injective block."""
+    if not infos or len(infos) < 2 or not infos[-1].is_injective():
+        return False
+    if all(b.is_injective() for b in infos):
+        return False  # nothing to reduce: the elementwise rule's
+    kinds = [b.dom_kind() for b in infos]
+    if any(not k or k[0] != "S" for k in kinds):
+        return False
+    # reductions only over the innermost axis, and once
+    return all(
+        b.is_injective() or (k.endswith("R") and "R" not in k[:-1]) for b, k in zip(infos, kinds, strict=True)
+    )
+
+
+def _inline_single_use_injective(sch: Any, infos: Any) -> None:
+    """Step 1: inline injective blocks that feed a single consumer."""
+    for info in infos[:-1]:
+        if info.is_injective() and len(sch.get_consumers(info.block_rv)) == 1:
+            try:
+                sch.compute_inline(info.block_rv)
+            except RuntimeError:
+                pass  # e.g. a block whose output is also the function's: stays a block
+
+
+def _rfactor_by_lanes(sch: Any, infos: Any, lanes: int) -> set[str] | None:
+    """Step 2: split each row reduction by `lanes` and rfactor it; the partial blocks' names
+    (None: a reduction of symbolic extent)."""
+    partials = set()
+    for info in infos:
+        if info.is_injective():
+            continue
+        loops = sch.get_loops(info.block_rv)
+        extent = _extent(sch, loops[-1])
+        if extent is None:
+            return None
+        if extent % lanes == 0 and extent >= 2 * lanes:
+            _, inner = sch.split(loops[-1], [None, lanes])
+            out_rank = len(sch.get(info.block_rv).writes[0].source.shape)
+            partials.add(sch.get(sch.rfactor(inner, factor_axis=out_rank)).name_hint)
+    return partials
+
+
+def _vectorise(sch: Any, block: Any, is_partial: bool, lanes: int) -> None:
+    """Vectorise (or, for a short per-row reduction, unroll) the block's loops under the row loop."""
+    loops = sch.get_loops(block)[1:]  # under the row loop
+    if not loops:
+        return
+    if is_partial:  # loops: lanes (spatial now), unit loops, outer reduction -> lanes innermost
+        sch.reorder(loops[-1], loops[0])
+        sch.vectorize(loops[0])
+        return
+    reduces = bool(_reduced_vars(sch.get(block)))
+    extent = _extent(sch, loops[-1])
+    if extent is None:
+        return
+    if reduces:  # the per-row sum of the partials (or a short reduction): unrolled
+        if extent <= lanes:
+            for loop in loops:
+                sch.unroll(loop)
+        return
+    if extent % lanes == 0 and extent >= lanes:
+        _, inner = sch.split(loops[-1], [None, lanes])
+        sch.vectorize(inner)
+
+
+def _under_row_loop(sch: Any, rows: int, partials: set[str], lanes: int, threads: int) -> None:
+    """Step 3: every block under the (fused) row loop, parallel when threads > 1, then vectorised."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    loops = sch.get_loops(blocks[-1])
+    row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
+    for block in reversed(blocks[:-1]):
+        sch.compute_at(block, row, preserve_unit_loops=True)
+    if threads > 1:
+        sch.parallel(row)
+    for block in blocks:
+        _vectorise(sch, block, sch.get(block).name_hint in partials, lanes)
+
+
+def _schedule_row_reduction(func: Any, lanes: int, threads: int) -> Any:
+    """The schedule of a row-reduction kernel, or None where the rule does not fit."""
+    from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if not _fits(infos) or not all(_reduces_rows(sch, b.block_rv) for b in infos):
+        return None
+    _inline_single_use_injective(sch, infos)
+    infos = normalize_prim_func(sch)
+    if not _fits(infos):
+        return None
+    rows = min(_leading_spatial(b.dom_kind()) for b in infos)
+    partials = _rfactor_by_lanes(sch, infos, lanes)
+    if partials is None:
+        return None
+    _under_row_loop(sch, rows, partials, lanes, threads)
+    return sch
+
+
+def _make_rule(lanes: int, threads: int) -> Any:
+    from tvm import tirx
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
     class RowReduction(CPUScheduleRule):
@@ -66,85 +166,10 @@ def _make_rule(lanes: int, threads: int) -> Any:
             if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
                 return None
             try:
-                return self._apply(func)
+                return _schedule_row_reduction(func, lanes, threads)
             except (RuntimeError, ValueError) as exc:  # TVM's schedule errors: the kernel goes to DLight
                 log.debug("row-reduction rule leaves a kernel to DLight: %s", str(exc).splitlines()[0])
                 return None
-
-        def _apply(self, func: Any) -> Any:
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if not self._fits(infos) or not all(_reduces_rows(sch, b.block_rv) for b in infos):
-                return None
-            for info in infos[:-1]:  # step 1
-                if info.is_injective() and len(sch.get_consumers(info.block_rv)) == 1:
-                    try:
-                        sch.compute_inline(info.block_rv)
-                    except RuntimeError:
-                        pass  # e.g. a block whose output is also the function's: stays a block
-            infos = normalize_prim_func(sch)
-            if not self._fits(infos):
-                return None
-            rows = min(_leading_spatial(b.dom_kind()) for b in infos)
-            partials = set()
-            for info in infos:  # step 2
-                if info.is_injective():
-                    continue
-                loops = sch.get_loops(info.block_rv)
-                extent = _extent(sch, loops[-1])
-                if extent is None:
-                    return None
-                if extent % lanes == 0 and extent >= 2 * lanes:
-                    _, inner = sch.split(loops[-1], [None, lanes])
-                    out_rank = len(sch.get(info.block_rv).writes[0].source.shape)
-                    partials.add(sch.get(sch.rfactor(inner, factor_axis=out_rank)).name_hint)
-            blocks = sch.get_child_blocks(sch.get_sblock("root"))
-            loops = sch.get_loops(blocks[-1])
-            row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
-            for block in reversed(blocks[:-1]):  # step 3
-                sch.compute_at(block, row, preserve_unit_loops=True)
-            if threads > 1:
-                sch.parallel(row)
-            for block in blocks:
-                self._vectorise(sch, block, sch.get(block).name_hint in partials)
-            return sch
-
-        @staticmethod
-        def _fits(infos: Any) -> bool:
-            if not infos or len(infos) < 2 or not infos[-1].is_injective():
-                return False
-            if all(b.is_injective() for b in infos):
-                return False  # nothing to reduce: the elementwise rule's
-            kinds = [b.dom_kind() for b in infos]
-            if any(not k or k[0] != "S" for k in kinds):
-                return False
-            # reductions only over the innermost axis, and once
-            return all(
-                b.is_injective() or (k.endswith("R") and "R" not in k[:-1])
-                for b, k in zip(infos, kinds, strict=True)
-            )
-
-        @staticmethod
-        def _vectorise(sch: Any, block: Any, is_partial: bool) -> None:
-            loops = sch.get_loops(block)[1:]  # under the row loop
-            if not loops:
-                return
-            if is_partial:  # loops: lanes (spatial now), unit loops, outer reduction -> lanes innermost
-                sch.reorder(loops[-1], loops[0])
-                sch.vectorize(loops[0])
-                return
-            reduces = bool(_reduced_vars(sch.get(block)))
-            extent = _extent(sch, loops[-1])
-            if extent is None:
-                return
-            if reduces:  # the per-row sum of the partials (or a short reduction): unrolled
-                if extent <= lanes:
-                    for loop in loops:
-                        sch.unroll(loop)
-                return
-            if extent % lanes == 0 and extent >= lanes:
-                _, inner = sch.split(loops[-1], [None, lanes])
-                sch.vectorize(inner)
 
     return RowReduction()
 

@@ -11,6 +11,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
@@ -22,7 +23,7 @@ from harness.models.adapters import get_adapter
 from harness.prune import criteria
 from harness.prune.calib import calibration_batches, mean_batch_loss, task_of
 from harness.prune.recovery import recover
-from harness.prune.schedule import PruneTarget, Schedule, check_against_model, noop_targets
+from harness.prune.schedule import PruneTarget, Schedule, Stage, check_against_model, noop_targets
 from harness.prune.select import apply_attention, apply_channels, apply_layers
 from harness.prune.stats import count_parameters, forward_flops
 
@@ -152,6 +153,93 @@ def prune_stage(model: nn.Module, stage_targets: list, batches: list, seed: int)
             apply_layers(ad, layer_scores, t.ratio)
 
 
+@dataclass
+class _CascadeRun:
+    """What every stage of one `run_cascade` shares: the data it measures on and the progress so far."""
+
+    schedule: Schedule
+    batches: list
+    seq_len: int
+    eval_data: _Data | None
+    rec_data: _Data
+    teacher: nn.Module | None
+    progress: Progress | None
+    total_steps: int
+    steps_done: int = 0
+
+
+def _run_stage(run: _CascadeRun, model: nn.Module, si: int, stage: Stage) -> tuple[nn.Module, StageRecord]:
+    """Prune and recover one stage of the schedule, measuring before, after pruning and after recovery."""
+    schedule, batches, seq_len, eval_data = run.schedule, run.batches, run.seq_len, run.eval_data
+    progress, total_steps, cal = run.progress, run.total_steps, schedule.calibration
+    ts = time.perf_counter()
+    if progress:
+        progress(f"stage {si + 1}/{len(schedule.stages)}: scoring", run.steps_done, total_steps)
+    p0, f0 = count_parameters(model), forward_flops(model, seq_len)
+    loss0 = mean_batch_loss(model, batches)
+    prune_stage(model, stage.targets, batches, cal.seed + si)
+    t_score = time.perf_counter() - ts
+    loss1 = mean_batch_loss(model, batches)
+    acc1 = _accuracy(model, eval_data)
+    ppl1 = _perplexity(model, eval_data)
+
+    def on_step(step: int, loss: float, si: int = si, base: int = run.steps_done) -> None:
+        if progress:
+            progress(
+                f"stage {si + 1}/{len(schedule.stages)}: recovery loss {loss:.3f}",
+                base + step + 1,
+                total_steps,
+            )
+
+    tr = time.perf_counter()
+    model, losses = recover(
+        model,
+        stage.recovery,
+        run.rec_data.input_ids,
+        run.rec_data.labels,
+        cal.seed + si,
+        on_step,
+        run.teacher,
+    )
+    run.steps_done += stage.recovery.steps
+    t_rec = time.perf_counter() - tr
+    loss2 = mean_batch_loss(model, batches) if losses else loss1
+    acc2 = _accuracy(model, eval_data) if losses else acc1
+    ppl2 = _perplexity(model, eval_data) if losses else ppl1
+    record = StageRecord(
+        index=si,
+        targets=[_label(t) for t in stage.targets],
+        params_before=p0,
+        params_after=count_parameters(model),
+        flops_before=f0,
+        flops_after=forward_flops(model, seq_len),
+        calib_loss_before=loss0,
+        calib_loss_after_prune=loss1,
+        calib_loss_after_recovery=loss2,
+        accuracy_after_prune=acc1,
+        accuracy_after_recovery=acc2,
+        recovery_steps=stage.recovery.steps,
+        recovery_loss=stage.recovery.loss,
+        perplexity_after_prune=ppl1,
+        perplexity_after_recovery=ppl2,
+        recovery_loss_first=losses[0] if losses else None,
+        recovery_loss_last=losses[-1] if losses else None,
+        seconds_scoring=t_score,
+        seconds_recovery=t_rec,
+        seconds_total=time.perf_counter() - ts,
+    )
+    log.info(
+        "stage %d: params %d -> %d, loss %.4f -> %.4f -> %.4f",
+        si,
+        p0,
+        record.params_after,
+        loss0,
+        loss1,
+        loss2,
+    )
+    return model, record
+
+
 def run_cascade(
     model: nn.Module,
     schedule: Schedule,
@@ -181,69 +269,10 @@ def run_cascade(
     dense_ppl = _perplexity(model, eval_data)
     records: list[StageRecord] = []
     total_steps = max(1, schedule.total_recovery_steps())
-    steps_done = 0
+    run = _CascadeRun(schedule, batches, seq_len, eval_data, rec_data, teacher, progress, total_steps)
     for si, stage in enumerate(schedule.stages):
-        ts = time.perf_counter()
-        if progress:
-            progress(f"stage {si + 1}/{len(schedule.stages)}: scoring", steps_done, total_steps)
-        p0, f0 = count_parameters(model), forward_flops(model, seq_len)
-        loss0 = mean_batch_loss(model, batches)
-        prune_stage(model, stage.targets, batches, cal.seed + si)
-        t_score = time.perf_counter() - ts
-        loss1 = mean_batch_loss(model, batches)
-        acc1 = _accuracy(model, eval_data)
-        ppl1 = _perplexity(model, eval_data)
-
-        def on_step(step: int, loss: float, si: int = si, base: int = steps_done) -> None:
-            if progress:
-                progress(
-                    f"stage {si + 1}/{len(schedule.stages)}: recovery loss {loss:.3f}",
-                    base + step + 1,
-                    total_steps,
-                )
-
-        tr = time.perf_counter()
-        model, losses = recover(
-            model, stage.recovery, rec_data.input_ids, rec_data.labels, cal.seed + si, on_step, teacher
-        )
-        steps_done += stage.recovery.steps
-        t_rec = time.perf_counter() - tr
-        loss2 = mean_batch_loss(model, batches) if losses else loss1
-        acc2 = _accuracy(model, eval_data) if losses else acc1
-        ppl2 = _perplexity(model, eval_data) if losses else ppl1
-        records.append(
-            StageRecord(
-                index=si,
-                targets=[_label(t) for t in stage.targets],
-                params_before=p0,
-                params_after=count_parameters(model),
-                flops_before=f0,
-                flops_after=forward_flops(model, seq_len),
-                calib_loss_before=loss0,
-                calib_loss_after_prune=loss1,
-                calib_loss_after_recovery=loss2,
-                accuracy_after_prune=acc1,
-                accuracy_after_recovery=acc2,
-                recovery_steps=stage.recovery.steps,
-                recovery_loss=stage.recovery.loss,
-                perplexity_after_prune=ppl1,
-                perplexity_after_recovery=ppl2,
-                recovery_loss_first=losses[0] if losses else None,
-                recovery_loss_last=losses[-1] if losses else None,
-                seconds_scoring=t_score,
-                seconds_recovery=t_rec,
-                seconds_total=time.perf_counter() - ts,
-            )
-        )
-        log.info(
-            "stage %d: params %d -> %d, loss %.4f -> %.4f -> %.4f",
-            si,
-            p0,
-            records[-1].params_after,
-            loss0,
-            loss1,
-            loss2,
-        )
+        model, record = _run_stage(run, model, si, stage)
+        records.append(record)
     final_params = count_parameters(model)
     stage_log = StageLog(
         schedule=schedule.name,

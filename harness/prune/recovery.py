@@ -22,6 +22,47 @@ from harness.prune.schedule import Recovery
 log = logging.getLogger(__name__)
 
 
+def _with_lora(model: nn.Module, recovery: Recovery, seed: int) -> nn.Module:
+    """`model` wrapped (peft) with LoRA adapters on every remaining linear map (and a classifier's head)."""
+    from peft import LoraConfig, get_peft_model
+
+    adapter = get_adapter(model)
+    targets = adapter.lora_targets() + (["score"] if task_of(model) == "sequence-classification" else [])
+    config = LoraConfig(
+        r=recovery.rank,
+        lora_alpha=recovery.alpha,
+        lora_dropout=recovery.dropout,
+        target_modules=targets,
+        fan_in_fan_out=adapter.lora_fan_in_fan_out,
+        bias="none",
+    )
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_peft_model(model, config)
+
+
+def _warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over the first tenth of `steps`, then cosine decay to zero."""
+    warmup = max(1, steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+def _merged(peft_model: nn.Module) -> nn.Module:
+    """The LoRA adapters merged into plain weights, in eval mode, every parameter trainable again."""
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    for p in merged.parameters():
+        p.requires_grad_(True)
+    return merged
+
+
 def recover(
     model: nn.Module,
     recovery: Recovery,
@@ -42,32 +83,10 @@ def recover(
         raise ScheduleError(
             f"recovery loss {recovery.loss!r} distils from the dense model, but none was given"
         )
-    from peft import LoraConfig, get_peft_model
-
-    adapter = get_adapter(model)
-    targets = adapter.lora_targets() + (["score"] if task_of(model) == "sequence-classification" else [])
-    config = LoraConfig(
-        r=recovery.rank,
-        lora_alpha=recovery.alpha,
-        lora_dropout=recovery.dropout,
-        target_modules=targets,
-        fan_in_fan_out=adapter.lora_fan_in_fan_out,
-        bias="none",
-    )
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = get_peft_model(model, config)
+    peft_model = _with_lora(model, recovery, seed)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recovery.lr, weight_decay=0.0)
-    warmup = max(1, recovery.steps // 10)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, recovery.steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = _warmup_cosine(opt, recovery.steps)
     batches = cycle_batches(input_ids, labels, recovery.batch_size, seed)
     losses: list[float] = []
     peft_model.train()
@@ -95,10 +114,7 @@ def recover(
         losses.append(float(loss.detach()))
         if on_step:
             on_step(step, losses[-1])
-    merged = peft_model.merge_and_unload()
-    merged.eval()
-    for p in merged.parameters():
-        p.requires_grad_(True)
+    merged = _merged(peft_model)
     log.info(
         "recovery (%s): %d steps, loss %.4f -> %.4f", recovery.loss, recovery.steps, losses[0], losses[-1]
     )

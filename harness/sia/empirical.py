@@ -216,6 +216,121 @@ def rejudge(result: GranularityResult, thresholds: Thresholds) -> GranularityRes
     return replace(result, ratios=ratios, horizon_removed=hz)
 
 
+@dataclass
+class _Additivity:
+    """How the summed single-removal increases predict the measured increase of random subsets of one size."""
+
+    predicted: list[float]
+    measured: list[float]
+    spearman: Estimate
+    kendall: Estimate
+    error: Estimate
+    super_additivity: Estimate
+    meas: np.ndarray
+
+
+def _measure_additivity(
+    probe: Probe,
+    config: EmpiricalConfig,
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    single: np.ndarray,
+    base: float,
+    k: int,
+    floor: float,
+) -> _Additivity:
+    predicted, measured, subsets = [], [], []
+    for _ in range(config.subsets_per_ratio):
+        chosen = rng.choice(len(pool), min(k, len(pool)), replace=False)
+        subsets.append(sorted(int(pool[c]) for c in chosen))
+        predicted.append(float(single[chosen].sum()))
+        measured.append(probe.loss(subsets[-1]) - base)
+    pred, meas = np.array(predicted), np.array(measured)
+    add_rho = spearman_ci(pred, meas, config.bootstrap, config.seed)
+    add_tau = kendall_ci(pred, meas, config.bootstrap, config.seed)
+    # relative to the larger of the two, floored: see `floor`
+    rel = np.abs(meas - pred) / np.maximum(np.maximum(np.abs(meas), np.abs(pred)), floor)
+    add_err = median_ci(rel, config.bootstrap, config.seed)
+    sup = median_ci(np.maximum(meas, 0) / np.maximum(pred, floor), config.bootstrap, config.seed)
+    return _Additivity(predicted, measured, add_rho, add_tau, add_err, sup, meas)
+
+
+def _criterion_vs_random(
+    probe: Probe,
+    config: EmpiricalConfig,
+    rng: np.random.Generator,
+    removed: list[int],
+    additivity_meas: np.ndarray,
+    n: int,
+    n_pool: int,
+    k: int,
+    base: float,
+) -> tuple[float, np.ndarray, Estimate]:
+    """The criterion's choice's loss increase, random same-size choices', and how often it beats them."""
+    chosen_inc = probe.loss(removed) - base
+    if n_pool == n and len(removed) == k:
+        random_inc = additivity_meas  # the additivity subsets are already random subsets of this size
+    else:
+        random_inc = np.array(
+            [
+                probe.loss(sorted(int(u) for u in rng.choice(n, len(removed), replace=False))) - base
+                for _ in range(config.subsets_per_ratio)
+            ]
+        )
+    # ties (within noise) count half: a choice no better than chance scores 0.5
+    tol = 1e-6 + 1e-3 * abs(base)
+    wins = np.where(random_inc > chosen_inc + tol, 1.0, np.where(random_inc < chosen_inc - tol, 0.0, 0.5))
+    beats = bootstrap_ci(lambda w: float(np.mean(w)), (wins,), config.bootstrap, config.seed)
+    return chosen_inc, random_inc, beats
+
+
+def _rank_stability(
+    probe: Probe, config: EmpiricalConfig, scores: np.ndarray, removed: list[int]
+) -> tuple[Estimate, Estimate | None]:
+    """Kendall tau of the survivors' scores before and after removal (and after recovery, if configured)."""
+    survivors = probe.surviving(removed)
+    after = probe.pruned(removed, recovery_steps=0)
+    stability = kendall_ci(scores[survivors], after.scores(), config.bootstrap, config.seed)
+    probe.forward_passes += after.forward_passes
+    stability_rec = None
+    if config.recovery_steps > 0:
+        rec = probe.pruned(removed, recovery_steps=config.recovery_steps)
+        stability_rec = kendall_ci(scores[survivors], rec.scores(), config.bootstrap, config.seed)
+        probe.forward_passes += rec.forward_passes
+    return stability, stability_rec
+
+
+def _single_removals(
+    probe: Probe,
+    config: EmpiricalConfig,
+    rng: np.random.Generator,
+    say: Callable[[str], None],
+    granularity: str,
+) -> tuple[int, np.ndarray, float, np.ndarray, np.ndarray]:
+    """(units, sampled pool, base loss, scores, loss increase of removing each pooled unit alone)."""
+    units = probe.units()
+    n = len(units)
+    pool = np.arange(n) if n <= config.max_units else np.sort(rng.choice(n, config.max_units, replace=False))
+    base = probe.loss()
+    scores = probe.scores()
+    say(f"{granularity}: {len(pool)} single removals")
+    single = np.array([probe.loss([int(i)]) - base for i in pool])
+    return n, pool, base, scores, single
+
+
+def _judge_ratio(
+    thresholds: Thresholds,
+    fidelity: Estimate,
+    add: _Additivity,
+    beats: Estimate,
+    judged: Estimate,
+    harmless: bool,
+) -> tuple[str, list[str]]:
+    if thresholds.rule == "rank":
+        return judge_rank(add.spearman, beats, judged, harmless, thresholds)
+    return judge(fidelity, add.spearman, add.error, judged, thresholds)
+
+
 def run_empirical(
     probe: Probe,
     config: EmpiricalConfig,
@@ -228,13 +343,7 @@ def run_empirical(
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
     rng = np.random.default_rng(config.seed)
-    units = probe.units()
-    n = len(units)
-    pool = np.arange(n) if n <= config.max_units else np.sort(rng.choice(n, config.max_units, replace=False))
-    base = probe.loss()
-    scores = probe.scores()
-    say(f"{granularity}: {len(pool)} single removals")
-    single = np.array([probe.loss([int(i)]) - base for i in pool])
+    n, pool, base, scores, single = _single_removals(probe, config, rng, say, granularity)
     fidelity = spearman_ci(scores[pool], single, config.bootstrap, config.seed)
 
     results: list[RatioResult] = []
@@ -244,69 +353,35 @@ def run_empirical(
     harmless_at = harmless_allowance(base, chance, thresholds)
     for ratio in config.ratios:
         k = max(1, int(round(ratio * len(pool))))
-        predicted, measured, subsets = [], [], []
         say(f"{granularity}: additivity at {ratio:.0%} removed")
-        for _ in range(config.subsets_per_ratio):
-            chosen = rng.choice(len(pool), min(k, len(pool)), replace=False)
-            subsets.append(sorted(int(pool[c]) for c in chosen))
-            predicted.append(float(single[chosen].sum()))
-            measured.append(probe.loss(subsets[-1]) - base)
-        pred, meas = np.array(predicted), np.array(measured)
-        add_rho = spearman_ci(pred, meas, config.bootstrap, config.seed)
-        add_tau = kendall_ci(pred, meas, config.bootstrap, config.seed)
-        # relative to the larger of the two, floored: see `floor`
-        rel = np.abs(meas - pred) / np.maximum(np.maximum(np.abs(meas), np.abs(pred)), floor)
-        add_err = median_ci(rel, config.bootstrap, config.seed)
-        sup = median_ci(np.maximum(meas, 0) / np.maximum(pred, floor), config.bootstrap, config.seed)
+        add = _measure_additivity(probe, config, rng, pool, single, base, k, floor)
 
         removed = _lowest_removal(probe, scores, ratio)
         say(f"{granularity}: criterion's choice vs random at {ratio:.0%} removed")
-        chosen_inc = probe.loss(removed) - base
-        if len(pool) == n and len(removed) == k:
-            random_inc = meas  # the additivity subsets are already random subsets of this size
-        else:
-            random_inc = np.array(
-                [
-                    probe.loss(sorted(int(u) for u in rng.choice(n, len(removed), replace=False))) - base
-                    for _ in range(config.subsets_per_ratio)
-                ]
-            )
-        # ties (within noise) count half: a choice no better than chance scores 0.5
-        tol = 1e-6 + 1e-3 * abs(base)
-        wins = np.where(random_inc > chosen_inc + tol, 1.0, np.where(random_inc < chosen_inc - tol, 0.0, 0.5))
-        beats = bootstrap_ci(lambda w: float(np.mean(w)), (wins,), config.bootstrap, config.seed)
+        chosen_inc, random_inc, beats = _criterion_vs_random(
+            probe, config, rng, removed, add.meas, n, len(pool), k, base
+        )
         # the criterion's own choice costs (next to) nothing: a schedule at this ratio is safe whatever the
         # ranks of single removals say (they are often pure noise then, e.g. FFN channel groups)
         harmless = bool(chosen_inc <= harmless_at)
 
         say(f"{granularity}: rank stability at {ratio:.0%} removed")
-        survivors = probe.surviving(removed)
-        after = probe.pruned(removed, recovery_steps=0)
-        stability = kendall_ci(scores[survivors], after.scores(), config.bootstrap, config.seed)
-        probe.forward_passes += after.forward_passes
-        stability_rec = None
-        if config.recovery_steps > 0:
-            rec = probe.pruned(removed, recovery_steps=config.recovery_steps)
-            stability_rec = kendall_ci(scores[survivors], rec.scores(), config.bootstrap, config.seed)
-            probe.forward_passes += rec.forward_passes
+        stability, stability_rec = _rank_stability(probe, config, scores, removed)
         judged = stability_rec if stability_rec is not None else stability
-        if thresholds.rule == "rank":
-            verdict, reasons = judge_rank(add_rho, beats, judged, harmless, thresholds)
-        else:
-            verdict, reasons = judge(fidelity, add_rho, add_err, judged, thresholds)
+        verdict, reasons = _judge_ratio(thresholds, fidelity, add, beats, judged, harmless)
         results.append(
             RatioResult(
                 removed_fraction=float(ratio),
-                additivity_spearman=add_rho,
-                additivity_error=add_err,
+                additivity_spearman=add.spearman,
+                additivity_error=add.error,
                 stability=stability,
                 stability_recovered=stability_rec,
-                predicted=predicted,
-                measured=measured,
+                predicted=add.predicted,
+                measured=add.measured,
                 verdict=verdict,
                 reasons=reasons,
-                additivity_kendall=add_tau,
-                super_additivity=sup,
+                additivity_kendall=add.kendall,
+                super_additivity=add.super_additivity,
                 chosen_increase=float(chosen_inc),
                 random_increase=[float(v) for v in random_inc],
                 beats_random=beats,
