@@ -295,7 +295,7 @@ def main() -> None:
             continue
         print(
             f"{r['model']:<18} {r['threads']:>3} {r['engine']:<34} {r['ttft_ms']:>10.1f} "
-            f"{r['decode_tokens_per_s']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['bytes_per_weight']:>8}"
+            f"{r['decode_tokens_per_s']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['bytes_per_weight']!s:>8}"
         )
     print(f"written to {args.out}; CPU {cpu_facts()['cpu']}, load {os.getloadavg()}")
 
