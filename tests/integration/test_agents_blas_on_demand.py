@@ -35,7 +35,8 @@ def routes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def load(path: Path) -> Any:
         route = "blas" if Path(path).name.startswith("blas") else "tir"
-        return SimpleNamespace(metadata=SimpleNamespace(tuning={"matmul": route}))
+        tuning = SimpleNamespace(matmul=route)
+        return SimpleNamespace(directory=Path(path), metadata=SimpleNamespace(tuning=tuning))
 
     monkeypatch.setattr(bench, "load_bundle", load)
 
