@@ -24,7 +24,10 @@ def _written_tuning(directory: Path) -> dict:
     return json.loads((directory / "metadata.json").read_text())["tuning"]
 
 
-def test_classifier_and_causal_bundles_carry_the_same_tuning_fields(tmp_path: Path) -> None:
+def test_classifier_and_causal_bundles_carry_the_same_tuning_fields(tmp_path: Path, monkeypatch) -> None:
+    # a cache of its own: content addressing keeps the first metadata written for byte-identical code,
+    # and the shared tuning database grows as other tests run, so a shared cache made this order-dependent
+    monkeypatch.setenv("HILT_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     opts = CompileOptions(seq_len=8, use_cache=False, matmul="tir")
     classifier = compile_model(_gpt2(tmp_path / "cls"), "local", opts)

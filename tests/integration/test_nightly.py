@@ -43,19 +43,27 @@ def lab(tmp_path_factory) -> dict:
         f'[board.transport]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {dead_port}\nuser = "root"\n'
     )
 
-    def suite(name: str, b_model: Path) -> Path:
+    def suite(name: str, b_model: Path, latency_pct: float = 50.0) -> Path:
         p = root / f"{name}.toml"
         p.write_text(
             # the two local boards share one machine and now take turns (board pool), but other jobs on a
             # loaded CI machine still move a 40 µs workload by tens of percent between nights: the suite
             # flags +50% (the "regressed" build is 3x the blocks, far above it)
-            f'version = 1\nname = "edge"\n[thresholds]\nlatency_pct = 50.0\nmemory_pct = 15.0\n'
+            f'version = 1\nname = "edge"\n[thresholds]\nlatency_pct = {latency_pct}\nmemory_pct = 15.0\n'
             f'[[case]]\nname = "m"\nmodel = "{small}"\nprofiles = ["local"]\n'
             f'seq_len = 12\n[[case]]\nname = "m"\nmodel = "{b_model}"\nprofiles = ["local-b"]\nseq_len = 12\n'
         )
         return p
 
-    return {"root": root, "db": root / "nightly.db", "ok": suite("ok", small), "slow": suite("slow", big)}
+    # the dead-board night checks how a dead board is reported, not noise: a CI machine loaded by other
+    # jobs has moved the healthy boards' median by +84% on that night, so its threshold is far wider
+    return {
+        "root": root,
+        "db": root / "nightly.db",
+        "ok": suite("ok", small),
+        "slow": suite("slow", big),
+        "ok-wide": suite("ok-wide", small, latency_pct=1000.0),
+    }
 
 
 def _nightly(
@@ -99,7 +107,7 @@ def test_baseline_then_noise_then_slowdown_then_dead_board(lab) -> None:
         a, b = (stored_record(r) for r in sorted(rows, key=lambda r: r["board"]))
         assert a.machine == b.machine and (a.finished_at <= b.started_at or b.finished_at <= a.started_at)
 
-    dead = _nightly(lab, "ok", "n4", farm="farm-dead.toml")
+    dead = _nightly(lab, "ok-wide", "n4", farm="farm-dead.toml")
     assert dead.returncode == 2, dead.stdout + dead.stderr
     xml = _junit(lab, "n4")
     assert 'errors="1"' in xml and 'failures="0"' in xml and 'name="m@dead"' in xml
