@@ -10,7 +10,8 @@ Stock `relax.get_default_pipeline` leaves every kernel unscheduled (matmuls run 
    as their vectorisable `topi.fast_*` forms; max difference ~5e-7);
 2. legalize + fuse (the "zero" pipeline) and mark the weights layout-free, so tuned records may
    prepack them;
-3. kernels: records of the board's tuning database where they match, hilt's tiled matmul
+3. kernels: records of the board's tuning database where they match, hilt's schedules for the
+   quantized-weight kernels (harness.compile.quant_matmul_rule), hilt's tiled matmul
    schedule (harness.compile.matmul_rule) for matmuls without one, hilt's row-reduction rule
    (harness.compile.reduction_rule: layer/RMS norm, softmax), DLight's CPU GEMV/Reduction rules
    for the other reductions, hilt's vectorising elementwise rule (harness.compile.elementwise_rule)
@@ -37,7 +38,7 @@ from harness.errors import CompileError
 log = logging.getLogger(__name__)
 
 # Bump when a change alters the kernels this lowering emits (part of the bundle cache key).
-LOWERING_NAME = "hilt-cpu-v4"
+LOWERING_NAME = "hilt-cpu-v5"
 BLAS_ATTR = "hilt.blas_matmuls"  # module attribute: how many matmuls `prepare` put on hilt.blas
 
 
@@ -55,6 +56,7 @@ class LoweringInfo:
     unscheduled: int = 0  # left as TVM's default loop nests (injective ops, mostly)
     blas_matmuls: int = 0  # weight matmuls on the runtime's OpenBLAS (the blas route): no kernels
     row_reduction: int = 0  # norms and softmaxes scheduled by hilt's row-reduction rule
+    quant_matmul: int = 0  # weight-quant kernels (dequantize fused) scheduled by hilt's quant rule
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,6 +231,7 @@ def schedule(
 
     from harness.compile.elementwise_rule import elementwise_rule
     from harness.compile.matmul_rule import tiled_matmul_rule
+    from harness.compile.quant_matmul_rule import quant_matmul_rule
     from harness.compile.reduction_rule import row_reduction_rule
 
     kernels = _kernels(mod)
@@ -247,6 +250,7 @@ def schedule(
         done.update(new)
         return new
 
+    quant = apply(quant_matmul_rule(lanes, threads))
     tiled = apply(tiled_matmul_rule(lanes, threads))
     rows = apply(row_reduction_rule(lanes, threads))
     by_dlight = apply(dl.cpu.GEMV(), dl.cpu.Reduction())
@@ -270,6 +274,7 @@ def schedule(
         unscheduled=len(kernels) - len(done),
         blas_matmuls=blas,
         row_reduction=len(rows),
+        quant_matmul=len(quant),
     )
     log.info("lowering %s", info)
     return mod, info

@@ -12,6 +12,7 @@ parallel when more than one thread is asked for.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class MatmulTiles:
     tile_j: int
 
 
-def _largest_divisor(extent: int, candidates: tuple[int, ...]) -> int:
+def largest_divisor(extent: int, candidates: tuple[int, ...]) -> int:
     for c in candidates:
         if c <= extent and extent % c == 0:
             return c
@@ -39,32 +40,33 @@ def choose_tiles(m: int, n: int, lanes: int) -> MatmulTiles:
     16 vector registers (AVX2, NEON has 32): 6 rows x 2 vectors of accumulators, as in the classic
     6x16 AVX2 kernel; the j tile falls back to one vector, or fewer lanes, for widths it does not divide.
     """
-    tile_j = _largest_divisor(n, (2 * lanes, lanes, lanes // 2, 4, 2))
-    tile_i = _largest_divisor(m, (6, 4, 8, 3, 5, 2))
+    tile_j = largest_divisor(n, (2 * lanes, lanes, lanes // 2, 4, 2))
+    tile_i = largest_divisor(m, (6, 4, 8, 3, 5, 2))
     return MatmulTiles(tile_i=max(1, tile_i), tile_j=max(1, tile_j))
 
 
-def _as_int(expr: Any) -> int | None:
+def as_int(expr: Any) -> int | None:
     try:
         return int(expr)
     except (TypeError, ValueError):
         return None
 
 
-def _inline_epilogues(sch: Any, epilogues: list[Any]) -> None:
-    """Elementwise epilogues (bias, GELU) into the accumulator's write-back, where they inline."""
+def inline_epilogues(sch: Any, epilogues: list[Any]) -> None:
+    """Elementwise epilogues (bias, GELU; DLight block infos or block handles) into the accumulator's
+    write-back, where they inline."""
     for epi in epilogues:
         try:
-            sch.reverse_compute_inline(epi.block_rv)
+            sch.reverse_compute_inline(getattr(epi, "block_rv", epi))
         except Exception:  # noqa: BLE001 - a non-trivial epilogue keeps its own loop nest
-            log.debug("epilogue %s not inlined", epi.name)
+            log.debug("epilogue %s not inlined", getattr(epi, "name", epi))
 
 
-def _vectorize_init_and_writeback(sch: Any, init: Any, acc: Any, tile_j: int) -> None:
+def vectorize_init_and_writeback(sch: Any, init: Any, acc: Any, tile_j: int) -> None:
     """The accumulator's zeroing and write-back loops run along j too: vectorise them alike."""
     for b in (init, acc):
         inner = sch.get_loops(b)[-1]
-        if _as_int(sch.get(inner).extent) == tile_j:
+        if as_int(sch.get(inner).extent) == tile_j:
             sch.vectorize(inner)
 
 
@@ -82,7 +84,7 @@ def _matmul_shape(main: Any, kinds: str) -> tuple[int, int, int] | None:
     """(m, n, k) of a static matmul block (spatial..., i, j, then one reduction k), else None."""
     if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3 or "O" in kinds:
         return None
-    extents = [_as_int(d) for d in main.dom()]
+    extents = [as_int(d) for d in main.dom()]
     if any(e is None for e in extents):
         return None
     m, n, k = extents[-3], extents[-2], extents[-1]
@@ -122,7 +124,7 @@ def _schedule_gemv(sch: Any, main: Any, epilogues: list[Any], lanes: int, thread
     """out[j] = sum_k a[k] * B[k, j] with B's j contiguous (weights stored [k, j]): j in blocks of
     several vector accumulators, k streamed, nothing packed (packing would read and write every
     weight once more per call). Other layouts are left to DLight's GEMV rule."""
-    n, k = (_as_int(d) for d in main.dom())
+    n, k = (as_int(d) for d in main.dom())
     if n is None or k is None or n < 4:
         return None
     block = sch.get(main.block_rv)
@@ -135,43 +137,54 @@ def _schedule_gemv(sch: Any, main: Any, epilogues: list[Any], lanes: int, thread
     a_reads = [r for r in regions if not any(vj in d for d in r) and any(vk in d for d in r)]
     if len(b_reads) != 1 or len(a_reads) != 1 or vj not in b_reads[0][-1]:
         return None  # B's j is not its innermost dimension
-    tile_j = _largest_divisor(n, (4 * lanes, 2 * lanes, lanes, 4))
+    tile_j = largest_divisor(n, (4 * lanes, 2 * lanes, lanes, 4))
     blk = main.block_rv
     *outer, j, kk = sch.get_loops(blk)
     jo, ji = sch.split(j, [None, tile_j])
     sch.reorder(*outer, jo, kk, ji)
     acc = sch.cache_write(blk, 0, "global")
     sch.reverse_compute_at(acc, jo)
-    _inline_epilogues(sch, epilogues)
+    inline_epilogues(sch, epilogues)
     sch.vectorize(ji)
     if threads > 1:
         sch.parallel(sch.fuse(*outer, jo) if outer else jo)
-    _vectorize_init_and_writeback(sch, sch.decompose_reduction(blk, kk), acc, tile_j)
+    vectorize_init_and_writeback(sch, sch.decompose_reduction(blk, kk), acc, tile_j)
     return sch
 
 
-def _schedule_tiled(
-    sch: Any, main: Any, epilogues: list[Any], b_idx: int, order: list[int], tiles: MatmulTiles, threads: int
-) -> Any:
-    """The register-blocked micro-kernel; `order`: B's dimensions with k, then j, last (packed)."""
-    blk = main.block_rv
+def pack_b_panel(b_idx: int, order: list[int]) -> Callable[[Any, Any, Any], None]:
+    """The B panel of a plain matmul: B's [K, tile_j] columns copied per panel, `order` (B's dimensions
+    with k, then j, last) making it contiguous whatever B's layout."""
+
+    def pack(sch: Any, blk: Any, jo: Any) -> None:
+        packed = sch.cache_read(blk, b_idx, "global")
+        if order != list(range(len(order))):
+            sch.transform_layout(packed, ("write", 0), lambda *idx: [idx[d] for d in order])
+        sch.compute_at(packed, jo)
+
+    return pack
+
+
+def schedule_tiled(
+    sch: Any, blk: Any, epilogues: list[Any], pack: Callable[[Any, Any, Any], None], tiles: MatmulTiles,
+    threads: int,
+) -> Any:  # fmt: skip
+    """The register-blocked micro-kernel on block `blk` (loops ..., i, j, k); `pack(sch, blk, jo)` puts
+    the B panel the j-block `jo` reads in place (a copy, or the weights dequantized)."""
     *outer, i, j, k = sch.get_loops(blk)
     jo, ji = sch.split(j, [None, tiles.tile_j])
     io, ii = sch.split(i, [None, tiles.tile_i])
     sch.reorder(*outer, jo, io, k, ii, ji)
-    packed = sch.cache_read(blk, b_idx, "global")
-    if order != list(range(len(order))):
-        sch.transform_layout(packed, ("write", 0), lambda *idx: [idx[d] for d in order])
-    sch.compute_at(packed, jo)
+    pack(sch, blk, jo)
     acc = sch.cache_write(blk, 0, "global")
     sch.reverse_compute_at(acc, io)
-    _inline_epilogues(sch, epilogues)
+    inline_epilogues(sch, epilogues)
     sch.unroll(ii)
     sch.vectorize(ji)
     if threads > 1:
         sch.parallel(sch.fuse(*outer, jo) if outer else jo)
     init = sch.decompose_reduction(blk, k)  # after vectorize/parallel: they check a reduction block
-    _vectorize_init_and_writeback(sch, init, acc, tiles.tile_j)
+    vectorize_init_and_writeback(sch, init, acc, tiles.tile_j)
     return sch
 
 
@@ -205,9 +218,8 @@ def _make_rule(lanes: int, threads: int) -> Any:
             operand = _b_operand(sch.get(main.block_rv)) if shape is not None else None
             if shape is None or operand is None:
                 return None
-            b_idx, order = operand
             tiles = choose_tiles(shape[0], shape[1], lanes)
-            return _schedule_tiled(sch, main, epilogues, b_idx, order, tiles, threads)
+            return schedule_tiled(sch, main.block_rv, epilogues, pack_b_panel(*operand), tiles, threads)
 
     return TiledMatmul()
 

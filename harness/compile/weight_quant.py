@@ -10,7 +10,8 @@ for every 2-D fp32 constant W whose reduction width the group size divides. A we
 embedding and output projection; prefill and decode) is quantized and stored once; a lookup table is
 stored in the format's table format (int4 keeps tables int8), in both of its uses. The arithmetic is
 the PyTorch reference's (`WeightFormat.dequantize`): code * scale (+ minimum), in fp32. int4 codes are
-packed two per byte (even k in the low nibble); scales and minima are stored as fp32 here.
+packed two per byte in blocks of 32 (`_pack_int4`); scales and minima are stored as fp32 here.
+The kernels' schedules are harness.compile.quant_matmul_rule's.
 """
 
 from __future__ import annotations
@@ -59,9 +60,20 @@ class _Stored:
     fmt_name: str
 
 
+def int4_block(reduction: int) -> int:
+    """Reduction elements per int4 packing block: 32 (llama.cpp's Q4 blocks) where it divides the row,
+    else 2 (neighbours share a byte)."""
+    return 32 if reduction % 32 == 0 else 2
+
+
 def _pack_int4(codes: np.ndarray) -> np.ndarray:
-    """[N, K] codes 0..15 -> [N, K/2] bytes, even k in the low nibble."""
-    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+    """[N, K] codes 0..15 -> [N, K/2] bytes in blocks of B = int4_block(K) elements: byte j of a block
+    holds element j in its low nibble and element j + B/2 in its high one, so one vector load of B/2
+    bytes gives B/2 consecutive weights twice (the mask and the shift), as llama.cpp's Q4_1 blocks."""
+    n, k = codes.shape
+    block = int4_block(k)
+    halves = codes.reshape(n, k // block, 2, block // 2)
+    return (halves[:, :, 0, :] | (halves[:, :, 1, :] << 4)).astype(np.uint8).reshape(n, k // 2)
 
 
 def _weight_value(stored: _Stored, n: Any, k: Any) -> Any:
@@ -70,8 +82,10 @@ def _weight_value(stored: _Stored, n: Any, k: Any) -> Any:
 
     g = k // stored.group
     if stored.bits == 4:
-        byte = stored.codes[n, k // 2]
-        code = (byte >> ((k % 2) * 4).astype("uint8")) & tirx.const(15, "uint8")
+        half = int4_block(stored.reduction) // 2
+        block, within = k // (2 * half), k % (2 * half)
+        byte = stored.codes[n, block * half + within % half]
+        code = (byte >> ((within // half) * 4).astype("uint8")) & tirx.const(15, "uint8")
         return code.astype("float32") * stored.scale[n, g] + stored.minimum[n, g]
     return stored.codes[n, k].astype("float32") * stored.scale[n, g]
 
@@ -116,8 +130,9 @@ class _Rewriter:
             n, k = rows.shape
             own = format_for(self.fmt, digest in self.tables and not by_input)
             group = self.group_size if own.grouped else k
-            if own.grouped and k % group:
-                self.info.kept_fp32.append(f"weight {list(arr.shape)}: {k} not divisible by group {group}")
+            if (own.grouped and k % group) or (own.bits == 4 and k % 2):
+                why = f"{k} not divisible by group {group}" if k % group else f"odd width {k} (int4 packs pairs)"
+                self.info.kept_fp32.append(f"weight {list(arr.shape)}: {why}")
                 self._stored[key] = None
                 return None
             if own is not self.fmt:
@@ -150,10 +165,13 @@ def _q_matmul_compute(stored: _Stored) -> Any:
 
     def compute(xt: Any, codes: Any, scale: Any, *minimum: Any) -> Any:
         s = replace(stored, codes=codes, scale=scale, minimum=minimum[0] if minimum else None)
+        # two stages, so a schedule can dequantize a panel per column block (prefill) or inline it into
+        # the inner loop (decode); harness.compile.quant_matmul_rule never lets it materialise W whole
+        weight = te.compute((stored.rows, stored.reduction), lambda n, k: _weight_value(s, n, k), name="dequant")
         k = te.reduce_axis((0, stored.reduction), name="k")
         return te.compute(
             (*xt.shape[:-1], stored.rows),
-            lambda *i: te.sum(xt[(*i[:-1], k)] * _weight_value(s, i[-1], k), axis=k),
+            lambda *i: te.sum(xt[(*i[:-1], k)] * weight[i[-1], k], axis=k),
             name="q_matmul",
         )
 
