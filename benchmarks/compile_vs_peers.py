@@ -244,10 +244,13 @@ def _top_kernels(
     import tvm
     from tvm import relax
 
+    from harness.compile.external_weights import read_weights
+
     hook_ns = _hook_overhead_ns()
     load_host_blas(threads)  # blas-route bundles call hilt.blas.*
     lib = tvm.runtime.load_module(str(bundle_dir / "model.so"))
     vm = relax.VirtualMachine(lib, tvm.cpu())
+    weights = read_weights(bundle_dir)  # the functions take the bundle's weights after their inputs
     ids = np.fromfile(bundle_dir / "input.bin", dtype=np.int64)
     spec = json.loads((bundle_dir / "input.json").read_text())
     x = tvm.runtime.tensor(ids.reshape(spec["shape"]))
@@ -266,10 +269,10 @@ def _top_kernels(
             calls[symbol] = calls.get(symbol, 0) + 1
         return 0
 
-    vm["main"](x)
+    vm["main"](x, *weights)
     vm.set_instrument(tvm.runtime.convert(instrument))
     for _ in range(iters):
-        vm["main"](x)
+        vm["main"](x, *weights)
     whole = sum(totals.values()) or 1.0
     rows = []
     for symbol, ns in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:

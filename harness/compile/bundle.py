@@ -1,11 +1,13 @@
 """Artifact bundle: a directory named by its sha256 holding a compiled model and what checks it.
 
-Files: model.so (Relax VM executable, weights baked in; `main`, or for a causal LM `prefill` and
-`decode`, see CausalSpec), input.json ({"name","shape","dtype"}), input.bin (one fixed example
-input, raw little-endian), expected.bin (PyTorch's float32 logits for it), manifest.json (pruning
-manifest, {} for dense), metadata.json (versions, target, build time, and `files`: name -> sha256 of
-every other file). The bundle hash is sha256 over the sorted 'name:sha256\\n' lines of `files`; the
-runner and the agent refuse a bundle whose hash is off.
+Files: model.so (Relax VM executable; `main`, or for a causal LM `prefill` and `decode`, see
+CausalSpec), weights.bin + weights.json (the weights every function takes after its own inputs,
+harness.compile.external_weights; bundles before compile version 5 baked them into model.so),
+input.json ({"name","shape","dtype"}), input.bin (one fixed example input, raw little-endian),
+expected.bin (PyTorch's float32 logits for it), manifest.json (pruning manifest, {} for dense),
+metadata.json (versions, target, build time, and `files`: name -> sha256 of every other file). The
+bundle hash is sha256 over the sorted 'name:sha256\\n' lines of `files`; the runner and the agent
+refuse a bundle whose hash is off.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BUNDLE_VERSION = 1
 REQUIRED_FILES = ("model.so", "input.json", "input.bin", "expected.bin", "manifest.json")
+OPTIONAL_FILES = ("weights.bin", "weights.json")  # harness.compile.external_weights; older bundles lack them
 DTYPES = {"int64": np.int64, "int32": np.int32, "float32": np.float32}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -193,7 +196,8 @@ def write_bundle(
     (staging / "input.bin").write_bytes(little.tobytes())
     (staging / "expected.bin").write_bytes(np.ascontiguousarray(expected, dtype="<f4").tobytes())
     (staging / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
-    files = {name: sha256_file(staging / name) for name in REQUIRED_FILES}
+    present = [n for n in OPTIONAL_FILES if (staging / n).is_file()]
+    files = {name: sha256_file(staging / name) for name in (*REQUIRED_FILES, *present)}
     meta = BundleMetadata(**metadata, files=files)
     (staging / "metadata.json").write_text(meta.model_dump_json(indent=2) + "\n")
     digest = bundle_hash(files)

@@ -70,19 +70,21 @@ class CachedStep(nn.Module):
     ) -> torch.Tensor:  # fmt: skip
         """Write k/v [1, kv, T, hd] into layer i's caches at `positions`; attend q [1, nq, T, hd] to them."""
         kv, hd = self.layout.layers[i]
-        nq, t, length = q.shape[1], q.shape[2], self.max_len
+        nq, t, length = q.shape[1], q.shape[2], self.max_len  # q heads h = kv head h // group, as HF's
         index = positions.view(1, 1, t, 1).expand(1, kv, t, hd)
         k_cache = caches[2 * i].scatter(2, index, k)
         v_cache = caches[2 * i + 1].scatter(2, index, v)
         out += [k_cache, v_cache]
         group = nq // kv
-        k_all = k_cache.unsqueeze(2).expand(1, kv, group, length, hd).reshape(1, nq, length, hd)
-        v_all = v_cache.unsqueeze(2).expand(1, kv, group, length, hd).reshape(1, nq, length, hd)
+        # the query heads sharing a K/V head (GQA) attend as one [group * T] block of rows against the
+        # cache itself: expanding the cache to every query head copied it `group` times per layer and step
+        q_rows = q.reshape(1, kv, group * t, hd)
         if window not in masks:  # one mask per distinct window in a step, shared by its layers
             masks[window] = self._mask_bias(positions, window)
-        bias = masks[window]
-        probs = torch.softmax(torch.matmul(q, k_all.transpose(2, 3)) * scaling + bias, dim=-1)
-        return torch.matmul(probs, v_all).transpose(1, 2).reshape(1, t, nq * hd)
+        bias = masks[window].view(1, 1, 1, t, length)
+        scores = torch.matmul(q_rows, k_cache.transpose(2, 3)).view(1, kv, group, t, length) * scaling + bias
+        probs = torch.softmax(scores, dim=-1).view(1, kv, group * t, length)
+        return torch.matmul(probs, v_cache).view(1, nq, t, hd).transpose(1, 2).reshape(1, t, nq * hd)
 
     def _mask_bias(self, positions: torch.Tensor, window: int | None) -> torch.Tensor:
         """[1, 1, T, L] additive mask: a key is visible at or before the query (and, in a sliding

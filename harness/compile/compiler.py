@@ -23,11 +23,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness.cache import cache_root, sha256_file
 from harness.compile.bundle import Bundle, TuningInfo, TuningPlan, WeightsInfo, load_bundle, write_bundle
 from harness.compile.export import EXAMPLE_SEED
+from harness.compile.external_weights import lift_weights, write_weights
 from harness.compile.kernel_timer import KernelTimer
 from harness.compile.lowering import (
     LOWERING_NAME,
@@ -52,7 +54,8 @@ log = logging.getLogger(__name__)
 
 # Bump when a change here alters what a bundle contains, so old cache entries are not reused.
 # 4: causal LMs take the matmul route (blas on the local profile), tuning metadata typed (TuningInfo).
-COMPILE_VERSION = 4
+# 5: weights in weights.bin (trailing parameters of every function), not inside model.so.
+COMPILE_VERSION = 5
 MODEL_FILES = ("config.json", "pruning_manifest.json", "model.safetensors")
 
 Progress = Callable[[str], None]
@@ -264,10 +267,11 @@ def _compile_model(
         mod, lowering = schedule(mod, target, database=database, lanes=lanes, threads=opts.kernel_threads)
     info = _tuning_info(opts, tuning, plan, lowering)
     run.say(describe_tuning(info))
+    mod, weight_arrays = lift_weights(mod)
     with run.stage("build"):
         run.say(f"building for {prof.name} ({prof.arch}, target {target})")
         executable = build(mod, target)
-    bundle = _write(run, key, loaded, exported, executable, info, weights)
+    bundle = _write(run, key, loaded, exported, (executable, weight_arrays), info, weights)
     _write_index(key, bundle, info)
     elapsed = time.monotonic() - run.start
     run.say(f"{task.name} bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
@@ -306,14 +310,17 @@ def _write(
     key: str,
     loaded: LoadedModel,
     exported: Exported,
-    executable: Any,
+    built: tuple[Any, list[np.ndarray]],
     tuning: TuningInfo,
     weights: WeightsInfo,
 ) -> Bundle:
-    """Link model.so for the profile's arch into a staging dir and finish it as a bundle."""
+    """Link model.so for the profile's arch into a staging dir, write the weights beside it, and
+    finish it as a bundle."""
+    executable, weight_arrays = built
     root = bundles_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    write_weights(staging, weight_arrays)
     with run.stage("link"):
         try:
             executable.export_library(str(staging / "model.so"), **export_kwargs(run.prof))

@@ -127,6 +127,13 @@ def _weight_quant(mod: Any, ctx: PassContext) -> Any:
     return mod.with_attr(WEIGHTS_ATTR, json.dumps(asdict(info)))
 
 
+def _kv_in_place(mod: Any, ctx: PassContext) -> Any:
+    """A causal step's cache writes in place (harness.compile.kv_in_place); classifiers have none."""
+    from harness.compile.kv_in_place import write_caches_in_place
+
+    return write_caches_in_place(mod)[0]
+
+
 def _blas_offload(mod: Any, ctx: PassContext) -> Any:
     """The blas route: weight matmuls become hilt.blas calls (no kernels, so fewer tuning tasks)."""
     from tvm import relax
@@ -185,6 +192,7 @@ def _layout_free_weights(mod: Any, ctx: PassContext) -> Any:
 # An entry that changes the kernels of every build bumps LOWERING_NAME.
 GRAPH_PASSES: tuple[GraphPass, ...] = (
     GraphPass("weight-quant", _weight_quant),
+    GraphPass("kv-in-place", _kv_in_place),
     GraphPass("blas-offload", _blas_offload),
     GraphPass("rewrites", _rewrites),
     GraphPass("legalize-fuse", _legalize_and_fuse),

@@ -131,7 +131,11 @@ class _Rewriter:
             own = format_for(self.fmt, digest in self.tables and not by_input)
             group = self.group_size if own.grouped else k
             if (own.grouped and k % group) or (own.bits == 4 and k % 2):
-                why = f"{k} not divisible by group {group}" if k % group else f"odd width {k} (int4 packs pairs)"
+                why = (
+                    f"{k} not divisible by group {group}"
+                    if k % group
+                    else f"odd width {k} (int4 packs pairs)"
+                )
                 self.info.kept_fp32.append(f"weight {list(arr.shape)}: {why}")
                 self._stored[key] = None
                 return None
@@ -167,7 +171,9 @@ def _q_matmul_compute(stored: _Stored) -> Any:
         s = replace(stored, codes=codes, scale=scale, minimum=minimum[0] if minimum else None)
         # two stages, so a schedule can dequantize a panel per column block (prefill) or inline it into
         # the inner loop (decode); harness.compile.quant_matmul_rule never lets it materialise W whole
-        weight = te.compute((stored.rows, stored.reduction), lambda n, k: _weight_value(s, n, k), name="dequant")
+        weight = te.compute(
+            (stored.rows, stored.reduction), lambda n, k: _weight_value(s, n, k), name="dequant"
+        )
         k = te.reduce_axis((0, stored.reduction), name="k")
         return te.compute(
             (*xt.shape[:-1], stored.rows),

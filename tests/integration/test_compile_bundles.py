@@ -276,3 +276,25 @@ def test_bench_refuses_blas_bundle_for_a_runtime_without_blas(models: dict[str, 
         _check_runtime_serves(blas.directory, without, arch)
     _check_runtime_serves(tir.directory, without, arch)  # the tir route needs none
     _check_runtime_serves(blas.directory, {name: pkg.directory / name for name in pkg.files}, arch)
+
+
+def test_runner_maps_the_weights_file_and_refuses_a_misaligned_entry(host_bundle: Path) -> None:
+    """The weights live in weights.bin (model.so is code); a weights.json entry off the 64-byte grid
+    the kernels assume is refused as a bad bundle (its hashes made to match, so only that is wrong)."""
+    import hashlib
+
+    meta = json.loads((host_bundle / "metadata.json").read_text())
+    assert {"weights.bin", "weights.json"} <= set(meta["files"])
+    spec = json.loads((host_bundle / "weights.json").read_text())
+    first = spec["tensors"][0]
+    head = (host_bundle / "weights.bin").read_bytes()[first["offset"] : first["offset"] + 256]
+    assert len(head) == 256 and head not in (host_bundle / "model.so").read_bytes()  # not baked in
+    spec["tensors"][0]["offset"] += 4
+    (host_bundle / "weights.json").write_text(json.dumps(spec))
+    meta["files"]["weights.json"] = hashlib.sha256((host_bundle / "weights.json").read_bytes()).hexdigest()
+    (host_bundle / "metadata.json").write_text(json.dumps(meta))
+    renamed = host_bundle.parent / "edited"  # not named by a hash, so the runner checks the files only
+    host_bundle.rename(renamed)
+    rc, out = _run(host_arch(), renamed)
+    assert rc == 2 and out["error"]["type"] == "bad_bundle"
+    assert "64-byte aligned" in out["error"]["message"]

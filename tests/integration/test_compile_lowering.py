@@ -49,11 +49,10 @@ MODELS = {"gpt2": _gpt2, "llama": _llama}
 
 def _vm_logits(bundle_dir: Path, ids: np.ndarray) -> np.ndarray:
     import tvm
-    from tvm import relax
 
-    lib = tvm.runtime.load_module(str(bundle_dir / "model.so"))
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(ids)).numpy()
+    from harness.compile.external_weights import BundleVM
+
+    return BundleVM(bundle_dir)["main"](tvm.runtime.tensor(ids)).numpy()
 
 
 # weight matmuls of the tiny models: GPT-2 c_attn, c_proj, c_fc, mlp c_proj per layer + the head;

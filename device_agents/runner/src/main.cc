@@ -4,7 +4,10 @@
 // Exit codes: 0 ok, 1 bad command line, 2 bundle refused, 3 runtime failure.
 #include <dlfcn.h>
 #include <dlpack/dlpack.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
@@ -25,6 +28,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <iostream>
 #include <sstream>
@@ -473,6 +477,93 @@ int RuntimeThreads(int asked) {
   return asked;
 }
 
+// ---------------------------------------------------------------- weights outside the code
+
+/*! \brief weights.bin mapped read-only; unmapped when the last tensor pointing into it is gone. */
+struct Mapping {
+  void* base = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (base != MAP_FAILED) munmap(base, size);
+  }
+};
+
+/*! \brief An "allocator" that hands a tensor a slice of the mapping: no copy, pages read on first touch. */
+struct MappedSlice {
+  std::shared_ptr<Mapping> mapping;
+  size_t offset;
+  void AllocData(DLTensor* tensor) { tensor->data = static_cast<char*>(mapping->base) + offset; }
+  void FreeData(DLTensor* tensor) { tensor->data = nullptr; }
+};
+
+DLDataType ParseWeightDType(const std::string& name) {
+  if (name == "float32") return DLDataType{kDLFloat, 32, 1};
+  if (name == "float16") return DLDataType{kDLFloat, 16, 1};
+  if (name == "int8") return DLDataType{kDLInt, 8, 1};
+  if (name == "uint8") return DLDataType{kDLUInt, 8, 1};
+  if (name == "int32") return DLDataType{kDLInt, 32, 1};
+  if (name == "int64") return DLDataType{kDLInt, 64, 1};
+  throw Refuse("bad_bundle", "weights.json dtype '" + name + "' is not one the runner maps");
+}
+
+/*! \brief The bundle's weights (weights.json + weights.bin), in the order every function takes them
+ * after its own inputs; none for a bundle that bakes them into model.so. */
+std::vector<ffi::Tensor> LoadWeights(const std::string& dir) {
+  std::vector<ffi::Tensor> weights;
+  if (!FileExists(dir + "/weights.json")) return weights;
+  auto spec = ParseJsonObject(dir + "/weights.json");
+  auto it = spec.find(ffi::String("tensors"));
+  auto list = it == spec.end() ? std::nullopt : (*it).second.try_cast<ffi::Array<ffi::Any>>();
+  if (!list.has_value()) throw Refuse("bad_bundle", "weights.json lacks a \"tensors\" list");
+  auto mapping = std::make_shared<Mapping>();
+  const std::string path = dir + "/weights.bin";
+  int fd = open(path.c_str(), O_RDONLY);
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close(fd);
+    throw Refuse("missing_file", "cannot open " + path);
+  }
+  mapping->size = static_cast<size_t>(st.st_size);
+  if (mapping->size > 0) mapping->base = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (mapping->size > 0 && mapping->base == MAP_FAILED) throw RunnerError("runtime", "cannot map " + path, 3);
+  DLDevice cpu{kDLCPU, 0};
+  for (const ffi::Any& entry : *list) {
+    auto obj = entry.try_cast<ffi::Map<ffi::Any, ffi::Any>>();
+    if (!obj.has_value()) throw Refuse("bad_bundle", "weights.json tensors must be objects");
+    const DLDataType dtype = ParseWeightDType(GetString(*obj, "dtype", "weights.json"));
+    auto shape_it = obj->find(ffi::String("shape"));
+    auto dims = shape_it == obj->end() ? std::nullopt : (*shape_it).second.try_cast<ffi::Array<ffi::Any>>();
+    if (!dims.has_value()) throw Refuse("bad_bundle", "weights.json tensor lacks a \"shape\" list");
+    std::vector<int64_t> shape;
+    size_t nbytes = dtype.bits / 8;
+    for (const ffi::Any& d : *dims) {
+      auto v = d.try_cast<int64_t>();
+      if (!v.has_value() || *v < 0) throw Refuse("bad_bundle", "weights.json shapes must hold non-negative ints");
+      shape.push_back(*v);
+      nbytes *= static_cast<size_t>(*v);
+    }
+    auto off_it = obj->find(ffi::String("offset"));
+    auto offset = off_it == obj->end() ? std::nullopt : (*off_it).second.try_cast<int64_t>();
+    if (!offset.has_value() || *offset < 0 || *offset % 64 != 0 ||
+        static_cast<size_t>(*offset) + nbytes > mapping->size) {
+      throw Refuse("bad_bundle", "weights.json offset outside weights.bin or not 64-byte aligned");
+    }
+    weights.push_back(ffi::Tensor::FromNDAlloc(MappedSlice{mapping, static_cast<size_t>(*offset)},
+                                               ffi::Shape(shape), dtype, cpu));
+  }
+  return weights;
+}
+
+/*! \brief Call a bundle function with its own arguments, then the weights. */
+ffi::Any CallWithWeights(const ffi::Function& fn, std::vector<ffi::AnyView> args,
+                         const std::vector<ffi::Tensor>& weights) {
+  for (const auto& w : weights) args.emplace_back(w);
+  ffi::Any rv;
+  fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &rv);
+  return rv;
+}
+
 Result RunBundle(const Options& opt) {
   VerifyBundle(opt.bundle);
   ffi::Tensor input = LoadInput(opt.bundle);
@@ -481,10 +572,12 @@ Result RunBundle(const Options& opt) {
     auto main_fn = exec->GetFunction("main");
     if (!main_fn.has_value()) throw Refuse("bad_bundle", "model.so has no function \"main\"");
     ffi::Function fn = *main_fn;
+    const std::vector<ffi::Tensor> weights = LoadWeights(opt.bundle);
+    auto call = [&]() { return FirstTensor(CallWithWeights(fn, {input}, weights)); };
 
-    ffi::Tensor output = FirstTensor(fn(input));
+    ffi::Tensor output = call();
     Result r;
-    r.samples = Measure(opt, [&]() { output = FirstTensor(fn(input)); });
+    r.samples = Measure(opt, [&]() { output = call(); });
     const DLTensor* out = output.GetDLTensorPtr();
     if (out->dtype.code != kDLFloat || out->dtype.bits != 32) {
       throw RunnerError("runtime", "model output is not float32", 3);
@@ -583,7 +676,7 @@ struct GenerateResult {
 };
 
 ffi::Array<ffi::Any> CallStep(const ffi::Function& fn, const ffi::Tensor& ids, int64_t pos,
-                               const std::vector<ffi::Tensor>& caches) {
+                               const std::vector<ffi::Tensor>& caches, const std::vector<ffi::Tensor>& weights) {
   DLDevice cpu{kDLCPU, 0};
   ffi::Tensor pos_t = tvm::runtime::Tensor::Empty(ffi::Shape({1}), DLDataType{kDLInt, 64, 1}, cpu);
   *static_cast<int64_t*>(pos_t.data_ptr()) = pos;
@@ -592,8 +685,7 @@ ffi::Array<ffi::Any> CallStep(const ffi::Function& fn, const ffi::Tensor& ids, i
   args.emplace_back(ids);
   args.emplace_back(pos_t);
   for (const auto& c : caches) args.emplace_back(c);
-  ffi::Any rv;
-  fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &rv);
+  ffi::Any rv = CallWithWeights(fn, std::move(args), weights);
   auto out = rv.try_cast<ffi::Array<ffi::Any>>();
   if (!out.has_value() || out->size() != caches.size() + 1) {
     throw RunnerError("runtime", "a step must return (logits, one K and one V cache per layer)", 3);
@@ -630,6 +722,7 @@ GenerateResult RunGenerate(const Options& opt) {
     if (!prefill_fn.has_value() || !decode_fn.has_value()) {
       throw Refuse("bad_bundle", "model.so lacks the \"prefill\" and \"decode\" functions of a causal LM");
     }
+    const std::vector<ffi::Tensor> weights = LoadWeights(opt.bundle);
     DLDevice cpu{kDLCPU, 0};
     std::vector<ffi::Tensor> empty;
     for (const auto& [kv, hd] : layout.cache) {
@@ -649,7 +742,7 @@ GenerateResult RunGenerate(const Options& opt) {
         std::memset(c.data_ptr(), 0, ffi::GetDataSize(*c.GetDLTensorPtr()));
       }
       auto t0 = Clock::now();
-      ffi::Array<ffi::Any> out = CallStep(*prefill_fn, padded, 0, empty);
+      ffi::Array<ffi::Any> out = CallStep(*prefill_fn, padded, 0, empty, weights);
       g.ids.push_back(ArgmaxRow(out[0].cast<ffi::Tensor>(), prompt - 1, layout.vocab, keep ? &g.logits : nullptr));
       g.ttft_ns = ns(t0, Clock::now());
       std::vector<ffi::Tensor> caches;
@@ -657,7 +750,7 @@ GenerateResult RunGenerate(const Options& opt) {
       for (int step = 1; step < opt.new_tokens; ++step) {
         auto t1 = Clock::now();
         ffi::Tensor last = IdsTensor({g.ids.back()}, 1);
-        out = CallStep(*decode_fn, last, prompt + step - 1, caches);
+        out = CallStep(*decode_fn, last, prompt + step - 1, caches, weights);
         g.ids.push_back(ArgmaxRow(out[0].cast<ffi::Tensor>(), 0, layout.vocab, keep ? &g.logits : nullptr));
         for (size_t i = 1; i < out.size(); ++i) caches[i - 1] = out[i].cast<ffi::Tensor>();
         g.decode_ns.push_back(ns(t1, Clock::now()));
