@@ -178,11 +178,14 @@ def run_bench(
         }
     args["holder"] = options.holder or default_holder()
     args["wait_s"] = options.wait_s
+    weights = "fp32"
     if bundle is None:
         args["selftest"] = True
         artifact = "selftest"
     else:
-        artifact, files = bundle_tree(bundle)
+        held = as_bundle(bundle)  # verified once
+        weights = held.metadata.weights.format
+        artifact, files = bundle_tree(held)
         ship_tree(transport, "bundle", files, artifact)
         args["bundle"] = artifact
     result = transport.request("bench", args, timeout=options.timeout_s + options.wait_s)
@@ -196,7 +199,7 @@ def run_bench(
         hello=hello,
     )
     line = LineQuality.model_validate(transport.line.as_dict()) if transport.framed else None
-    return record.model_copy(update={"emulated": board.profile.emulated, "line": line})
+    return record.model_copy(update={"emulated": board.profile.emulated, "line": line, "weights": weights})
 
 
 def bench_any(

@@ -193,6 +193,7 @@ class MeasurementRecord(_Derives):
     pool_wait_s: float = 0.0  # how long the measurement waited for that machine
     line: LineQuality | None = None  # serial: frames, CRC failures, retries, goodput (None: pipes, SSH)
     generation: Generation | None = None  # causal LMs benched with --generate; samples_ns: whole runs
+    weights: str = "fp32"  # the bundle's weight format (fp32 / int8 / int4; records before it: fp32)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -255,17 +255,18 @@ def headline(d: ReportData) -> str:
         return "no dense measurement in this study"
     x = d.deltas
     where = "emulated " if d.emulated else ""
+    fmt = f", {d.record.weights} weights" if d.record.weights != "fp32" else ""  # hilt compile --weights
     if d.causal and "perplexity" in x:
         return (
             f"{x['decode']:+.1f}% decode tokens/s, {x['ttft']:+.1f}% time to first token, "
             f"{x['memory']:+.1f}% peak memory, {x['params']:+.1f}% parameters, "
-            f"{x['perplexity']:+.1f}% perplexity vs dense on {where}board {d.record.board} ({d.profile})"
+            f"{x['perplexity']:+.1f}% perplexity vs dense on {where}board {d.record.board} ({d.profile}){fmt}"
         )
     energy = f", {x['energy']:+.1f}% energy" + (" (estimate, power model)" if d.energy_modelled else "")
     return (
         f"{x['latency']:+.1f}% latency, {x['memory']:+.1f}% peak memory{energy}, "
         f"{x['params']:+.1f}% parameters, "
-        f"{x['accuracy_pp']:+.2f} pp accuracy vs dense on {where}board {d.record.board} ({d.profile})"
+        f"{x['accuracy_pp']:+.2f} pp accuracy vs dense on {where}board {d.record.board} ({d.profile}){fmt}"
     )
 
 
