@@ -46,6 +46,8 @@ def test_int4_causal_bundle_generates_the_references_tokens(
     w = bundle.metadata.weights
     assert (w.format, w.group_size, w.table_format) == ("int4", 16, "int8")
     assert w.stored_mb < w.fp32_mb / 3
+    kernels = bundle.metadata.tuning.kernels
+    assert kernels is not None and kernels.quant_matmul >= 2  # prefill's and decode's, by hilt's quant rule
     causal = bundle.metadata.causal
     assert causal is not None
     ref_ids, ref_logits = greedy_reference(_reference(tiny_lm, "int4", 16), bundle.input_array(), 16)
