@@ -234,7 +234,14 @@ std::vector<int64_t> Measure(const Options& opt, const std::function<void()>& fn
 }
 
 int64_t PeakRssKb() {
-  struct rusage usage;
+  // VmHWM is this process's own peak; getrusage's ru_maxrss survives exec, so a runner started by a
+  // large parent (a test runner, a Python agent) would report the parent's peak instead
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
+  }
+  struct rusage usage {};
   if (getrusage(RUSAGE_SELF, &usage) != 0) return -1;
   return static_cast<int64_t>(usage.ru_maxrss);  // kilobytes on Linux
 }
