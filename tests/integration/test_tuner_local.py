@@ -216,7 +216,9 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(task, tmp_path) -> None
 
 def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> None:
     db = tmp_path / "hilt.db"
-    args = _args(task, db, "pair", 4, "--no-sia")
+    # 6 trials: the second worker starts only once the study exists, and on a loaded CI machine its start
+    # (imports) took as long as the first worker's 4 trials, which then ran them all
+    args = _args(task, db, "pair", 6, "--no-sia")
     first = _cli(args)
 
     def study_created() -> bool:  # the second worker joins a study, not a race to create one
@@ -231,9 +233,10 @@ def test_two_workers_share_a_study_and_never_share_a_board(task, tmp_path) -> No
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
     study = _study(db, "pair")
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 4
-    ran = [int(t.user_attrs["worker"].split(":")[1]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
-    assert first.pid in ran and second.pid in ran, ran  # both workers completed trials
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 6
+    ran = [int(t.user_attrs["worker"].split(":")[1]) for t in finished]
+    assert first.pid in ran and second.pid in ran, ran  # both workers ran trials to the end (or a prune)
     rows = ResultsStore(f"sqlite:///{db}").measurements(study="pair")
     spans = sorted((r["record"]["started_at"], r["record"]["finished_at"]) for r in rows)
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
