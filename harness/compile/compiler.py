@@ -271,7 +271,7 @@ def _compile_model(
     with run.stage("build"):
         run.say(f"building for {prof.name} ({prof.arch}, target {target})")
         executable = build(mod, target)
-    bundle = _write(run, key, loaded, exported, (executable, weight_arrays), info, weights)
+    bundle = _write(run, key, loaded, exported, executable, weight_arrays, info, weights)
     _write_index(key, bundle, info)
     elapsed = time.monotonic() - run.start
     run.say(f"{task.name} bundle {bundle.sha256[:12]} built in {elapsed:.1f} s")
@@ -310,13 +310,13 @@ def _write(
     key: str,
     loaded: LoadedModel,
     exported: Exported,
-    built: tuple[Any, list[np.ndarray]],
+    executable: Any,
+    weight_arrays: list[np.ndarray],
     tuning: TuningInfo,
     weights: WeightsInfo,
 ) -> Bundle:
     """Link model.so for the profile's arch into a staging dir, write the weights beside it, and
     finish it as a bundle."""
-    executable, weight_arrays = built
     root = bundles_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))

@@ -45,10 +45,10 @@ def _liftable(expr: Any) -> bool:
 
 @mutator
 class _ConstantsToParams(PyExprMutator):
-    def __init__(self, module: Any, index: dict[tuple, int], arrays: list[np.ndarray]) -> None:
+    def __init__(self, module: Any, slots: dict[Any, int], arrays: list[np.ndarray]) -> None:
         super().__init__(module)
         self.module = module
-        self.index = index
+        self.slots = slots  # constant node -> its parameter index (hashed once, when collected)
         self.arrays = arrays
         self.params: list[Any] = []
 
@@ -68,31 +68,32 @@ class _ConstantsToParams(PyExprMutator):
         return self.builder_.get()
 
     def visit_generic_const_(self, const: Any) -> Any:
-        if not _liftable(const):
-            return const
-        return self.params[self.index[_key(const.value.numpy())]]
+        slot = self.slots.get(const)
+        return const if slot is None else self.params[slot]
 
 
 def lift_weights(mod: Any) -> tuple[Any, list[np.ndarray]]:
     """`mod` with its weight constants as trailing parameters of every Relax function, and their
     values in parameter order (each distinct weight once)."""
-    index: dict[tuple, int] = {}
+    index: dict[tuple, int] = {}  # content -> parameter index: a weight used twice is stored once
+    slots: dict[Any, int] = {}  # constant node -> parameter index
     arrays: list[np.ndarray] = []
 
     def collect(expr: Any) -> None:
-        if _liftable(expr):
+        if _liftable(expr) and expr not in slots:
             arr = expr.value.numpy()
             key = _key(arr)
             if key not in index:
                 index[key] = len(arrays)
                 arrays.append(np.ascontiguousarray(arr))
+            slots[expr] = index[key]
 
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, collect)
     if not arrays:
         return mod, []
-    out = _ConstantsToParams(mod, index, arrays).transform()
+    out = _ConstantsToParams(mod, slots, arrays).transform()
     mb = sum(a.nbytes for a in arrays) / 1e6
     log.info("weights: %d tensors, %.1f MB, moved out of the code", len(arrays), mb)
     return out, arrays

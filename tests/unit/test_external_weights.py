@@ -24,6 +24,18 @@ def _module(w: np.ndarray, small: np.ndarray):  # noqa: ANN202 - tvm.IRModule
     return tvm.IRModule(fns)
 
 
+def _constant_sizes(func) -> list[int]:  # noqa: ANN001 - a relax.Function
+    """Element counts of the tensor constants still in a function."""
+    from tvm import relax
+    from tvm.ir.expr import GenericConst
+
+    sizes: list[int] = []
+    relax.analysis.post_order_visit(
+        func, lambda e: sizes.append(e.value.numpy().size) if isinstance(e, GenericConst) else None
+    )
+    return sizes
+
+
 def test_weights_become_trailing_parameters_stored_once_and_aligned(tmp_path: Path) -> None:
     import tvm
     from tvm import relax
@@ -37,6 +49,8 @@ def test_weights_become_trailing_parameters_stored_once_and_aligned(tmp_path: Pa
     assert len(arrays) == 1 and np.array_equal(arrays[0], w)
     for name in ("prefill", "decode"):
         assert [p.name for p in mod[name].params] == ["x", "w0"]
+        left = _constant_sizes(mod[name])
+        assert left == [small.size]  # the weight is read through w0; only the small constant stays
     (tmp_path / "b").mkdir()
     assert write_weights(tmp_path / "b", arrays) == ["weights.bin", "weights.json"]
     spec = json.loads((tmp_path / "b" / "weights.json").read_text())
