@@ -160,6 +160,13 @@ class LeaseTable:
             return None
         return LeaseHolder(key, row.holder, row.note or "", float(row.acquired or 0.0))
 
+    def held_keys(self, keys: list[str]) -> set[str]:
+        """Which of `keys` have a live holder now, in one query (a pool of 100 boards asks this each pass)."""
+        c = lease_table.c
+        live = select(c.key).where(c.key.in_(keys), c.holder.is_not(None), c.expires >= time.time())
+        with self.engine.connect() as conn:
+            return {r.key for r in conn.execute(live)}
+
     def holders(self) -> dict[str, str | None]:
         with self.engine.connect() as conn:
             return {r.key: r.holder for r in conn.execute(select(lease_table))}

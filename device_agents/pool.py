@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from device_agents.db import make_engine, retrying
 from device_agents.inventory import Board
 from device_agents.leases import Lease, LeaseHolder, LeaseTable, worker_id
 from harness.cache import cache_root
@@ -31,6 +32,8 @@ from harness.errors import BoardBusyError, ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 60.0  # renewed while held, so a killed holder frees its machine within a minute
+LOST_HOLD_S = 300.0  # a board lost mid-bench sits out this long for every worker of the pool
+LOST_PREFIX = "lost: "
 SERVER_SCHEMES = ("postgresql", "mysql")
 
 
@@ -54,6 +57,10 @@ def pool_url(explicit: str | None = None, storage: str | None = None) -> str:
     if storage and sql_url(storage).startswith(SERVER_SCHEMES):
         return sql_url(storage)
     return sql_url(str(cache_root() / "pool.db"))
+
+
+def aside_key(board: Board) -> str:
+    return f"aside:{board.name}"
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,7 @@ class BoardPool:
 
     def __init__(self, url: str | None = None, *, holder: str | None = None, ttl_s: float = DEFAULT_TTL_S):
         self.url = pool_url(url)
-        kwargs: dict = {"connect_args": {"timeout": 30}} if self.url.startswith("sqlite") else {}
-        self.leases = LeaseTable(create_engine(self.url, **kwargs))
+        self.leases = LeaseTable(make_engine(self.url))
         self.holder = holder or worker_id()
         self.ttl_s = ttl_s
         self._holds = itertools.count(1)  # each hold is its own holder: threads of one pool exclude too
@@ -92,12 +98,39 @@ class BoardPool:
 
         def beat() -> None:
             while not stop.wait(self.ttl_s / 3):
-                if not self.leases.renew(lease, self.ttl_s):
+                try:
+                    renewed = self.leases.renew(lease, self.ttl_s)
+                except SQLAlchemyError as exc:  # the database restarting: try again next beat
+                    log.warning("lease on %s not renewed this beat: %s", lease.key, type(exc).__name__)
+                    continue
+                if not renewed:
                     log.warning("lease on %s was lost while held by %s", lease.key, lease.holder)
                     return
 
         threading.Thread(target=beat, daemon=True, name=f"lease-{lease.key}").start()
         return stop
+
+    def set_aside(self, board: Board, reason: str, for_s: float = LOST_HOLD_S) -> None:
+        """Keep a board that stopped answering out of every worker's way for `for_s`, so a dead board
+        costs the farm one failed attempt, not one per worker per trial; a rebooted board comes back
+        when the mark expires. The mark is on the board, not its machine: boards sharing a machine
+        (this host's) stay usable."""
+        holder = (LOST_PREFIX + reason)[:255]
+        if self.leases.try_take(aside_key(board), holder, for_s, note=board.name) is not None:
+            log.warning("board %s set aside for %.0f s: %s", board.name, for_s, reason)
+
+    def _why_busy(self, board: Board) -> str:
+        aside = self.leases.holder_of(aside_key(board))
+        if aside is not None:
+            return f"board {board.name} set aside since {_when(aside.acquired)} ({aside.holder})"
+        return busy_message(board, self.leases.holder_of(board.machine))
+
+    def _order(self, boards: list[Board]) -> list[Board]:
+        """Boards to try this pass: those whose machine looks free first, then the rest (a holder that
+        died on this host is reaped when tried); boards set aside as lost are left out."""
+        held = self.leases.held_keys([b.machine for b in boards] + [aside_key(b) for b in boards])
+        usable = [b for b in boards if aside_key(b) not in held]
+        return [b for b in usable if b.machine not in held] + [b for b in usable if b.machine in held]
 
     @contextmanager
     def hold(self, boards: list[Board], wait_s: float = 0.0, poll_s: float = 0.1) -> Iterator[Held]:
@@ -108,13 +141,13 @@ class BoardPool:
         deadline = t0 + wait_s
         holder = f"{self.holder}:{next(self._holds)}"
         while True:
-            for board in boards:
+            for board in self._order(boards):
                 lease = self.leases.try_take(board.machine, holder, self.ttl_s, note=board.name)
                 if lease is not None:
                     break
             else:
                 if time.monotonic() >= deadline:
-                    reasons = [busy_message(b, self.leases.holder_of(b.machine)) for b in boards]
+                    reasons = [self._why_busy(b) for b in boards]
                     more = f" (waited {wait_s:.0f} s)" if wait_s else "; --wait SECONDS waits for it"
                     raise BoardBusyError("; ".join(reasons) + more)
                 time.sleep(poll_s)
@@ -127,4 +160,4 @@ class BoardPool:
             yield Held(board, waited)
         finally:
             stop.set()
-            self.leases.release(lease)
+            retrying(f"release of {lease.key}", lambda: self.leases.release(lease))

@@ -189,6 +189,7 @@ class MeasurementRecord(_Derives):
     hilt_version: str
     board_facts: dict[str, Any] = Field(default_factory=dict)  # from hello: arch, cpu, memory, os
     emulated: bool = False  # measured on an emulated board (qemu): emulation time, not board time
+    simulated: bool = False  # a simulated board's latency model (device_agents.simfarm), not a measurement
     machine: str = ""  # the physical machine the board pool leased for this measurement
     pool_wait_s: float = 0.0  # how long the measurement waited for that machine
     line: LineQuality | None = None  # serial: frames, CRC failures, retries, goodput (None: pipes, SSH)
@@ -233,6 +234,7 @@ class MeasurementRecord(_Derives):
             runner_version=str(runner.get("runner_version", "unknown")),
             tvm_version=str(runner.get("tvm_version", "unknown")),
             agent_version=str(hello.get("agent_version", "unknown")),
+            simulated=bool(hello.get("simulated", False)),
             protocol=int(hello.get("protocol", 0)),
             hilt_version=package_version("hilt"),
             board_facts=facts,

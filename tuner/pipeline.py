@@ -270,6 +270,8 @@ class TrialPipeline:
         attempts = 0
         lost: list[str] = []
         while candidates and attempts <= self.cfg.max_board_retries:
+            failed: str | None = None
+            gone = False  # the board stopped answering (vs. an error of this bundle on it)
             try:
                 with self.pool.hold(candidates, self.cfg.lease_wait_s) as held:
                     say(f"benchmarking on {held.board.name}")
@@ -277,10 +279,14 @@ class TrialPipeline:
                         record = measure_held(held, bundle, options)
                     except (TransportError, AgentError) as exc:
                         log.warning("board %s lost during bench: %s", held.board.name, exc)
-                        lost.append(f"{held.board.name}: {exc}")
-                        candidates = [b for b in candidates if b.name != held.board.name]
-                        attempts += 1
-                        continue
+                        failed, gone = str(exc), isinstance(exc, TransportError)
+                if failed is not None:
+                    if gone:  # after our lease ended: a board that stopped answering sits out for all
+                        self.pool.set_aside(held.board, failed[:200])
+                    lost.append(f"{held.board.name}: {failed}")
+                    candidates = [b for b in candidates if b.name != held.board.name]
+                    attempts += 1
+                    continue
             except BoardBusyError as exc:
                 raise NoBoardError(
                     f"no board of profile {candidates[0].profile.name} came free: {exc}"

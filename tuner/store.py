@@ -23,7 +23,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
     insert,
     inspect,
     select,
@@ -33,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from device_agents.db import make_engine, retrying
 from device_agents.leases import LeaseTable
 from device_agents.pool import sql_url
 from device_agents.records import MeasurementRecord
@@ -114,10 +114,7 @@ class ResultsStore:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
-        kwargs: dict = {}
-        if self.url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        self.engine: Engine = create_engine(self.url, **kwargs)
+        self.engine: Engine = make_engine(self.url)
         metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self.locks = LeaseTable(self.engine)
@@ -132,20 +129,23 @@ class ResultsStore:
         run: str | None = None,
         case: str | None = None,
     ) -> int:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                insert(measurements).values(
-                    study=study,
-                    trial_number=trial_number,
-                    run=run,
-                    board=record.board,
-                    bundle=record.artifact,
-                    created=time.time(),
-                    record=json.loads(record.model_dump_json()),
-                    case_name=case,
-                )
-            )
-            return int(res.inserted_primary_key[0])
+        """Store one measurement; waits out a database restart rather than lose a finished bench."""
+        row = dict(
+            study=study,
+            trial_number=trial_number,
+            run=run,
+            board=record.board,
+            bundle=record.artifact,
+            created=time.time(),
+            record=json.loads(record.model_dump_json()),
+            case_name=case,
+        )
+
+        def insert_row() -> int:
+            with self.engine.begin() as conn:
+                return int(conn.execute(insert(measurements).values(**row)).inserted_primary_key[0])
+
+        return retrying("storing a measurement", insert_row)
 
     def measurements(
         self, *, study: str | None = None, trial_number: int | None = None, run: str | None = None
@@ -162,13 +162,15 @@ class ResultsStore:
 
     # ---- artifacts ---------------------------------------------------------------------
     def add_artifact(self, bundle: str, profile: str, meta: dict) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(artifacts).values(bundle=bundle, profile=profile, created=time.time(), meta=meta)
-                )
-        except IntegrityError:
-            pass  # the same bundle was recorded before: content-addressed, nothing changes
+        def insert_row() -> None:
+            try:
+                values = dict(bundle=bundle, profile=profile, created=time.time(), meta=meta)
+                with self.engine.begin() as conn:
+                    conn.execute(insert(artifacts).values(**values))
+            except IntegrityError:
+                pass  # the same bundle was recorded before: content-addressed, nothing changes
+
+        retrying("recording an artifact", insert_row)
 
     def artifact(self, bundle: str) -> dict | None:
         with self.engine.connect() as conn:
@@ -243,4 +245,4 @@ class ResultsStore:
             yield lease is not None
         finally:
             if lease is not None:
-                self.locks.release(lease)
+                retrying(f"release of {name}", lambda: self.locks.release(lease))

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from device_agents.db import retrying
 from harness.errors import ConfigError, HiltError, ScheduleError
 from tuner.events import (
     OnEvent,
@@ -73,10 +75,32 @@ def make_storage(url: str | None, heartbeat_s: int | None = None, grace_s: int |
     raise AssertionError("unreachable")
 
 
+class StudyStorage(RDBStorage):
+    """Optuna's RDB storage whose trial heartbeat survives a database restart.
+
+    Optuna beats from a thread that dies on the first failed write; the trial then looks stale and
+    another worker fails it while it still runs ("already finished" when it reports). A beat that
+    cannot reach the database is logged and tried again at the next interval instead."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (SQLAlchemyError, StorageInternalError) as exc:
+            log.warning("heartbeat of trial id %d not recorded: %s", trial_id, type(exc).__name__)
+
+
+class StoreUnavailable(HiltError):
+    """The study's database could not be reached during a trial step."""
+
+
+DB_ERRORS = (SQLAlchemyError, StorageInternalError)
+
+
 def _rdb(url: str | None, heartbeat_s: int, grace_s: int) -> RDBStorage:
-    return RDBStorage(
+    sqlite = resolve_url(url).startswith("sqlite")
+    return StudyStorage(
         resolve_url(url),
-        engine_kwargs={"connect_args": {"timeout": 30}} if (resolve_url(url)).startswith("sqlite") else None,
+        engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 30}} if sqlite else {})},
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -128,6 +152,10 @@ class RunSettings:
 
 def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+DB_WAIT_S = 300.0  # how long a worker waits for its study's database to come back
+DB_OUTAGES_PER_RUN = 20
 
 
 class Surplus(HiltError):
@@ -194,6 +222,11 @@ def make_objective(
             raise optuna.TrialPruned(str(exc)) from None
         except Surplus:
             raise
+        except DB_ERRORS as exc:  # the database restarting: this trial fails with its reason, not the worker
+            reason = f"the study database was unreachable: {type(exc).__name__}"
+            retrying("recording a trial's failure", lambda: trial.set_user_attr("failed_step", reason), 60)
+            event(TrialFailed(trial.number, reason))
+            raise StoreUnavailable(reason) from None
         except HiltError as exc:
             trial.set_user_attr("failed_step", str(exc))
             event(TrialFailed(trial.number, str(exc)))
@@ -228,18 +261,27 @@ def run_study(
     """Run trials until the study holds `settings.trials` finished ones (all workers together)."""
     objective = make_objective(pipeline, settings, dense_model, event)
     stop = optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    remaining = settings.trials - finished(study)
-    if remaining <= 0:
-        return study
-    study.optimize(
-        objective,
-        n_trials=3 * remaining + 2,  # failed trials do not count; this bounds a run of failures
-        timeout=settings.timeout_s,
-        callbacks=[stop],
-        catch=(HiltError,),  # a failed step fails its trial (reason in user attrs), not the worker
-        gc_after_trial=True,
-    )
-    return study
+    t0 = time.monotonic()
+    for _ in range(DB_OUTAGES_PER_RUN):
+        remaining = settings.trials - retrying("counting finished trials", lambda: finished(study), DB_WAIT_S)
+        if remaining <= 0:
+            return study
+        left = None if settings.timeout_s is None else settings.timeout_s - (time.monotonic() - t0)
+        if left is not None and left <= 0:
+            return study
+        try:
+            study.optimize(
+                objective,
+                n_trials=3 * remaining + 2,  # failed trials do not count; this bounds a run of failures
+                timeout=left,
+                callbacks=[stop],
+                catch=(HiltError,),  # a failed step fails its trial (reason in user attrs), not the worker
+                gc_after_trial=True,
+            )
+            return study
+        except DB_ERRORS as exc:  # the database went away between trials: wait for it, then go on
+            log.warning("study database unreachable (%s): waiting for it", type(exc).__name__)
+    raise StoreUnavailable(f"the study database went away {DB_OUTAGES_PER_RUN} times; stopping this worker")
 
 
 def best_schedules(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -5,6 +5,10 @@ pool) takes an exclusive `flock` on `<store>/bench.lock` for the length of a ben
 runners never share the cores. The kernel drops the lock when its holder dies, so a crashed
 agent never leaves the board locked. Who holds it is written beside it (`bench.holder`) so a
 refused request can say who to wait for.
+
+Each take and drop is appended to `bench.lock.log` (one JSON line: event, time, pid, holder, and on a
+take whether the lock was already held when asked): the board's own account of who measured when,
+which a farm audit reads to find two holders of one board at once (`device_agents.lock_audit`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .wire import AgentFailure
 
 LOCK_NAME = "bench.lock"
 HOLDER_NAME = "bench.holder"
+LOG_NAME = "bench.lock.log"
+LOG_MAX_BYTES = 1 << 20  # then it starts again, the previous one kept as .1
 POLL_S = 0.05
 
 
@@ -48,6 +54,25 @@ def busy_message(root: str, waited: float) -> str:
             info.get("since"),
         )
     return who + ("; gave up after waiting %.1f s" % waited if waited > 0 else "")
+
+
+def log_event(root: str, event: Dict[str, Any]) -> None:
+    """Append one line to the board's lock log (one write: lines from several agents never mix)."""
+    path = os.path.join(root, LOG_NAME)
+    try:
+        if os.path.getsize(path) > LOG_MAX_BYTES:
+            os.replace(path, path + ".1")
+    except OSError:
+        pass
+    line = (json.dumps(event, sort_keys=True) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _try_lock(fd: int) -> bool:
@@ -82,7 +107,14 @@ def bench_lock(root: str, holder: str, wait_s: float, deadline: float) -> Iterat
     try:
         start = time.monotonic()
         give_up = min(start + max(wait_s, 0.0), deadline - 1.0)
-        while not _try_lock(fd):
+        contended = not _try_lock(fd)
+        if contended:
+            held_by = (read_holder(root) or {}).get("holder")
+            log_event(
+                root,
+                {"ev": "busy", "t": time.time(), "pid": os.getpid(), "holder": holder, "held_by": held_by},
+            )
+        while contended and not _try_lock(fd):
             now = time.monotonic()
             if now >= give_up:
                 raise AgentFailure("busy", busy_message(root, now - start if wait_s > 0 else 0.0))
@@ -92,9 +124,12 @@ def bench_lock(root: str, holder: str, wait_s: float, deadline: float) -> Iterat
         with open(tmp, "w") as f:
             json.dump(info, f)
         os.replace(tmp, holder_path)
+        base = {"pid": os.getpid(), "holder": holder}
+        log_event(root, dict(base, ev="take", t=time.time(), contended=contended))
         try:
             yield info
         finally:
+            log_event(root, dict(base, ev="drop", t=time.time()))
             try:
                 os.unlink(holder_path)
             except OSError:

@@ -17,6 +17,7 @@ from .kernels import KernelTiming
 from .lock import current_holder
 from .power import discover_power
 from .rawtty import set_raw
+from .simulate import SimulatedBench, refuse_if_down
 from .store import Store
 from .wire import (
     AGENT_VERSION,
@@ -45,8 +46,11 @@ NAK_GAP_S = 0.2  # at most this often, a frame that failed CRC is reported to th
 class Agent:
     """Serves requests one at a time; errors become typed answers, never a dead agent."""
 
-    def __init__(self, cache: str, sysfs: str = "/sys", procfs: str = "/proc") -> None:
+    def __init__(
+        self, cache: str, sysfs: str = "/sys", procfs: str = "/proc", simulate: bool = False
+    ) -> None:
         self.cache = os.path.abspath(os.path.expanduser(cache))
+        self.simulate = simulate  # the runner replaced by a latency model (simulate.py)
         self.store = Store(self.cache)
         self.facts = Facts(sysfs, procfs)
         self.sysfs = sysfs
@@ -131,6 +135,7 @@ class Agent:
             "dedup": sorted(NOT_IDEMPOTENT),  # these are answered from a cache when retried with one id
             "frames": list(FRAME_KINDS),  # frame kinds this agent reads (2: checked, see wire)
             "codecs": list(CODECS),  # put chunks may come compressed with these (see wire)
+            "simulated": self.simulate,
         }
 
     def do_has(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
@@ -143,7 +148,8 @@ class Agent:
         return self.store.install(args)
 
     def do_bench(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
-        return Bench(self.cache, self.facts, self.sysfs, args, deadline).run()
+        bench = SimulatedBench if self.simulate else Bench
+        return bench(self.cache, self.facts, self.sysfs, args, deadline).run()
 
     def do_time_kernels(self, args: Dict[str, Any], body: bytes, deadline: float) -> Dict[str, Any]:
         return KernelTiming(self.store, args, deadline).run()
@@ -220,11 +226,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--framed", action="store_true", help="binary frames on stdin/stdout")
     parser.add_argument("--version", action="store_true")
+    parser.add_argument("--simulate", action="store_true", help="a simulated board: no runner (simulate.py)")
     opts = parser.parse_args(argv)
     if opts.version:
         sys.stdout.write(json.dumps({"agent_version": AGENT_VERSION, "protocol": PROTOCOL_VERSION}) + "\n")
         return 0
-    agent = Agent(opts.cache, opts.sysfs_root, opts.procfs_root)
+    agent = Agent(opts.cache, opts.sysfs_root, opts.procfs_root, simulate=opts.simulate)
+    if opts.simulate:
+        refuse_if_down(agent.cache)
     if opts.serial:
         fd = os.open(opts.serial, os.O_RDWR | os.O_NOCTTY)
         set_raw(fd, opts.baud)

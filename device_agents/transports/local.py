@@ -106,14 +106,17 @@ class LocalTransport(Transport):
 
 class LocalSpec(TransportSpecBase):
     """This machine: the agent as a subprocess of this Python; an absolute `agent_dir` places its store
-    (the default lives under $HILT_CACHE)."""
+    (the default lives under $HILT_CACHE). `simulate`: a simulated board (the agent's latency model in
+    place of the runner; `device_agents.simfarm` writes farms of them)."""
 
     kind: Literal["local"] = "local"
     agent_dir: str = ".cache/hilt-agent"
+    simulate: bool = False
 
     def open(self, name: str, **options: Any) -> LocalTransport:
         cache = self.agent_dir if self.agent_dir.startswith("/") else None
-        return LocalTransport(name, cache=cache, **options)
+        extra = ["--simulate"] if self.simulate else None
+        return LocalTransport(name, cache=cache, extra_args=extra, **options)
 
 
 SPEC = LocalSpec

@@ -63,7 +63,7 @@ def _bench(
     console.print(
         f"[bold]{record.board}[/bold] {record.artifact[:16]}: median {s.median_ns / 1e6:.3f} ms, "
         f"p90 {s.p90_ns / 1e6:.3f} ms, p99 {s.p99_ns / 1e6:.3f} ms, CV {s.cv * 100:.1f}% over {s.n} runs; "
-        f"peak RSS {record.peak_rss_kb} kB",
+        f"peak RSS {record.peak_rss_kb} kB" + (" (SIMULATED board)" if record.simulated else ""),
         highlight=False,
     )
     g = record.generation

@@ -95,6 +95,9 @@ def tune(
     seq_len: int = typer.Option(64, "--seq-len", min=2, help="Causal LMs: text window and prefill length."),
     new_tokens: int = typer.Option(32, "--new-tokens", min=2, help="Causal LMs: greedy tokens per bench."),
     seed: int = typer.Option(0, "--seed", help="Sampler seed; workers started together need different ones."),
+    bench_timeout: float = typer.Option(
+        300.0, "--bench-timeout", min=1.0, help="Seconds a bench may take before its board counts as lost."
+    ),
     out: Path = typer.Option(Path("hilt-runs"), "--out", help="Work and output directory."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics here."),
 ) -> None:
@@ -105,6 +108,7 @@ def tune(
 
     import optuna
 
+    from device_agents.bench import BenchOptions
     from harness.compile.tune import KernelTuning
     from tuner.objectives import parse_objectives
 
@@ -148,6 +152,7 @@ def tune(
         seq_len=seq_len,
         new_tokens=new_tokens,
         work_dir=out,
+        bench_options=BenchOptions(timeout_s=bench_timeout),
         command="hilt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     _run_with_progress(req, metrics_port)

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,11 +16,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests import pg_server
 from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore
 
 pytestmark = pytest.mark.timeout(1500)
-PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 
 @pytest.fixture(scope="module")
@@ -32,37 +29,12 @@ def task(tmp_path_factory) -> dict[str, Path]:
     return write_tiny_task(root)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    if not PG_BIN or os.geteuid() != 0:
+    if not pg_server.available():
         pytest.skip("needs Debian's postgresql package and root (to run the server as user postgres)")
-    base = Path(
-        tempfile.mkdtemp(prefix="hilt-pg-")
-    )  # pytest's tmp root is 0700: user postgres can't enter it
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    shutil.chown(base, "postgres")
-    shutil.chown(sock, "postgres")
-    port = _free_port()
-
-    def as_pg(*cmd: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120
-        )
-
-    as_pg(f"{PG_BIN[-1]}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres")
-    as_pg(f"{PG_BIN[-1]}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-          f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
-    as_pg(f"{PG_BIN[-1]}/createdb", "-h", "127.0.0.1", "-p", str(port), "hilt")
-    yield f"postgresql://postgres@127.0.0.1:{port}/hilt"
-    as_pg(f"{PG_BIN[-1]}/pg_ctl", "-D", str(data), "-m", "fast", "stop")
-    shutil.rmtree(base, ignore_errors=True)
+    with pg_server.PostgresServer() as server:
+        yield server.url
 
 
 def test_two_workers_on_postgresql(task, postgres, tmp_path) -> None:
