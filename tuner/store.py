@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from device_agents.db import make_engine, retrying
 from device_agents.leases import LeaseTable
@@ -107,6 +108,9 @@ def _add_missing_columns(engine: Engine) -> None:
 def stored_record(row: dict) -> MeasurementRecord:
     """A measurement row's record, typed again (derived fields such as the summary are recomputed)."""
     return MeasurementRecord.model_validate(row["record"])
+
+
+LOCK_TTL_S = 60.0
 
 
 class ResultsStore:
@@ -240,9 +244,21 @@ class ResultsStore:
     @contextmanager
     def lock(self, name: str, holder: str, wait_s: float) -> Iterator[bool]:
         """A database-wide named lock (a lease in this store's database); yields False if not taken."""
-        lease = self.locks.take_any([name], holder, ttl_s=60.0, wait_s=wait_s, poll_s=0.05)
+        lease = self.locks.take_any([name], holder, ttl_s=LOCK_TTL_S, wait_s=wait_s, poll_s=0.05)
+        stop = threading.Event()
+        if lease is not None:  # renewed while held: a long holder (a dense LLM's compile) keeps it
+
+            def beat() -> None:
+                while not stop.wait(LOCK_TTL_S / 3):
+                    try:
+                        self.locks.renew(lease, LOCK_TTL_S)
+                    except SQLAlchemyError:  # the database restarting: next beat
+                        continue
+
+            threading.Thread(target=beat, daemon=True, name=f"lock-{name}").start()
         try:
             yield lease is not None
         finally:
+            stop.set()
             if lease is not None:
                 retrying(f"release of {name}", lambda: self.locks.release(lease))

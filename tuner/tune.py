@@ -115,6 +115,24 @@ def sia_restricted_space(
     return replace(space, granularities=allowed, ratio_low=round(floor, 6)), horizons
 
 
+def measure_dense_once(
+    study: optuna.Study, pipeline: TrialPipeline, store: ResultsStore, event: OnEvent
+) -> None:
+    """The baseline every trial is compared with, measured once per study: workers that join while
+    another measures it go straight to trials instead of each taking a board for the same bundle."""
+    if StudyInfo.of(study).dense is not None:
+        return
+
+    def say(msg: str) -> None:
+        event(Step(None, msg))
+
+    with store.lock(f"dense:{study.study_name}", pipeline.cfg.holder, wait_s=0) as taken:
+        if taken and StudyInfo.of(study).dense is None:
+            StudyInfo.put(study, dense=pipeline.measure_dense(say))
+        elif not taken:
+            log.info("another worker is measuring the dense model of study %s", study.study_name)
+
+
 def tune(req: TuneRequest, event: OnEvent = ignore) -> TuneResult:
     model_dir = resolve_model_dir(req.model)
     boards = select_boards(req.farm, req.board, req.profile)
@@ -169,12 +187,7 @@ def tune(req: TuneRequest, event: OnEvent = ignore) -> TuneResult:
         sia_space = SiaSpace(searched=list(searched), granularities=allowed, horizons=horizons)
         StudyInfo.put(study, space=space.to_dict(), sia_space=sia_space)
         event(SiaSpaceChosen(sia_space))
-    if StudyInfo.of(study).dense is None:  # once per study: the baseline every trial is compared with
-
-        def say(msg: str) -> None:
-            event(Step(None, msg))
-
-        StudyInfo.put(study, dense=pipeline.measure_dense(say))
+    measure_dense_once(study, pipeline, store, event)
     settings = RunSettings(trials=req.trials, timeout_s=req.timeout_s, space=space, objectives=objectives)
     run_study(study, pipeline, settings, dense, event)
     best = write_best(study, study_dir)
