@@ -17,7 +17,8 @@ Method
   `--simulate`, one store, bench lock and pool machine per board; a bench holds the board `--bench-s`
   seconds and answers a latency model's samples (SIMULATED, not measured). Everything on the host is
   what real boards get: pool leases on PostgreSQL, uploads, install, bench, records.
-- Trials: a tiny random GPT-2 classifier (3 blocks), one pruning stage, no recovery steps: seconds of
+- Trials: a tiny random GPT-2 classifier (3 blocks), one layer-pruning stage, no recovery steps (so
+  pruned models repeat and their bundles come from the compile cache): seconds of
   host CPU, so the workers spend their time in the coordination code.
 - Workers: `python -m harness.cli.main tune ... --storage postgresql://...` processes, the first one
   creating the study and measuring the dense model, the rest started once it exists.
@@ -83,7 +84,7 @@ def write_suite(root: Path, model: Path) -> Path:
     suite = root / "suite.toml"
     suite.write_text(
         'version = 1\nname = "farm"\n[thresholds]\nlatency_pct = 1000.0\nmemory_pct = 1000.0\n'
-        f'[[case]]\nname = "tiny"\nmodel = "{model}"\nprofiles = ["local"]\nseq_len = 12\n'
+        f'[[case]]\nname = "tiny"\nmodel = "{model}"\nprofiles = ["sim"]\nseq_len = 12\n'
     )
     return suite
 

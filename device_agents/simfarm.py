@@ -9,12 +9,14 @@ The host code is the one real boards get: `BoardPool` leases, transports, upload
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from device_agents.agent.simulate import CONFIG_NAME, DOWN_NAME, FAULT_NAME, FAULTS
 from device_agents.inventory import Farm, load_farm
 from harness.errors import ConfigError
+from profiles.schema import PROFILES_DIR
 
 SIM_MACHINE_PREFIX = "sim:"
 
@@ -35,12 +37,26 @@ def board_name(i: int) -> str:
     return f"sim-{i:03d}"
 
 
-def write_sim_farm(
-    root: Path, boards: int, profile: str = "local", model: LatencyModel | None = None
-) -> Path:
-    """`root/farm.toml` naming `boards` simulated boards of `profile`, stores under `root/boards/`."""
+SIM_PROFILE = "sim"
+
+
+def write_sim_profile(root: Path) -> Path:
+    """`root/sim.toml`: the host's `local` profile renamed `sim`, on the TensorIR route, so a simulated
+    board's runtime carries no BLAS library (4 MB to upload to each board instead of 30)."""
+    text = (PROFILES_DIR / "local.toml").read_text()
+    text = text.replace('name = "local"', f'name = "{SIM_PROFILE}"', 1)
+    text = re.sub(r'(?m)^matmul = "blas"$', 'matmul = "tir"', text)
+    path = root / f"{SIM_PROFILE}.toml"
+    path.write_text(text)
+    return path
+
+
+def write_sim_farm(root: Path, boards: int, model: LatencyModel | None = None) -> Path:
+    """`root/farm.toml` naming `boards` simulated boards of profile `sim`, stores under `root/boards/`."""
     model = model or LatencyModel()
     root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    profile = write_sim_profile(root)
     lines = ["version = 1", ""]
     for i in range(boards):
         name = board_name(i)

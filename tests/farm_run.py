@@ -92,8 +92,8 @@ def start_worker(task: FarmTask, study: str, trials: int, index: int) -> Worker:
     cmd = [
         sys.executable, "-m", "harness.cli.main", "tune", "--model", str(task.model),
         "--calib", str(task.calib), "--val", str(task.val), "--val-n", "32", "--trials", str(trials),
-        "--storage", task.storage, "--study", study, "--farm", str(task.farm), "--profile", "local",
-        "--max-steps", "0", "--max-stages", "1", "--no-sia", "--seed", str(index),
+        "--storage", task.storage, "--study", study, "--farm", str(task.farm), "--profile", "sim",
+        "--max-steps", "0", "--max-stages", "1", "--granularities", "layer", "--no-sia", "--seed", str(index),
         "--bench-timeout", str(task.bench_timeout_s), "--out", str(task.logs / f"{study}-runs"),
     ]  # fmt: skip
     f = log.open("w")

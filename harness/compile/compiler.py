@@ -11,6 +11,7 @@ arches) -> bundle and cache index. The same candidate for the same target is bui
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -180,6 +181,18 @@ def _resolve_profile(profile: str | BoardProfile) -> BoardProfile:
 _BUILD_LOCK = threading.Lock()
 
 
+@contextmanager
+def _building(key: str) -> Iterator[None]:
+    """One process at a time builds a cache key: tuning workers that miss the same bundle at once
+    (pruned models repeat) wait for the first build and take it from the cache, instead of each
+    compiling it again."""
+    path = bundles_root() / ".building" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        yield
+
+
 def compile_model(
     model: str | Path,
     profile: str | BoardProfile,
@@ -246,6 +259,23 @@ def _compile_model(
     key = cache_key(model_files, prof, opts, task.tuning_key(tuning.digest() if tuning else "none"))
     if opts.tune_trials == 0 and (hit := run.cached(key)) is not None:
         return hit
+    with _building(key):  # another process building the same key: wait, then take its bundle
+        if opts.tune_trials == 0 and (hit := run.cached(key)) is not None:
+            return hit
+        return _build_bundle(run, task, loaded, key, model_files, tuning, timer)
+
+
+def _build_bundle(
+    run: _Run,
+    task: CompileTask,
+    loaded: Any,
+    key: str,
+    model_files: Any,
+    tuning: TuningDatabase | None,
+    timer: KernelTimer | None,
+) -> CompileResult:
+    """A cache miss: export, lower, [tune], schedule, build and write the bundle."""
+    prof, opts = run.prof, run.opts
     with run.stage("export"):
         exported = _export(task, run)
     target = tvm_target(prof)

@@ -38,7 +38,7 @@ def test_farm_file_gives_each_board_its_machine_and_store(farm: Path) -> None:
     boards = load_farm(farm).boards
     assert [b.name for b in boards] == ["sim-000", "sim-001", "sim-002"]
     assert len({b.machine for b in boards}) == 3 and all(b.machine.startswith("sim:") for b in boards)
-    assert all(b.transport.simulate and b.profile.name == "local" for b in boards)
+    assert all(b.transport.simulate and b.profile.name == "sim" and b.profile.matmul == "tir" for b in boards)
     found = stores(load_farm(farm))
     assert json.loads((found["sim-001"] / "sim.json").read_text())["bench_s"] == 0.2
     with pytest.raises(ConfigError, match="unknown fault 'melt'"):
