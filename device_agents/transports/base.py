@@ -138,12 +138,16 @@ class ChunkCoder:
     small ones (a noisy line's) with `small` (zdict: zlib primed with the file bytes just before
     the chunk, which the agent has stored by the time it decodes it), and offsets stay in
     uncompressed bytes. A chunk that does not shrink to `PAYS` of its size goes as it is; after
-    `GIVE_UP` such chunks in a row (already-compressed data) or `BAD_LIMIT` chunks the agent could
-    not decode, the rest of the file goes uncompressed. `ratio` (uncompressed per wire byte,
-    smoothed) turns the sizer's wire-sized chunk into how much of the file to read."""
+    `GIVE_UP` such chunks in a row (already-compressed data) the next `PROBE_EVERY` bytes go as they
+    are and then a chunk is tried again (a library's tables do not compress, its code does: giving up
+    for the whole file sent a 2.4 MB `libtvm_ffi.so` plain after its first 10 kB); after `BAD_LIMIT`
+    chunks the agent could not decode, the rest of the file goes uncompressed. `ratio`
+    (uncompressed per wire byte, smoothed) turns the sizer's wire-sized chunk into how much of the
+    file to read."""
 
     PAYS = 0.9
     GIVE_UP = 4
+    PROBE_EVERY = 64 << 10
     BAD_LIMIT = 3
     MIN = 64  # shorter chunks go as they are
     SMALL = 16 << 10  # chunks shorter than this use `small`: per-chunk lzma does poorly on them
@@ -153,6 +157,7 @@ class ChunkCoder:
         self.small = small
         self.ratio = 1.0
         self.misses = 0
+        self.plain_left = 0  # bytes to send as they are before trying to compress again
         self.bad = 0
 
     def raw_len(self, wire_len: int, cap: int) -> int:
@@ -169,13 +174,17 @@ class ChunkCoder:
         before the chunk, up to wire.DICT_SPAN, when `wants_before`)."""
         if self.codec is None or len(raw) < self.MIN:
             return {}, raw
+        if self.plain_left > 0:
+            self.plain_left -= len(raw)
+            return {}, raw
         codec = self.small if self.small and len(raw) < self.SMALL else self.codec
         packed = wire.compress_chunk(codec, raw, before)
         if len(packed) > len(raw) * self.PAYS:
             self.misses += 1
             if self.misses >= self.GIVE_UP:
-                log.debug("upload: %d chunks in a row did not shrink; sending the rest as is", self.misses)
-                self.codec = None
+                log.debug("upload: %d chunks in a row did not shrink; the next %d bytes go as they are",
+                          self.misses, self.PROBE_EVERY)  # fmt: skip
+                self.plain_left, self.misses = self.PROBE_EVERY, 0
             self._learn(1.0)
             return {}, raw
         self.misses = 0

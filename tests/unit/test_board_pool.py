@@ -188,3 +188,30 @@ def test_pool_url_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert pool_url("postgresql://x/y") == "postgresql://x/y"
     with pytest.raises(ConfigError, match="neither sqlite"):
         pool_url("redis://localhost")
+
+
+def test_a_lost_board_is_set_aside_for_every_worker_and_comes_back(tmp_path: Path) -> None:
+    farm = _farm([{"name": n, "profile": "local", "machine": f"m-{n}"} for n in ("a", "b", "c")])
+    url = str(tmp_path / "pool.db")
+    one, two = BoardPool(url, holder="w1"), BoardPool(url, holder="w2")
+    with one.hold(farm.boards) as held:
+        assert held.board.name == "a"
+    one.set_aside(farm.board("a"), "board a: no answer to 'bench'", for_s=1.0)
+    with two.hold(farm.boards) as held, one.hold(farm.boards) as other:  # the other worker skips it too
+        assert (held.board.name, other.board.name) == ("b", "c")
+    with pytest.raises(BoardBusyError, match=r"board a set aside since .*lost: board a: no answer"):
+        with two.hold([farm.board("a")]):
+            pass
+    time.sleep(1.1)  # the mark expires: a rebooted board is tried again
+    with two.hold(farm.boards) as held:
+        assert held.board.name == "a"
+
+
+def test_hold_tries_free_machines_first(tmp_path: Path) -> None:
+    farm = _farm([{"name": f"b{i}", "profile": "local", "machine": f"m{i}"} for i in range(6)])
+    pool = BoardPool(str(tmp_path / "pool.db"), holder="w")
+    held = [pool.leases.try_take(f"m{i}", f"other:{i}:x", 60) for i in range(5)]
+    assert all(held)
+    assert pool.leases.held_keys([f"m{i}" for i in range(6)]) == {f"m{i}" for i in range(5)}
+    with pool.hold(farm.boards) as got:
+        assert got.board.name == "b5" and got.waited_s < 1.0
