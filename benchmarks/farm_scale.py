@@ -72,7 +72,7 @@ def nightly(task: farm_run.FarmTask, suite: Path, run: str) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "harness.cli.main", "nightly", "--farm", str(task.farm), "--suite", str(suite),
         "--run", run, "--storage", task.storage, "--out", str(task.logs / run), "--min-iters", "5",
-        "--min-seconds", "0", "--wait", "600",
+        "--min-seconds", "0", "--wait", "600", "--update-baseline",
     ]  # fmt: skip
     log = (task.logs / f"{run}.log").open("w")
     return subprocess.Popen(

@@ -103,8 +103,14 @@ class LeaseTable:
 
     def try_take(self, key: str, holder: str, ttl_s: float, note: str = "") -> Lease | None:
         """Take the key if it is free, expired, or already ours; None if someone else holds it."""
-        self._ensure(key)
-        self._reap_dead_local_holder(key)
+        lease = self._take(key, holder, ttl_s, note)  # one statement when the key is free
+        if lease is None:  # a key never used, or held by a process of this host that died
+            self._ensure(key)
+            self._reap_dead_local_holder(key)
+            lease = self._take(key, holder, ttl_s, note)
+        return lease
+
+    def _take(self, key: str, holder: str, ttl_s: float, note: str) -> Lease | None:
         now = time.time()
         c = lease_table.c
         with self.engine.begin() as conn:

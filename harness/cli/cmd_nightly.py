@@ -31,7 +31,7 @@ def nightly(
     """Bench every case on every matching board, compare with the baseline, write JUnit XML."""
     from device_agents.bench import BenchOptions
     from device_agents.inventory import load_farm
-    from device_agents.pool import BoardPool
+    from device_agents.pool import BoardPool, pool_url
     from reports.nightly import run_nightly
     from reports.suite import load_suite
     from tuner.store import ResultsStore
@@ -51,10 +51,14 @@ def nightly(
         # the agent's own lock (hosts outside this pool): queue a minute at most, since the bench
         # answer's deadline grows by that much; the pool's wait (--wait) is separate
         options = BenchOptions(min_iters=min_iters, min_seconds=min_seconds, wait_s=min(wait, 60.0))
+        store = ResultsStore(storage)
+        # the same pool as `hilt tune` on this storage (its server database): a nightly and tuning
+        # workers sharing a farm take turns on each board instead of meeting on its agent lock
+        the_pool = BoardPool(pool_url(pool, storage=store.url))
         res = run_nightly(
-            the_suite, the_farm, ResultsStore(storage), out, run=run, baseline=baseline,
+            the_suite, the_farm, store, out, run=run, baseline=baseline,
             update_baseline=update_baseline, bench_options=options, history=history,
-            pool=BoardPool(pool), wait_s=wait, on_bench=on_bench,
+            pool=the_pool, wait_s=wait, on_bench=on_bench,
         )  # fmt: skip
     table = Table(title=f"nightly {the_suite.name} run {res.run} vs baseline {res.baseline or 'none'}")
     for col in ("case", "board", "status", "message"):
