@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from device_agents.simfarm import LatencyModel, board_name, write_sim_farm  # noqa: E402
+from harness.cache import cache_root  # noqa: E402
 from tests import farm_run  # noqa: E402
 from tests.pg_server import PostgresServer, available  # noqa: E402
 from tests.unit.prune_tiny import write_tiny_task  # noqa: E402
@@ -232,7 +233,13 @@ def main() -> int:
         logs = root / "logs"
         logs.mkdir()
         task = farm_run.FarmTask(
-            tiny["model"], tiny["calib"], tiny["val"], farm, pg.url, root / "cache", logs
+            tiny["model"],
+            tiny["calib"],
+            tiny["val"],
+            farm,
+            pg.url,
+            cache_root(),
+            logs,  # runtime built once
         )
         suite = write_suite(root, tiny["model"])
         if "clean" in phases:

@@ -49,6 +49,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def dead_local(holder: str | None) -> bool:
+    """Whether a holder (`host:pid:...`) is a process of this host that is gone."""
+    parts = (holder or "").split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    return not _alive(int(parts[1]))
+
+
 @dataclass(frozen=True)
 class Lease:
     key: str
@@ -87,10 +95,7 @@ class LeaseTable:
         with self.engine.connect() as conn:
             row = conn.execute(select(lease_table.c.holder).where(lease_table.c.key == key)).first()
         holder = row[0] if row else None
-        parts = (holder or "").split(":")
-        if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-            return
-        if _alive(int(parts[1])):
+        if not dead_local(holder):
             return
         log.warning("lease on %s held by dead process %s: released", key, holder)
         with self.engine.begin() as conn:
@@ -166,12 +171,13 @@ class LeaseTable:
             return None
         return LeaseHolder(key, row.holder, row.note or "", float(row.acquired or 0.0))
 
-    def held_keys(self, keys: list[str]) -> set[str]:
-        """Which of `keys` have a live holder now, in one query (a pool of 100 boards asks this each pass)."""
+    def live_holders(self, keys: list[str]) -> dict[str, str]:
+        """The live holder of each of `keys` that has one, in one query (a pool of 100 boards asks
+        this on every pass instead of trying each key)."""
         c = lease_table.c
-        live = select(c.key).where(c.key.in_(keys), c.holder.is_not(None), c.expires >= time.time())
+        live = select(c.key, c.holder).where(c.key.in_(keys), c.holder.is_not(None), c.expires >= time.time())
         with self.engine.connect() as conn:
-            return {r.key for r in conn.execute(live)}
+            return {r.key: r.holder for r in conn.execute(live)}
 
     def holders(self) -> dict[str, str | None]:
         with self.engine.connect() as conn:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from device_agents.db import make_engine, retrying
 from device_agents.inventory import Board
-from device_agents.leases import Lease, LeaseHolder, LeaseTable, worker_id
+from device_agents.leases import Lease, LeaseHolder, LeaseTable, dead_local, worker_id
 from harness.cache import cache_root
 from harness.errors import BoardBusyError, ConfigError
 
@@ -126,11 +126,14 @@ class BoardPool:
         return busy_message(board, self.leases.holder_of(board.machine))
 
     def _order(self, boards: list[Board]) -> list[Board]:
-        """Boards to try this pass: those whose machine looks free first, then the rest (a holder that
-        died on this host is reaped when tried); boards set aside as lost are left out."""
-        held = self.leases.held_keys([b.machine for b in boards] + [aside_key(b) for b in boards])
-        usable = [b for b in boards if aside_key(b) not in held]
-        return [b for b in usable if b.machine not in held] + [b for b in usable if b.machine in held]
+        """The boards worth trying this pass, from one query: those whose machine is free, then those
+        held by a process of this host that died (taking them reaps it). Boards held by a live
+        holder, or set aside as lost, are not tried: 20 workers polling 100 busy boards one UPDATE
+        at a time kept two cores busy doing nothing else."""
+        holders = self.leases.live_holders([b.machine for b in boards] + [aside_key(b) for b in boards])
+        usable = [b for b in boards if aside_key(b) not in holders]
+        free = [b for b in usable if b.machine not in holders]
+        return free + [b for b in usable if b.machine in holders and dead_local(holders[b.machine])]
 
     @contextmanager
     def hold(self, boards: list[Board], wait_s: float = 0.0, poll_s: float = 0.1) -> Iterator[Held]:

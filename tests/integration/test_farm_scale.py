@@ -5,6 +5,7 @@ boards' own lock logs), and every failed trial attributed to its worker or board
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_five_workers_twenty_boards_with_faults(postgres: str, tmp_path: Path) -
         tiny["val"],
         farm,
         postgres,
-        tmp_path / "cache",
+        Path(os.environ["HILT_CACHE"]),  # the session cache: the board runtime is built once
         logs,
         bench_timeout_s=20,
     )
