@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -210,12 +211,19 @@ class TrialPipeline:
                 eval_data=_Data(self.data.val_ids, self.data.val_labels),
             )
             entry = TrialStageLog(**dict(stage_log), sia_violation=worst)
-            tmp = out.with_name(out.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
+            # a staging dir of this process's own, published with one rename: workers sharing the
+            # cache that prune the same stage at once never write into (or delete) each other's
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.prune_root))
             save_pruned(model, tmp, stage_log.task)
             entry.save(tmp / "stage_log.json")
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)  # atomic: a crash leaves no half-written stage
+            if (out / "stage_log.json").is_file():
+                shutil.rmtree(tmp, ignore_errors=True)  # another worker published it first: keep theirs
+            else:
+                shutil.rmtree(out, ignore_errors=True)  # a crash's half-written leftover, never published
+                try:
+                    tmp.rename(out)
+                except OSError:  # published by another worker between the check and the rename
+                    shutil.rmtree(tmp, ignore_errors=True)
             logs.append(entry)
             current = out
         return current, logs, worst
