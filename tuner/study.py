@@ -96,6 +96,20 @@ class StoreUnavailable(HiltError):
 DB_ERRORS = (SQLAlchemyError, StorageInternalError)
 
 
+def db_outage(exc: BaseException) -> bool:
+    """Whether an error comes from the database being unreachable, also when it surfaces as another
+    error raised while handling one: Optuna's `_run_trial` raises UnboundLocalError when both its
+    `tell` and the `get_trial` after it fail (seen during a PostgreSQL restart)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, DB_ERRORS):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return False
+
+
 def _rdb(url: str | None, heartbeat_s: int, grace_s: int) -> RDBStorage:
     sqlite = resolve_url(url).startswith("sqlite")
     return StudyStorage(
@@ -279,7 +293,9 @@ def run_study(
                 gc_after_trial=True,
             )
             return study
-        except DB_ERRORS as exc:  # the database went away between trials: wait for it, then go on
+        except Exception as exc:  # the database went away between trials: wait for it, then go on
+            if not db_outage(exc):
+                raise
             log.warning("study database unreachable (%s): waiting for it", type(exc).__name__)
     raise StoreUnavailable(f"the study database went away {DB_OUTAGES_PER_RUN} times; stopping this worker")
 

@@ -54,3 +54,23 @@ def test_a_database_that_stays_away_fails_after_the_stated_time() -> None:
 def test_engines_ping_their_pooled_connections(tmp_path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert engine.pool._pre_ping is True
+
+
+def test_an_error_raised_while_handling_a_database_outage_counts_as_one() -> None:
+    from tuner.study import db_outage
+
+    try:
+        try:
+            raise _down()
+        except OperationalError:
+            raise UnboundLocalError("cannot access local variable 'updated_state'") from None
+    except UnboundLocalError as exc:
+        assert db_outage(exc) is False  # `from None` hides the context: not claimed
+    try:
+        try:
+            raise _down()
+        except OperationalError:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")  # noqa: B904
+    except UnboundLocalError as exc:
+        assert db_outage(exc) is True
+    assert db_outage(ValueError("a bug")) is False
