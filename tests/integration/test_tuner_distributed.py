@@ -152,7 +152,8 @@ def test_board_lost_mid_bench_retries_on_another(task, tmp_path) -> None:
     assert trial.user_attrs["board"] == "good"
     rows = [r for r in ResultsStore(f"sqlite:///{db}").measurements(study="lost") if r["trial_number"] == 0]
     assert len(rows) == 1 and rows[0]["board"] == "good"  # measured once, on the board that stayed
-    assert ResultsStore(f"sqlite:///{db}").locks.holders() == {"claim:lost": None}
+    locks = ResultsStore(f"sqlite:///{db}").locks.holders()
+    assert locks == {"claim:lost": None, "dense:lost": None}  # the claim and dense-baseline locks: released
     from device_agents.inventory import this_host
     from device_agents.pool import BoardPool
 
