@@ -50,11 +50,10 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device_agents.simfarm import LatencyModel, board_name, write_sim_farm  # noqa: E402
+from device_agents.simfarm import LatencyModel, board_name  # noqa: E402
 from harness.cache import cache_root  # noqa: E402
 from tests import farm_run  # noqa: E402
 from tests.pg_server import PostgresServer, available  # noqa: E402
-from tests.unit.prune_tiny import write_tiny_task  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serial_noisy_line import machine_facts  # noqa: E402
@@ -221,8 +220,6 @@ def main() -> int:
         raise SystemExit("needs root and Debian's postgresql package (apt-get install postgresql)")
     phases = [p for p in args.phases.split(",") if p]
     root = Path(tempfile.mkdtemp(prefix="hilt-farm-"))
-    tiny = write_tiny_task(root)
-    farm = write_sim_farm(root / "sim", args.boards, model=LatencyModel(bench_s=args.bench_s))
     result: dict = {
         "machine": machine_facts(),
         "boards": args.boards,
@@ -230,18 +227,9 @@ def main() -> int:
         "phases": {},
     }
     with PostgresServer(max_connections=400) as pg:
-        logs = root / "logs"
-        logs.mkdir()
-        task = farm_run.FarmTask(
-            tiny["model"],
-            tiny["calib"],
-            tiny["val"],
-            farm,
-            pg.url,
-            cache_root(),
-            logs,  # runtime built once
-        )
-        suite = write_suite(root, tiny["model"])
+        # the hilt cache: the board runtime is built once, not in the first trial of every run
+        task = farm_run.lay_out(root, args.boards, pg.url, cache_root(), LatencyModel(bench_s=args.bench_s))
+        suite = write_suite(root, task.model)
         if "clean" in phases:
             r = run_phase(task, "clean", args.workers, args.trials, nightly_suite=suite, boards=args.boards)
             print_phase("clean", r)

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 
 from device_agents.inventory import load_farm
 from device_agents.lock_audit import audit
-from device_agents.simfarm import inject, stores
+from device_agents.simfarm import LatencyModel, inject, stores, write_sim_farm
+from tests.unit.prune_tiny import write_tiny_task
 from tuner.store import ResultsStore, stored_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,17 @@ class FarmReport:
     completed_per_min: float = 0.0
     steady_per_min: float = 0.0  # once every worker has started its first trial
     events: list[str] = field(default_factory=list)
+
+
+def lay_out(
+    root: Path, boards: int, storage: str, cache: Path, model: LatencyModel, bench_timeout_s: float = 30.0
+) -> FarmTask:
+    """Under `root`: the tiny task, a farm of `boards` simulated boards, and a folder for worker logs."""
+    tiny = write_tiny_task(root)
+    farm = write_sim_farm(root / "sim", boards, model=model)
+    logs = root / "logs"
+    logs.mkdir()
+    return FarmTask(tiny["model"], tiny["calib"], tiny["val"], farm, storage, cache, logs, bench_timeout_s)
 
 
 def worker_env(task: FarmTask) -> dict[str, str]:

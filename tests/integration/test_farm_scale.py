@@ -13,37 +13,20 @@ import pytest
 
 from device_agents.inventory import load_farm
 from device_agents.pool import BoardPool, aside_key
-from device_agents.simfarm import LatencyModel, down_boards, write_sim_farm
-from tests import farm_run, pg_server
-from tests.unit.prune_tiny import write_tiny_task
+from device_agents.simfarm import LatencyModel, down_boards
+from tests import farm_run
+from tests.integration.test_tuner_distributed import postgres  # noqa: F401 - the real server fixture
 
 pytestmark = pytest.mark.timeout(600)
 TRIALS = 40
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    if not pg_server.available():
-        pytest.skip("needs Debian's postgresql package and root (to run the server as user postgres)")
-    with pg_server.PostgresServer() as server:
-        yield server.url
-
-
-def test_five_workers_twenty_boards_with_faults(postgres: str, tmp_path: Path) -> None:
-    tiny = write_tiny_task(tmp_path)
-    farm = write_sim_farm(tmp_path / "sim", 20, model=LatencyModel(bench_s=0.5))
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    task = farm_run.FarmTask(
-        tiny["model"],
-        tiny["calib"],
-        tiny["val"],
-        farm,
-        postgres,
-        Path(os.environ["HILT_CACHE"]),  # the session cache: the board runtime is built once
-        logs,
-        bench_timeout_s=20,
+def test_five_workers_twenty_boards_with_faults(postgres: str, tmp_path: Path) -> None:  # noqa: F811
+    # the session cache: the board runtime is built once
+    task = farm_run.lay_out(
+        tmp_path, 20, postgres, Path(os.environ["HILT_CACHE"]), LatencyModel(bench_s=0.5), 20
     )
+    farm = task.farm
     since = time.time()
     workers = farm_run.start_workers(task, "farm", TRIALS, 5)
     deadline = time.monotonic() + 400
