@@ -360,3 +360,27 @@ def test_an_os_error_from_a_command_is_one_line_not_a_traceback(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: Is a directory: "), err
     assert str(out) in err
+
+
+def test_a_bench_timeout_below_one_second_is_one_line_and_exit_2(
+    inputs: dict[str, Path], isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = isolated / "runs"
+    data = str(inputs["val"])
+    argv = ["tune", "--model", str(inputs["model"]), "--calib", data, "--val", data,
+            "--bench-timeout", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--bench-timeout" in err, err
+    assert not out.exists()
+
+
+def test_a_simulated_board_with_a_malformed_simulate_field_is_one_line_and_exit_2(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    farm = isolated / "farm.toml"
+    farm.write_text('version = 1\n[[board]]\nname = "s"\nprofile = "local"\n'
+                    'transport = { kind = "local", agent_dir = "/tmp/s", simulate = "maybe" }\n')  # fmt: skip
+    assert main(["boards", "list", "--farm", str(farm)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "board[0] 's'" in err and "simulate" in err, err
